@@ -1,0 +1,56 @@
+# The two set-up commands: `make run` and `make test` work from a fresh clone.
+PY      ?= python3
+VENV    := .venv
+VPY     := $(VENV)/bin/python
+STAMP   := $(VENV)/.installed
+SOURCES := $(shell find core_rt sim -name '*.pyx' -o -name '*.pxd' -o -name '*.h') setup.py pyproject.toml
+
+.PHONY: run test bench lint install clean mosquitto rt-tests fmt
+
+$(VPY):
+	$(PY) -m venv $(VENV)
+	$(VPY) -m pip install -q --upgrade pip
+
+$(STAMP): $(VPY) $(SOURCES)
+	$(VPY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: $(STAMP)
+	mkdir -p out
+	$(VENV)/bin/chair run relax --speed 60 --telemetry out/session.jsonl --summary out/summary.json --plot out/session.png
+
+mosquitto:
+	@command -v mosquitto >/dev/null 2>&1 || command -v /usr/sbin/mosquitto >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing mosquitto (apt-get)"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q mosquitto mosquitto-clients >/dev/null || \
+	    { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q mosquitto mosquitto-clients >/dev/null; }; \
+	  else echo "mosquitto is missing: install it with 'sudo apt-get install mosquitto mosquitto-clients'"; exit 1; fi; }
+
+rt-tests:
+	@command -v cyclictest >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing rt-tests (cyclictest)"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q rt-tests >/dev/null || \
+	    { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q rt-tests >/dev/null; }; \
+	  else echo "cyclictest is missing: install it with 'sudo apt-get install rt-tests'"; exit 1; fi; }
+
+test: $(STAMP) mosquitto
+	$(VPY) -m pytest -q
+
+bench: $(STAMP) rt-tests mosquitto
+	$(VENV)/bin/chair bench
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check chair core_rt sim tests bench
+	$(VENV)/bin/ruff format --check chair core_rt sim tests bench
+	$(VENV)/bin/mypy
+
+fmt: $(STAMP)
+	$(VENV)/bin/ruff format chair core_rt sim tests bench
+	$(VENV)/bin/ruff check --fix chair core_rt sim tests bench
+
+clean:
+	rm -rf build *.egg-info core_rt/*.c core_rt/*.so sim/*.c sim/*.so $(VENV) out

@@ -1,0 +1,3 @@
+from chair.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,285 @@
+"""Every number of the chair, in one pydantic model.
+
+`ChairConfig()` is the reference chair of DOMAIN §1; `load_config(path)` reads a TOML file whose
+tables mirror the model (``[carriage]``, ``[width]``, ...) and overrides only what it names. The
+core's limits (`chair_limits` in C), the simulator's plant, the program validator and the session
+all read their numbers from here; nothing else in the tree spells a number of the chair.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+ZONES: tuple[str, ...] = (
+    "glutes",
+    "sacrum",
+    "lumbar",
+    "mid_back",
+    "upper_back",
+    "shoulders",
+    "neck",
+)
+"""Body zones, bottom to top (the index is the core's zone number)."""
+
+HeatLevel = Literal["off", "low", "medium", "high"]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class MotionLimits(_Model):
+    v_max: float = Field(gt=0)
+    a_max: float = Field(gt=0)
+    j_max: float = Field(gt=0)
+    estop_a_max: float = Field(gt=0)
+    estop_j_max: float = Field(gt=0)
+
+
+class Carriage(_Model):
+    """The roller carriage ("walk") on the L-track; y in mm from the bottom end."""
+
+    track_min_mm: float = 0.0
+    track_max_mm: float = 1200.0
+    seat_mm: float = 320.0
+    park_mm: float = 1200.0
+    """Park at the top of the track, heads retracted (DOMAIN §4 settle)."""
+    limits: MotionLimits = MotionLimits(
+        v_max=100.0, a_max=400.0, j_max=4000.0, estop_a_max=3000.0, estop_j_max=100000.0
+    )
+
+
+class Width(_Model):
+    """Spacing of the two roller heads, centre to centre."""
+
+    min_mm: float = 90.0
+    max_mm: float = 170.0
+    narrow_mm: float = 100.0
+    medium_mm: float = 130.0
+    wide_mm: float = 160.0
+    park_mm: float = 160.0
+    limits: MotionLimits = MotionLimits(
+        v_max=40.0, a_max=200.0, j_max=2000.0, estop_a_max=1000.0, estop_j_max=40000.0
+    )
+
+
+class Depth(_Model):
+    """How far the heads protrude into the body ("3D")."""
+
+    min_mm: float = 0.0
+    max_mm: float = 40.0
+    levels_mm: tuple[float, float, float, float, float] = (8.0, 16.0, 24.0, 32.0, 40.0)
+    retracted_mm: float = 1.0
+    """At or below this depth the heads do not press (park, light returns are level 1 = 8 mm)."""
+    limits: MotionLimits = MotionLimits(
+        v_max=20.0, a_max=100.0, j_max=1000.0, estop_a_max=500.0, estop_j_max=20000.0
+    )
+
+    def level_mm(self, level: int) -> float:
+        """Depth of a level 1..5 (0 = retracted)."""
+        return 0.0 if level <= 0 else self.levels_mm[level - 1]
+
+
+class Kneading(_Model):
+    max_rpm: float = 60.0
+    eccentricity_mm: float = 8.0
+    limits: MotionLimits = MotionLimits(
+        v_max=60.0, a_max=60.0, j_max=600.0, estop_a_max=600.0, estop_j_max=20000.0
+    )
+    """Rate axis: v = rpm, a = rpm/s, j = rpm/s²."""
+
+
+class Tapping(_Model):
+    max_hz: float = 12.0
+    limits: MotionLimits = MotionLimits(
+        v_max=12.0, a_max=24.0, j_max=240.0, estop_a_max=240.0, estop_j_max=10000.0
+    )
+    """Rate axis: v = Hz, a = Hz/s, j = Hz/s²."""
+
+
+class Heater(_Model):
+    levels_c: dict[str, float] = {"low": 38.0, "medium": 42.0, "high": 45.0}
+    trip_c: float = 48.0
+    steady_band_c: float = 1.0
+    thermistor_min_c: float = -10.0
+    thermistor_max_c: float = 90.0
+    refresh_timeout_s: float = 3.0
+    kp_duty_per_c: float = 0.25
+    ki_duty_per_c_s: float = 0.004
+    not_heating_duty: float = 0.8
+    not_heating_rise_c: float = 2.0
+    not_heating_window_s: float = 60.0
+    pause_hold_s: float = 300.0
+
+    def target_c(self, level: str) -> float:
+        return 0.0 if level == "off" else self.levels_c[level]
+
+
+class ZoneCaps(_Model):
+    depth_level: int = Field(ge=0, le=5)
+    tap_hz: float = Field(ge=0)
+    knead_rpm: float = Field(ge=0)
+
+
+def _default_caps() -> dict[str, ZoneCaps]:
+    back = ZoneCaps(depth_level=5, tap_hz=12.0, knead_rpm=60.0)
+    low = ZoneCaps(depth_level=3, tap_hz=6.0, knead_rpm=45.0)
+    return {
+        "glutes": back,
+        "sacrum": low,
+        "lumbar": low,
+        "mid_back": back,
+        "upper_back": back,
+        "shoulders": back,
+        "neck": ZoneCaps(depth_level=1, tap_hz=0.0, knead_rpm=30.0),
+    }
+
+
+class Body(_Model):
+    """Spine geometry, zones from the scanned shoulder, body scan numbers."""
+
+    contact_radius_mm: float = 20.0
+    spine_half_width_mm: float = 15.0
+    spine_margin_mm: float = 5.0
+    zone_caps: dict[str, ZoneCaps] = Field(default_factory=_default_caps)
+    zone_edges: tuple[float, ...] = (-0.25, 0.0, 0.12, 0.35, 0.60, 0.85, 1.05, 1.22)
+    """Zone boundaries as fractions of the back length B = shoulder − seat, measured from the seat
+    crease: zone i spans [seat + edge[i]·B, seat + edge[i+1]·B], clamped to the track."""
+    shoulder_per_height: float = 0.345
+    """Seated shoulder height above the seat crease per cm of body height (anthropometric mean)."""
+    shoulder_offset_mm: float = 10.0
+    """Added to the y where the arm loses contact to get the shoulder line."""
+    shoulder_min_above_seat_mm: float = 380.0
+    """Loss of contact below seat + this is not a plausible shoulder."""
+    shoulder_max_mm: float = 1010.0
+    """Top-most allowed shoulder line (so the neck zone stays on the track)."""
+    scan_start_zone: str = "lumbar"
+    scan_depth_level: int = 2
+    scan_speed_mm_s: float = 40.0
+    adjust_mm: float = 50.0
+    adjust_window_s: float = 10.0
+    height_min_cm: float = 140.0
+    height_max_cm: float = 200.0
+
+    @property
+    def keep_out_mm(self) -> float:
+        """Half-width of the band no contact patch may enter: |x| < this."""
+        return self.spine_half_width_mm + self.spine_margin_mm
+
+    @model_validator(mode="after")
+    def _check(self) -> Body:
+        if len(self.zone_edges) != len(ZONES) + 1:
+            raise ValueError(f"zone_edges needs {len(ZONES) + 1} values")
+        if list(self.zone_edges) != sorted(self.zone_edges):
+            raise ValueError("zone_edges must increase")
+        missing = set(ZONES) - set(self.zone_caps)
+        if missing:
+            raise ValueError(f"zone_caps missing {sorted(missing)}")
+        return self
+
+
+class Faults(_Model):
+    """Detection deadlines and thresholds (DOMAIN §6)."""
+
+    stall_ms: float = 500.0
+    stall_min_mm: float = 1.0
+    stall_drive_mm_s: float = 5.0
+    overcurrent_a: tuple[float, float, float, float, float] = (4.0, 2.0, 3.0, 3.0, 3.0)
+    """carriage, width, depth, kneading, tapping."""
+    overcurrent_ms: float = 5.0
+    supply_min_v: float = 20.0
+    supply_max_v: float = 30.0
+    supply_ms: float = 50.0
+    thermistor_ms: float = 50.0
+    occupant_ms: float = 300.0
+    link_lost_ms: float = 50.0
+    controller_watchdog_ms: float = 500.0
+    tracking_error_max_mm: float = 25.0
+
+
+class Loop(_Model):
+    tick_hz: int = Field(default=1000, ge=250, le=2000)
+    rt_priority: int = Field(default=80, ge=1, le=99)
+    heartbeat_ms: float = 100.0
+    """How often the asyncio side feeds the core (must be well under the controller watchdog)."""
+    limit_tolerance_rel: float = 1e-9
+
+    @property
+    def period_ns(self) -> int:
+        return round(1_000_000_000 / self.tick_hz)
+
+
+class Session(_Model):
+    default_minutes: float = 15.0
+    min_minutes: float = 5.0
+    max_minutes: float = 30.0
+    """Hard cap: nothing can exceed it."""
+
+
+class ChairConfig(_Model):
+    """The reference chair (DOMAIN §1). Load another with `load_config`."""
+
+    name: str = "reference L-track chair"
+    carriage: Carriage = Carriage()
+    width: Width = Width()
+    depth: Depth = Depth()
+    kneading: Kneading = Kneading()
+    tapping: Tapping = Tapping()
+    heater: Heater = Heater()
+    body: Body = Body()
+    faults: Faults = Faults()
+    loop: Loop = Loop()
+    session: Session = Session()
+
+    @model_validator(mode="after")
+    def _check(self) -> ChairConfig:
+        c = self.carriage
+        if not c.track_min_mm < c.seat_mm < c.track_max_mm:
+            raise ValueError("carriage: need track_min_mm < seat_mm < track_max_mm")
+        if not c.track_min_mm <= c.park_mm <= c.track_max_mm:
+            raise ValueError("carriage.park_mm must be on the track")
+        w = self.width
+        if not w.min_mm <= w.narrow_mm <= w.medium_mm <= w.wide_mm <= w.max_mm:
+            raise ValueError("width: stops must lie in min_mm..max_mm, narrow <= medium <= wide")
+        if self.session.max_minutes > 30.0:
+            raise ValueError("session.max_minutes: 30 min is a hard cap")
+        return self
+
+    # ---- derived numbers used by several floors -------------------------------------------------
+
+    def min_width_mm(self, kneading: bool) -> float:
+        """Smallest centre-to-centre width that keeps both contact patches off the spine band."""
+        b = self.body
+        orbit = self.kneading.eccentricity_mm if kneading else 0.0
+        return 2.0 * (b.keep_out_mm + b.contact_radius_mm + orbit)
+
+    def shoulder_for_height_mm(self, height_cm: float) -> float:
+        """Expected shoulder line for a body height (used by the simulator and validation)."""
+        return self.carriage.seat_mm + self.body.shoulder_per_height * height_cm * 10.0
+
+    def zones_for_shoulder(self, shoulder_mm: float) -> dict[str, tuple[float, float]]:
+        """Zone bands [lo, hi] in track mm for a scanned shoulder line, bottom to top."""
+        c, b = self.carriage, self.body
+        back = shoulder_mm - c.seat_mm
+        edges = [
+            min(max(c.seat_mm + f * back, c.track_min_mm), c.track_max_mm) for f in b.zone_edges
+        ]
+        return {z: (edges[i], edges[i + 1]) for i, z in enumerate(ZONES)}
+
+
+def load_config(path: str | Path | None = None) -> ChairConfig:
+    """The reference chair, overridden by the TOML file at `path` if given."""
+    if path is None:
+        return ChairConfig()
+    p = Path(path)
+    try:
+        data: dict[str, Any] = tomllib.loads(p.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise ValueError(f"{p}: cannot read chair config: {e.strerror}") from e
+    except tomllib.TOMLDecodeError as e:
+        raise ValueError(f"{p}: not valid TOML: {e}") from e
+    return ChairConfig.model_validate(data)
