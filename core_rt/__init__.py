@@ -10,8 +10,9 @@ Public API (INTERFACES §4)::
     move.state(t)          # -> (p, v, a, j)
 """
 
+from typing import Any
+
 from core_rt.config import ZONES, ChairConfig, load_config
-from core_rt.motion import Move, plan_brake, plan_move, plan_velocity
 
 __all__ = [
     "ZONES",
@@ -22,3 +23,11 @@ __all__ = [
     "plan_move",
     "plan_velocity",
 ]
+
+
+def __getattr__(name: str) -> Any:  # the compiled planner is imported on first use
+    if name in ("Move", "plan_move", "plan_brake", "plan_velocity"):
+        from core_rt import motion
+
+        return getattr(motion, name)
+    raise AttributeError(name)

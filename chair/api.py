@@ -1,0 +1,89 @@
+"""What the remote-control layer (MQTT) may ask of the controller, and nothing more.
+
+`chair.controller.Controller` implements this protocol on top of sessions; the MQTT daemon
+(`chair.mqtt`) only talks to it through these methods, so remote control can never reach past the
+session's own checks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Protocol
+
+# Stable error codes of command replies (documented in docs/mqtt.md).
+ERROR_CODES: dict[str, str] = {
+    "bad_json": "payload is not valid JSON (UTF-8)",
+    "not_object": "payload is not a JSON object",
+    "too_large": "payload over 4 KiB",
+    "missing_action": "no 'action' field",
+    "unknown_action": "action is not one of the documented actions",
+    "bad_field": "a field has the wrong type or an unknown field was given",
+    "out_of_range": "a value is outside its allowed range",
+    "unknown_program": "no such program",
+    "not_allowed": "the action is not allowed in the current state",
+    "busy": "another command is being executed",
+    "internal": "the controller could not execute the command (reported, nothing changed)",
+}
+
+STATES = ("idle", "scanning", "adjusting", "running", "paused", "settling", "fault", "estop")
+EVENTS = (
+    "session_started",
+    "shoulder_detected",
+    "step_started",
+    "session_finished",
+    "fault",
+    "estop",
+    "reset",
+)
+
+
+class CommandError(Exception):
+    """A refused command: `code` is one of ERROR_CODES, `message` is for humans."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class ControllerAPI(Protocol):
+    """The controller as remote control sees it. All methods validate and raise CommandError."""
+
+    def state(self) -> dict[str, Any]:
+        """The INTERFACES §3 state payload (state, program, step, technique, zone, elapsed_s,
+        remaining_s, intensity, heat{level,target_c,temp_c}, shoulder_mm, fault, session_id)."""
+
+    def telemetry(self) -> dict[str, Any] | None:
+        """The latest telemetry sample (INTERFACES §2 fields), None when nothing has run."""
+
+    def programs(self) -> list[str]:
+        """Names of the programs `start` accepts."""
+
+    def on_change(self, callback: Callable[[dict[str, Any]], None]) -> None:
+        """Call `callback(state)` whenever the state payload changes."""
+
+    def on_event(self, callback: Callable[[dict[str, Any]], None]) -> None:
+        """Call `callback({"event": name, ...})` for every event in EVENTS."""
+
+    async def start(
+        self,
+        program: str,
+        minutes: float | None = None,
+        intensity: int | None = None,
+        heat: str | None = None,
+    ) -> None: ...
+
+    async def pause(self) -> None: ...
+
+    async def resume(self) -> None: ...
+
+    async def stop(self) -> None:
+        """Settle the running session (heater off, heads parked, carriage to park)."""
+
+    async def estop(self) -> None: ...
+
+    async def reset(self) -> None: ...
+
+    async def set(self, intensity: int | None = None, heat: str | None = None) -> None: ...
+
+    async def adjust_shoulder(self, mm: float) -> None: ...
