@@ -38,6 +38,7 @@ cdef extern from "chair_core.h" nogil:
         CHAIR_CMD_PROGRAM
         CHAIR_CMD_CLEAR_STATS
         CHAIR_CMD_FAULT
+        CHAIR_CMD_SCAN
     enum:
         CHAIR_FAULT_NONE
         CHAIR_FAULT_TRACK_RANGE
@@ -144,7 +145,9 @@ cdef extern from "chair_core.h" nogil:
     ctypedef struct chair_command:
         int32_t kind
         int32_t axis
+        int64_t at_ns
         int64_t hold_ns
+        int64_t sent_ns
         double value[8]
 
     ctypedef struct chair_event:

@@ -112,7 +112,8 @@ class Heater(_Model):
     ki_duty_per_c_s: float = 0.004
     not_heating_duty: float = 0.8
     not_heating_rise_c: float = 2.0
-    not_heating_window_s: float = 60.0
+    not_heating_window_s: float = 45.0
+    """Shorter than the 60 s deadline so the check fires in time after the duty saturates."""
     pause_hold_s: float = 300.0
 
     def target_c(self, level: str) -> float:
@@ -185,7 +186,8 @@ class Body(_Model):
 class Faults(_Model):
     """Detection deadlines and thresholds (DOMAIN §6)."""
 
-    stall_ms: float = 500.0
+    stall_ms: float = 200.0
+    """Window over which a driven axis must move stall_min_mm (detection deadline is 500 ms)."""
     stall_min_mm: float = 1.0
     stall_drive_mm_s: float = 5.0
     overcurrent_a: tuple[float, float, float, float, float] = (4.0, 2.0, 3.0, 3.0, 3.0)
@@ -198,7 +200,7 @@ class Faults(_Model):
     occupant_ms: float = 300.0
     link_lost_ms: float = 50.0
     controller_watchdog_ms: float = 500.0
-    tracking_error_max_mm: float = 25.0
+    tracking_error_max_mm: float = 40.0
 
 
 class Loop(_Model):

@@ -128,12 +128,16 @@ enum chair_command_kind {
     CHAIR_CMD_PROGRAM = 8,   /* axis=1: program running (zone accounting on), 0: off */
     CHAIR_CMD_CLEAR_STATS = 9,
     CHAIR_CMD_FAULT = 10,    /* raise a fault from above: axis = chair_fault code */
+    CHAIR_CMD_SCAN = 11,     /* axis=1: report arm-contact changes (body scan), 0: stop */
 };
 
 typedef struct {
     int32_t kind;
     int32_t axis;
-    int64_t hold_ns;
+    int64_t at_ns;   /* MOVE/RATE/HEAT: not before this core time (0 = at once); keeps real-time and
+                        virtual-time runs identical when commands are sent ahead of their time */
+    int64_t hold_ns; /* MOVE: the axis stays busy this long after reaching the goal */
+    int64_t sent_ns; /* CLOCK_MONOTONIC when sent (command-to-actuator latency), 0 if unknown */
     double value[8];
 } chair_command;
 

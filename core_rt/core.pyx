@@ -1,0 +1,1169 @@
+# cython: language_level=3
+"""The tick: motion profiles on every axis, the guard, the watchdogs and the heater loop.
+
+One `Core` owns one chair. Every tick (1 kHz by default) it
+
+1. takes commands from the asyncio side out of a lock-free ring (moves, rates, heat, brake, e-stop,
+   reset, heartbeat, body zones) and starts the timed ones at their `at_ns`;
+2. evaluates each axis's jerk-limited profile in closed form from the profile's start time;
+3. exchanges one setpoint/status pair with the hardware (simulated plant or board link);
+4. runs the guard on what it commands and on what the sensors say — any violation is a latched
+   fault with a controlled stop (an e-stop uses the emergency limits), never a silent clamp;
+5. runs the heater PI loop on the pad thermistor and its watchdogs;
+6. publishes events and decimated telemetry into rings, waking asyncio through an eventfd.
+
+The same `_tick` runs in virtual time (`run_until`, stepped as fast as possible) and in real time
+(`start_realtime`, a native thread on absolute CLOCK_MONOTONIC deadlines). Tick times are the
+scheduled grid `t0 + k·period`, so both modes produce bit-identical setpoints for the same inputs.
+Nothing in `_tick` takes the GIL or allocates.
+"""
+
+from libc.math cimport fabs, cos, isfinite, ceil, M_PI
+from libc.string cimport memset
+from libc.stdint cimport int32_t, int64_t, uint32_t, uint64_t
+from libc.errno cimport errno
+
+from core_rt.chair_core cimport *
+from core_rt.motion cimport Profile, profile_move, profile_velocity, profile_hold, profile_eval
+from core_rt.hardware cimport Hardware
+from core_rt.rtloop cimport (
+    spsc_ring, spsc_init, spsc_free, spsc_push, spsc_pop, spsc_count, spsc_dropped,
+    rt_loop, rt_loop_init, rt_now_ns, rt_loop_start, rt_loop_stop, rt_hist_percentile, rt_stat,
+    RT_LAT_NBINS, RT_EXEC_NBINS, RT_LAT_BIN_NS, RT_EXEC_BIN_NS,
+)
+
+cdef extern from "<sys/eventfd.h>" nogil:
+    int eventfd(unsigned int initval, int flags)
+    int EFD_NONBLOCK
+    int EFD_CLOEXEC
+
+cdef extern from "<unistd.h>" nogil:
+    int close(int fd)
+    ssize_t read(int fd, void* buf, size_t n)
+
+
+AXES = ("carriage", "width", "depth", "kneading", "tapping")
+"""Axis names in the core's order."""
+
+FAULT_CODES = (
+    None, "track_range", "body_range", "spine_clearance", "zone_depth", "zone_tapping",
+    "zone_kneading", "velocity", "acceleration", "over_temperature", "thermistor",
+    "heater_not_heating", "stall", "limit_switch", "overcurrent", "supply_voltage",
+    "controller_stalled", "link_lost", "board", "tracking", "tapping_width", "command",
+)
+"""Stable fault code names, indexed by the C enum chair_fault."""
+
+FAULT_MESSAGES = {
+    "track_range": "carriage, width or depth outside its range",
+    "body_range": "heads pressing above the neck zone's top",
+    "spine_clearance": "a contact patch would enter the spine keep-out band",
+    "zone_depth": "depth above the zone's cap",
+    "zone_tapping": "tapping above the zone's cap",
+    "zone_kneading": "kneading above the zone's cap",
+    "velocity": "commanded velocity above the axis limit",
+    "acceleration": "commanded acceleration above the axis limit",
+    "over_temperature": "pad temperature at or above the trip point",
+    "thermistor": "pad thermistor reading out of range (open or short)",
+    "heater_not_heating": "heater at high duty without the expected temperature rise",
+    "stall": "axis driven but its encoder is not moving",
+    "limit_switch": "both track limit switches active, or travel past a limit",
+    "overcurrent": "motor current above its limit",
+    "supply_voltage": "supply voltage outside its range",
+    "controller_stalled": "the controller stopped feeding the core (watchdog)",
+    "link_lost": "the hardware link stopped answering",
+    "board": "the board reported a fault of its own",
+    "tracking": "an axis is far from its setpoint",
+    "tapping_width": "tapping while the width axis is moving",
+    "command": "an invalid command reached the core",
+}
+
+EVENT_KINDS = {
+    CHAIR_EVT_FAULT: "fault", CHAIR_EVT_ESTOP: "estop", CHAIR_EVT_RESET: "reset",
+    CHAIR_EVT_AXIS_IDLE: "axis_idle", CHAIR_EVT_CONTACT: "contact",
+    CHAIR_EVT_OCCUPANCY: "occupancy", CHAIR_EVT_ZONE: "zone", CHAIR_EVT_HEATER_OFF: "heater_off",
+    CHAIR_EVT_AT_REST: "at_rest", CHAIR_EVT_LINK: "link",
+}
+MODES = ("run", "brake", "fault", "estop")
+
+cdef enum:
+    QCAP = 256          # timed commands queued per axis (+1 queue for heat)
+    CMD_RING = 1024
+    EVT_RING = 4096
+    TLM_RING = 8192
+    HEAT_Q = CHAIR_N_AXES  # index of the heat queue
+
+
+cdef struct Queue:
+    chair_command item[QCAP]
+    int head
+    int length
+
+
+cdef struct Axis:
+    Profile prof
+    int64_t start_ns
+    int64_t end_ns          # profile end + hold: the axis is busy until then
+    int busy
+    double p, v, a, j       # commanded state this tick
+    double goal             # where the current profile ends
+    # measured-side fault detection
+    double stall_ref_mm
+    int64_t stall_since_ns
+
+
+cdef inline int64_t _dur_ns(double seconds) noexcept nogil:
+    return <int64_t>ceil(seconds * 1e9 - 1e-3)
+
+
+cdef inline int _q_push(Queue* q, const chair_command* c) noexcept nogil:
+    if q.length >= QCAP:
+        return -1
+    q.item[(q.head + q.length) % QCAP] = c[0]
+    q.length += 1
+    return 0
+
+
+cdef inline chair_command* _q_peek(Queue* q) noexcept nogil:
+    if q.length == 0:
+        return NULL
+    return &q.item[q.head]
+
+
+cdef inline void _q_pop(Queue* q) noexcept nogil:
+    q.head = (q.head + 1) % QCAP
+    q.length -= 1
+
+
+cdef inline int64_t _mono_ns() noexcept nogil:
+    return rt_now_ns()
+
+
+cdef int _rt_tick(void* ctx, int64_t tick_ns) noexcept nogil:
+    return (<Core>ctx)._rt_tick(tick_ns)
+
+
+cdef class Core:
+    """One chair's real-time core. See the module docstring and docs/core.md."""
+
+    cdef chair_limits lim
+    cdef Hardware hw
+    cdef Axis ax[CHAIR_N_AXES]
+    cdef Queue q[CHAIR_N_AXES + 1]
+    cdef spsc_ring cmd_ring
+    cdef spsc_ring evt_ring
+    cdef spsc_ring tlm_ring
+    cdef chair_setpoint sp
+    cdef chair_status st
+    cdef readonly int64_t now_ns        # time of the next tick to run
+    cdef int64_t rt_epoch_ns
+    cdef int rt_epoch_set
+    cdef int mode
+    cdef int fault
+    cdef int wake
+    # heater
+    cdef double heat_target_c
+    cdef double heat_integral
+    cdef double heater_duty
+    cdef int64_t heat_refresh_ns
+    cdef int64_t nh_start_ns
+    cdef double nh_start_c
+    # body
+    cdef int body_set
+    cdef double zone_edge[CHAIR_N_ZONES + 1]
+    cdef int program_on
+    cdef int scan_on
+    cdef int zone
+    cdef int last_contact
+    cdef int occupied
+    # debounce timers
+    cdef int64_t last_cmd_ns
+    cdef int watchdog_armed
+    cdef int64_t oc_since_ns[CHAIR_N_MOTORS]
+    cdef int64_t supply_bad_ns
+    cdef int64_t therm_bad_ns
+    cdef int64_t seat_empty_ns
+    cdef int64_t link_bad_ns
+    cdef int link_was_ok
+    cdef int at_rest_pending
+    # telemetry
+    cdef int64_t tlm_every
+    cdef int64_t tlm_countdown
+    # statistics over program time
+    cdef int64_t ticks
+    cdef int64_t zone_ticks[CHAIR_N_ZONES]
+    cdef double max_speed, max_accel, min_clearance, max_heat_c
+    cdef double max_knead_rpm, max_tap_hz
+    cdef int64_t last_sent_ns, last_applied_ns
+    # real-time loop
+    cdef rt_loop loop
+    cdef int efd
+    cdef int running_rt
+    cdef object config
+
+    def __cinit__(self):
+        self.efd = -1
+        memset(&self.cmd_ring, 0, sizeof(spsc_ring))
+        memset(&self.evt_ring, 0, sizeof(spsc_ring))
+        memset(&self.tlm_ring, 0, sizeof(spsc_ring))
+        if (spsc_init(&self.cmd_ring, CMD_RING, sizeof(chair_command)) != 0
+                or spsc_init(&self.evt_ring, EVT_RING, sizeof(chair_event)) != 0
+                or spsc_init(&self.tlm_ring, TLM_RING, sizeof(chair_telemetry)) != 0):
+            raise MemoryError("core rings")
+
+    def __init__(self, config, Hardware hardware not None, *, double telemetry_hz=50.0,
+                 int64_t start_ns=0):
+        """`config` is a core_rt.config.ChairConfig; `hardware` the chair the tick drives."""
+        if not (isfinite(telemetry_hz) and 0 < telemetry_hz <= 2000):
+            raise ValueError(f"telemetry_hz must be in (0, 2000], got {telemetry_hz!r}")
+        self.config = config
+        _fill_limits(&self.lim, config)
+        self.hw = hardware
+        hardware.period_ns = self.lim.period_ns
+        self.now_ns = start_ns
+        self.tlm_every = max(1, <int64_t>(1e9 / telemetry_hz / self.lim.period_ns + 0.5))
+        self.tlm_countdown = 0
+        self.occupied = 1
+        self.link_was_ok = 1
+        self.supply_bad_ns = -1
+        self.therm_bad_ns = -1
+        self.seat_empty_ns = -1
+        self.nh_start_ns = -1
+        for i in range(CHAIR_N_MOTORS):
+            self.oc_since_ns[i] = -1
+        self.last_contact = -1
+        self.zone = CHAIR_ZONE_NONE
+        c = config
+        # start at the park pose, heads parked wide and retracted
+        self._set_rest(CHAIR_AXIS_CARRIAGE, c.carriage.park_mm)
+        self._set_rest(CHAIR_AXIS_WIDTH, c.width.park_mm)
+        self._set_rest(CHAIR_AXIS_DEPTH, c.depth.min_mm)
+        self._set_rest(CHAIR_AXIS_KNEADING, 0.0)
+        self._set_rest(CHAIR_AXIS_TAPPING, 0.0)
+        self._clear_stats()
+
+    def __dealloc__(self):
+        if self.running_rt:
+            with nogil:
+                rt_loop_stop(&self.loop)
+            self.running_rt = 0
+        if self.efd >= 0:
+            close(self.efd)
+        spsc_free(&self.cmd_ring)
+        spsc_free(&self.evt_ring)
+        spsc_free(&self.tlm_ring)
+
+    cdef void _set_rest(self, int i, double p):
+        cdef Axis* x = &self.ax[i]
+        profile_hold(&x.prof, p, 0.0)
+        x.start_ns = self.now_ns
+        x.end_ns = self.now_ns
+        x.busy = 0
+        x.p = p
+        x.v = 0
+        x.a = 0
+        x.j = 0
+        x.goal = p
+        x.stall_ref_mm = p
+        x.stall_since_ns = self.now_ns
+
+    cdef void _clear_stats(self) noexcept nogil:
+        cdef int i
+        self.ticks = 0
+        for i in range(CHAIR_N_ZONES):
+            self.zone_ticks[i] = 0
+        self.max_speed = 0
+        self.max_accel = 0
+        self.min_clearance = 1e300
+        self.max_heat_c = -1e300
+        self.max_knead_rpm = 0
+        self.max_tap_hz = 0
+
+    # ------------------------------------------------------------------------------------------
+    # events and faults
+    # ------------------------------------------------------------------------------------------
+
+    cdef void _event(self, int kind, int code, double v0, double v1) noexcept nogil:
+        cdef chair_event e
+        e.t_ns = self.now_ns
+        e.kind = kind
+        e.code = code
+        e.value[0] = v0
+        e.value[1] = v1
+        e.value[2] = 0
+        e.value[3] = 0
+        spsc_push(&self.evt_ring, &e)
+        self.wake = 1
+
+    cdef void _brake_all(self, int emergency) noexcept nogil:
+        """Replace every profile by the time-optimal brake from its current state; drop queues.
+
+        A normal brake never overshoots the goal of the move it interrupts: if stopping now would
+        carry the axis past that goal, the move simply finishes (it decelerates to rest there)."""
+        cdef int i
+        cdef Axis* x
+        cdef Profile br
+        cdef double am, jm, pe, ve, ae, je
+        for i in range(CHAIR_N_AXES + 1):
+            self.q[i].length = 0
+            self.q[i].head = 0
+        for i in range(CHAIR_N_AXES):
+            x = &self.ax[i]
+            am = self.lim.axis[i].estop_a_max if emergency else self.lim.axis[i].a_max
+            jm = self.lim.axis[i].estop_j_max if emergency else self.lim.axis[i].j_max
+            if x.v == 0 and x.a == 0 and i < CHAIR_N_POSITION_AXES:
+                profile_hold(&x.prof, x.p, 0.0)
+            else:
+                if profile_velocity(&br, x.p, x.v, x.a, 0.0, am, jm) != 0:
+                    profile_hold(&br, x.p, 0.0)
+                if i < CHAIR_N_POSITION_AXES and not emergency and x.busy:
+                    profile_eval(&br, br.duration, &pe, &ve, &ae, &je)
+                    if (x.goal - x.p) * (pe - x.goal) > 0:
+                        # stopping now would pass the goal: let the move finish instead
+                        x.end_ns = x.start_ns + _dur_ns(x.prof.duration)
+                        continue
+                x.prof = br
+            x.start_ns = self.now_ns
+            x.end_ns = self.now_ns + _dur_ns(x.prof.duration)
+            x.goal = x.prof.pb[7]
+            x.busy = 1
+        self.at_rest_pending = 1
+
+    cdef void _fault(self, int code, double value, double limit) noexcept nogil:
+        if self.mode == CHAIR_MODE_FAULT or self.mode == CHAIR_MODE_ESTOP:
+            return  # the first fault is the one latched and reported
+        self.mode = CHAIR_MODE_FAULT
+        self.fault = code
+        self._heater_off()
+        self._brake_all(0)
+        self._event(CHAIR_EVT_FAULT, code, value, limit)
+
+    cdef void _estop(self) noexcept nogil:
+        if self.mode == CHAIR_MODE_ESTOP:
+            return
+        self.mode = CHAIR_MODE_ESTOP
+        self._heater_off()
+        self._brake_all(1)
+        self._event(CHAIR_EVT_ESTOP, self.fault, 0, 0)
+
+    cdef void _heater_off(self) noexcept nogil:
+        self.heat_target_c = 0
+        self.heat_integral = 0
+        self.heater_duty = 0
+        self.nh_start_ns = -1
+
+    cdef int _all_at_rest(self) noexcept nogil:
+        cdef int i
+        for i in range(CHAIR_N_AXES):
+            if self.ax[i].busy or self.ax[i].v != 0 or self.ax[i].a != 0:
+                return 0
+        return 1
+
+    # ------------------------------------------------------------------------------------------
+    # commands
+    # ------------------------------------------------------------------------------------------
+
+    cdef void _command(self, chair_command* c) noexcept nogil:
+        cdef int i, k = c.kind
+        self.last_cmd_ns = self.now_ns
+        self.watchdog_armed = 1
+        if c.sent_ns > 0:
+            self.last_sent_ns = c.sent_ns
+            self.last_applied_ns = _mono_ns()
+        if k == CHAIR_CMD_HEARTBEAT:
+            return
+        if k == CHAIR_CMD_ESTOP:
+            self._estop()
+        elif k == CHAIR_CMD_FAULT:
+            if 0 < c.axis < CHAIR_N_FAULTS:
+                self._fault(c.axis, c.value[0], c.value[1])
+        elif k == CHAIR_CMD_RESET:
+            if self.mode == CHAIR_MODE_RUN or self.mode == CHAIR_MODE_BRAKE:
+                return
+            if self._all_at_rest():
+                self.mode = CHAIR_MODE_RUN
+                self.fault = CHAIR_FAULT_NONE
+                self._event(CHAIR_EVT_RESET, 1, 0, 0)
+            else:
+                self._event(CHAIR_EVT_RESET, 0, 0, 0)  # refused: still moving
+        elif self.mode == CHAIR_MODE_FAULT or self.mode == CHAIR_MODE_ESTOP:
+            # latched: nothing moves again until reset; bookkeeping commands still apply
+            if k == CHAIR_CMD_PROGRAM:
+                self.program_on = c.axis
+            elif k == CHAIR_CMD_SCAN:
+                self.scan_on = c.axis
+            elif k == CHAIR_CMD_CLEAR_STATS:
+                self._clear_stats()
+            return
+        elif k == CHAIR_CMD_BRAKE:
+            self._brake_all(0)
+            self.nh_start_ns = -1
+        elif k == CHAIR_CMD_MOVE or k == CHAIR_CMD_RATE:
+            if 0 <= c.axis < CHAIR_N_AXES and (
+                (k == CHAIR_CMD_MOVE) == (c.axis < CHAIR_N_POSITION_AXES)):
+                if _q_push(&self.q[c.axis], c) != 0:
+                    self._fault(CHAIR_FAULT_COMMAND, c.axis, QCAP)
+            else:
+                self._fault(CHAIR_FAULT_COMMAND, c.axis, k)
+        elif k == CHAIR_CMD_HEAT:
+            if _q_push(&self.q[HEAT_Q], c) != 0:
+                self._fault(CHAIR_FAULT_COMMAND, -1, QCAP)
+        elif k == CHAIR_CMD_BODY:
+            if c.axis:
+                for i in range(CHAIR_N_ZONES + 1):
+                    self.zone_edge[i] = c.value[i]
+                self.body_set = 1
+            else:
+                self.body_set = 0
+                self.zone = CHAIR_ZONE_NONE
+        elif k == CHAIR_CMD_PROGRAM:
+            self.program_on = c.axis
+            if not c.axis:
+                self.zone = CHAIR_ZONE_NONE
+        elif k == CHAIR_CMD_SCAN:
+            self.scan_on = c.axis
+            self.last_contact = -1
+        elif k == CHAIR_CMD_CLEAR_STATS:
+            self._clear_stats()
+        else:
+            self._fault(CHAIR_FAULT_COMMAND, -1, k)
+
+    cdef void _start_due(self) noexcept nogil:
+        """Start queued moves/rates whose time has come (a move waits for its axis to be free)."""
+        cdef int i
+        cdef chair_command* c
+        cdef Axis* x
+        cdef chair_axis_limits* L
+        cdef double vm, am, jm
+        for i in range(CHAIR_N_AXES):
+            x = &self.ax[i]
+            L = &self.lim.axis[i]
+            while True:
+                c = _q_peek(&self.q[i])
+                if c == NULL or c.at_ns > self.now_ns:
+                    break
+                if i < CHAIR_N_POSITION_AXES:
+                    if self.now_ns < x.end_ns:
+                        break  # rest to rest: the previous move (and its hold) is not done
+                    vm = c.value[1] if c.value[1] > 0 else L.v_max
+                    am = c.value[2] if c.value[2] > 0 else L.a_max
+                    jm = c.value[3] if c.value[3] > 0 else L.j_max
+                    if profile_move(&x.prof, x.p, c.value[0], vm, am, jm) != 0:
+                        _q_pop(&self.q[i])
+                        self._fault(CHAIR_FAULT_COMMAND, i, c.value[0])
+                        return
+                    x.end_ns = self.now_ns + _dur_ns(x.prof.duration) + c.hold_ns
+                else:
+                    if profile_velocity(&x.prof, x.p, x.v, x.a, c.value[0], L.a_max,
+                                        L.j_max) != 0:
+                        _q_pop(&self.q[i])
+                        self._fault(CHAIR_FAULT_COMMAND, i, c.value[0])
+                        return
+                    x.end_ns = self.now_ns + _dur_ns(x.prof.duration)
+                x.start_ns = self.now_ns
+                x.goal = x.prof.pb[7]
+                x.busy = 1
+                _q_pop(&self.q[i])
+        while True:
+            c = _q_peek(&self.q[HEAT_Q])
+            if c == NULL or c.at_ns > self.now_ns:
+                break
+            if c.value[0] <= 0 or not isfinite(c.value[0]):
+                self._heater_off()
+            else:
+                if c.value[0] != self.heat_target_c:
+                    self.nh_start_ns = -1
+                self.heat_target_c = c.value[0]
+                self.heat_refresh_ns = self.now_ns
+            _q_pop(&self.q[HEAT_Q])
+
+    # ------------------------------------------------------------------------------------------
+    # the tick
+    # ------------------------------------------------------------------------------------------
+
+    cdef int _rt_tick(self, int64_t tick_ns) noexcept nogil:
+        if not self.rt_epoch_set:
+            # the first scheduled deadline continues the core's own time line
+            self.rt_epoch_ns = tick_ns - self.now_ns
+            self.rt_epoch_set = 1
+        return self._tick(tick_ns - self.rt_epoch_ns)
+
+    cdef int _tick(self, int64_t now) noexcept nogil:
+        cdef chair_command c
+        cdef int i, z
+        cdef Axis* x
+        cdef double t, w, e, th, lx, rx, clear, tol, vlim, alim, cap
+        cdef double depth, tap, knead
+        cdef int pressing
+        cdef chair_status* st = &self.st
+        self.now_ns = now
+        self.wake = 0
+        while spsc_pop(&self.cmd_ring, &c) == 0:
+            self._command(&c)
+        if self.mode == CHAIR_MODE_RUN or self.mode == CHAIR_MODE_BRAKE:
+            self._start_due()
+
+        # 2. profiles, in closed form from each profile's start
+        for i in range(CHAIR_N_AXES):
+            x = &self.ax[i]
+            t = (now - x.start_ns) * 1e-9
+            profile_eval(&x.prof, t, &x.p, &x.v, &x.a, &x.j)
+            if x.busy and now >= x.end_ns and self.q[i].length == 0:
+                x.busy = 0
+                if i < CHAIR_N_POSITION_AXES:
+                    x.p = x.prof.pb[7]  # exactly the goal
+                    x.v = 0
+                    x.a = 0
+                    x.j = 0
+                self._event(CHAIR_EVT_AXIS_IDLE, i, x.p, 0)
+
+        # 3. the hardware
+        w = self.ax[CHAIR_AXIS_WIDTH].p
+        depth = self.ax[CHAIR_AXIS_DEPTH].p
+        knead = self.ax[CHAIR_AXIS_KNEADING].v
+        tap = self.ax[CHAIR_AXIS_TAPPING].v
+        for i in range(CHAIR_N_POSITION_AXES):
+            self.sp.pos_mm[i] = self.ax[i].p
+            self.sp.vel_mm_s[i] = self.ax[i].v
+        self.sp.t_ns = now
+        self.sp.knead_rpm = knead
+        self.sp.tap_hz = tap
+        self.sp.heater_duty = self.heater_duty
+        self.sp.enable = 1
+        self.sp.seq = <int32_t>(self.ticks & 0x7fffffff)
+        if self.hw.exchange(&self.sp, st) != 0:
+            st.link_ok = 0
+
+        # 4. the guard — on what we command ...
+        tol = self.lim.limit_tolerance_rel
+        for i in range(CHAIR_N_AXES):
+            x = &self.ax[i]
+            if self.mode == CHAIR_MODE_ESTOP:
+                vlim = self.lim.axis[i].v_max
+                alim = self.lim.axis[i].estop_a_max
+            else:
+                vlim = self.lim.axis[i].v_max
+                alim = self.lim.axis[i].a_max
+            if fabs(x.v) > vlim * (1 + tol) + 1e-12:
+                self._fault(CHAIR_FAULT_VELOCITY, i * 1000.0 + fabs(x.v), vlim)
+            if fabs(x.a) > alim * (1 + tol) + 1e-12:
+                self._fault(CHAIR_FAULT_ACCELERATION, i * 1000.0 + fabs(x.a), alim)
+            if i < CHAIR_N_POSITION_AXES and (
+                    x.p < self.lim.axis[i].min_mm - 1e-9 or x.p > self.lim.axis[i].max_mm + 1e-9):
+                self._fault(CHAIR_FAULT_TRACK_RANGE, i * 10000.0 + x.p, self.lim.axis[i].max_mm)
+        pressing = depth > self.lim.retracted_depth_mm or knead != 0 or tap != 0
+        # lateral contact points, kneading orbit included (spine at x = 0)
+        e = self.lim.eccentricity_mm if knead != 0 else 0.0
+        th = 2.0 * M_PI * self.ax[CHAIR_AXIS_KNEADING].p / 60.0
+        lx = -0.5 * w + e * cos(th)
+        rx = 0.5 * w - e * cos(th)
+        clear = (0.5 * w - e - self.lim.contact_radius_mm
+                 - self.lim.spine_half_width_mm - self.lim.spine_margin_mm)
+        if clear < -1e-9:
+            self._fault(CHAIR_FAULT_SPINE_CLEARANCE, clear, 0.0)
+        if tap != 0 and self.ax[CHAIR_AXIS_WIDTH].busy:
+            self._fault(CHAIR_FAULT_TAPPING_WIDTH, tap, w)
+        z = CHAIR_ZONE_NONE
+        if self.body_set:
+            z = self._zone_of(self.ax[CHAIR_AXIS_CARRIAGE].p)
+            if pressing and self.ax[CHAIR_AXIS_CARRIAGE].p > self.zone_edge[CHAIR_N_ZONES] + 1e-6:
+                self._fault(CHAIR_FAULT_BODY_RANGE, self.ax[CHAIR_AXIS_CARRIAGE].p,
+                            self.zone_edge[CHAIR_N_ZONES])
+            if z >= 0:
+                cap = self.lim.zone_depth_max_mm[z]
+                if depth > cap + 1e-9:
+                    self._fault(CHAIR_FAULT_ZONE_DEPTH, depth, cap)
+                if fabs(tap) > self.lim.zone_tap_max_hz[z] + 1e-9:
+                    self._fault(CHAIR_FAULT_ZONE_TAPPING, tap, self.lim.zone_tap_max_hz[z])
+                if fabs(knead) > self.lim.zone_knead_max_rpm[z] + 1e-9:
+                    self._fault(CHAIR_FAULT_ZONE_KNEADING, knead, self.lim.zone_knead_max_rpm[z])
+
+        # ... and on what the sensors say
+        self._check_sensors(now)
+
+        # 5. heater
+        self._heater(now)
+
+        # 6. bookkeeping, statistics, telemetry
+        if self.program_on and z != self.zone:
+            self.zone = z
+            if z >= 0:
+                self._event(CHAIR_EVT_ZONE, z, self.ax[CHAIR_AXIS_CARRIAGE].p, 0)
+        if self.program_on:
+            if z >= 0:
+                self.zone_ticks[z] += 1
+            if fabs(self.ax[CHAIR_AXIS_CARRIAGE].v) > self.max_speed:
+                self.max_speed = fabs(self.ax[CHAIR_AXIS_CARRIAGE].v)
+            if fabs(self.ax[CHAIR_AXIS_CARRIAGE].a) > self.max_accel:
+                self.max_accel = fabs(self.ax[CHAIR_AXIS_CARRIAGE].a)
+            if pressing:
+                clear = (min(fabs(lx), fabs(rx)) - self.lim.contact_radius_mm
+                         - self.lim.spine_half_width_mm - self.lim.spine_margin_mm)
+                if clear < self.min_clearance:
+                    self.min_clearance = clear
+            if fabs(knead) > self.max_knead_rpm:
+                self.max_knead_rpm = fabs(knead)
+            if fabs(tap) > self.max_tap_hz:
+                self.max_tap_hz = fabs(tap)
+        if st.thermistor_c > self.max_heat_c:
+            self.max_heat_c = st.thermistor_c
+        if self.at_rest_pending and self._all_at_rest():
+            self.at_rest_pending = 0
+            self._event(CHAIR_EVT_AT_REST, self.mode, self.ax[CHAIR_AXIS_CARRIAGE].p, 0)
+        if self.tlm_countdown <= 0:
+            self.tlm_countdown = self.tlm_every
+            self._telemetry(z, lx, rx)
+        self.tlm_countdown -= 1
+        self.ticks += 1
+        return self.wake
+
+    cdef inline int _zone_of(self, double y) noexcept nogil:
+        cdef int i
+        if y < self.zone_edge[0] or y > self.zone_edge[CHAIR_N_ZONES]:
+            return CHAIR_ZONE_NONE
+        for i in range(CHAIR_N_ZONES - 1, -1, -1):
+            if y >= self.zone_edge[i]:
+                return i
+        return CHAIR_ZONE_NONE
+
+    cdef void _check_sensors(self, int64_t now) noexcept nogil:
+        cdef chair_status* st = &self.st
+        cdef int i
+        cdef Axis* x
+        cdef double err
+        # the link first: a stale status says nothing about the chair
+        if not st.link_ok:
+            if self.link_was_ok:
+                self.link_was_ok = 0
+                self.link_bad_ns = now
+                self._event(CHAIR_EVT_LINK, 0, 0, 0)
+            if now - self.link_bad_ns >= self.lim.link_lost_ns:
+                self._fault(CHAIR_FAULT_LINK_LOST, (now - self.link_bad_ns) * 1e-6, 0)
+            return
+        if not self.link_was_ok:
+            self.link_was_ok = 1
+            self._event(CHAIR_EVT_LINK, 1, 0, 0)
+        if st.board_faults != 0:
+            self._fault(CHAIR_FAULT_BOARD, st.board_faults, 0)
+        # controller watchdog: the asyncio side must feed the core
+        if self.watchdog_armed and now - self.last_cmd_ns >= self.lim.controller_watchdog_ns:
+            self._fault(CHAIR_FAULT_CONTROLLER_STALLED, (now - self.last_cmd_ns) * 1e-6, 0)
+        # track limits
+        if st.limit_low and st.limit_high:
+            self._fault(CHAIR_FAULT_LIMIT_SWITCH, 2, 0)
+        x = &self.ax[CHAIR_AXIS_CARRIAGE]
+        if (st.pos_mm[0] < self.lim.axis[0].min_mm - 1.0
+                or st.pos_mm[0] > self.lim.axis[0].max_mm + 1.0):
+            self._fault(CHAIR_FAULT_LIMIT_SWITCH, st.pos_mm[0], 0)
+        # stall and tracking, per position axis
+        for i in range(CHAIR_N_POSITION_AXES):
+            x = &self.ax[i]
+            if fabs(x.v) > self.lim.stall_drive_mm_s:
+                if fabs(st.pos_mm[i] - x.stall_ref_mm) >= self.lim.stall_min_mm:
+                    x.stall_ref_mm = st.pos_mm[i]
+                    x.stall_since_ns = now
+                elif now - x.stall_since_ns >= self.lim.stall_ns:
+                    self._fault(CHAIR_FAULT_STALL, i, st.pos_mm[i])
+            else:
+                x.stall_ref_mm = st.pos_mm[i]
+                x.stall_since_ns = now
+            err = fabs(st.pos_mm[i] - x.p)
+            if err > self.lim.tracking_error_max_mm:
+                self._fault(CHAIR_FAULT_TRACKING, i, err)
+        # motor currents
+        for i in range(CHAIR_N_MOTORS):
+            if st.current_a[i] > self.lim.overcurrent_a[i] or not isfinite(st.current_a[i]):
+                if self.oc_since_ns[i] < 0:
+                    self.oc_since_ns[i] = now
+                if now - self.oc_since_ns[i] >= self.lim.overcurrent_ns:
+                    self._fault(CHAIR_FAULT_OVERCURRENT, i, st.current_a[i])
+            else:
+                self.oc_since_ns[i] = -1
+        # supply
+        if st.supply_v < self.lim.supply_min_v or st.supply_v > self.lim.supply_max_v or (
+                not isfinite(st.supply_v)):
+            if self.supply_bad_ns < 0:
+                self.supply_bad_ns = now
+            if now - self.supply_bad_ns >= self.lim.supply_ns:
+                self._fault(CHAIR_FAULT_SUPPLY_VOLTAGE, st.supply_v, 0)
+        else:
+            self.supply_bad_ns = -1
+        # thermistor range: heater off at once, fault after the debounce
+        if (st.thermistor_c < self.lim.thermistor_min_c or st.thermistor_c > self.lim.thermistor_max_c
+                or not isfinite(st.thermistor_c)):
+            self.heater_duty = 0
+            if self.therm_bad_ns < 0:
+                self.therm_bad_ns = now
+            if now - self.therm_bad_ns >= self.lim.thermistor_ns:
+                self._fault(CHAIR_FAULT_THERMISTOR, st.thermistor_c, 0)
+        else:
+            self.therm_bad_ns = -1
+            if st.thermistor_c >= self.lim.heat_trip_c:
+                self._fault(CHAIR_FAULT_OVER_TEMPERATURE, st.thermistor_c, self.lim.heat_trip_c)
+        # occupancy (not a fault: the session settles)
+        if not st.seat_occupied:
+            if self.seat_empty_ns < 0:
+                self.seat_empty_ns = now
+            if self.occupied and now - self.seat_empty_ns >= self.lim.occupant_ns:
+                self.occupied = 0
+                self._event(CHAIR_EVT_OCCUPANCY, 0, 0, 0)
+        else:
+            self.seat_empty_ns = -1
+            if not self.occupied:
+                self.occupied = 1
+                self._event(CHAIR_EVT_OCCUPANCY, 1, 0, 0)
+        # body scan: report contact changes with the carriage position
+        if self.scan_on and st.arm_contact != self.last_contact:
+            self.last_contact = st.arm_contact
+            self._event(CHAIR_EVT_CONTACT, st.arm_contact, st.pos_mm[0], self.ax[0].p)
+
+    cdef void _heater(self, int64_t now) noexcept nogil:
+        cdef double T = self.st.thermistor_c, err, u, dt
+        if self.heat_target_c <= 0 or self.mode == CHAIR_MODE_FAULT or self.mode == CHAIR_MODE_ESTOP:
+            self.heater_duty = 0
+            return
+        if now - self.heat_refresh_ns >= self.lim.heater_refresh_ns:
+            self._heater_off()
+            self._event(CHAIR_EVT_HEATER_OFF, 1, 0, 0)
+            return
+        if self.therm_bad_ns >= 0:
+            self.heater_duty = 0
+            return
+        dt = self.lim.period_ns * 1e-9
+        err = self.heat_target_c - T
+        u = self.lim.heater_kp * err + self.lim.heater_ki * self.heat_integral
+        # integrate only when not saturated in the direction of the error (anti-windup)
+        if not ((u >= 1.0 and err > 0) or (u <= 0.0 and err < 0)):
+            self.heat_integral += err * dt
+        if u < 0:
+            u = 0
+        elif u > 1:
+            u = 1
+        self.heater_duty = u
+        # "heater not heating": high duty without the expected rise
+        if u >= self.lim.not_heating_duty:
+            if self.nh_start_ns < 0:
+                self.nh_start_ns = now
+                self.nh_start_c = T
+            elif now - self.nh_start_ns >= self.lim.not_heating_window_ns:
+                if T - self.nh_start_c < self.lim.not_heating_rise_c:
+                    self._fault(CHAIR_FAULT_HEATER_NOT_HEATING, T - self.nh_start_c,
+                                self.lim.not_heating_rise_c)
+                else:
+                    self.nh_start_ns = now
+                    self.nh_start_c = T
+        else:
+            self.nh_start_ns = -1
+
+    cdef void _telemetry(self, int z, double lx, double rx) noexcept nogil:
+        cdef chair_telemetry r
+        r.t_ns = self.now_ns
+        r.mode = self.mode
+        r.fault = self.fault
+        r.zone = z
+        r.flags = ((self.st.arm_contact != 0) | ((self.st.seat_occupied != 0) << 1)
+                   | ((self.heater_duty > 0) << 2))
+        r.y_mm = self.ax[CHAIR_AXIS_CARRIAGE].p
+        r.v_mm_s = self.ax[CHAIR_AXIS_CARRIAGE].v
+        r.a_mm_s2 = self.ax[CHAIR_AXIS_CARRIAGE].a
+        r.width_mm = self.ax[CHAIR_AXIS_WIDTH].p
+        r.left_x_mm = lx
+        r.right_x_mm = rx
+        r.depth_mm = self.ax[CHAIR_AXIS_DEPTH].p
+        r.knead_rpm = self.ax[CHAIR_AXIS_KNEADING].v
+        r.tap_hz = self.ax[CHAIR_AXIS_TAPPING].v
+        r.heat_target_c = self.heat_target_c
+        r.heat_c = self.st.thermistor_c
+        r.heater_duty = self.heater_duty
+        r.y_meas_mm = self.st.pos_mm[0]
+        spsc_push(&self.tlm_ring, &r)
+
+    # ------------------------------------------------------------------------------------------
+    # Python API: commands (call from one thread only: the ring has a single producer)
+    # ------------------------------------------------------------------------------------------
+
+    cdef void _send(self, chair_command* c) except *:
+        if spsc_push(&self.cmd_ring, c) != 0:
+            raise RuntimeError("core command ring full: the tick is not consuming commands")
+        if self.running_rt == 0:
+            pass
+
+    def move(self, axis, double goal, *, v_max=None, a_max=None, j_max=None,
+             int64_t at_ns=0, double hold_s=0.0, int64_t sent_ns=0):
+        """Queue a rest-to-rest move of a position axis, starting at `at_ns` (core time) or as
+        soon as the axis's previous move is done. Limits default to, and may not exceed, the
+        axis's configured limits (a ValueError, not a clamp)."""
+        cdef int i = _axis_index(axis)
+        if i >= CHAIR_N_POSITION_AXES:
+            raise ValueError(f"{AXES[i]} is a rate axis: use rate()")
+        L = &self.lim.axis[i]
+        _check_range("goal", goal, L.min_mm, L.max_mm)
+        vm = _check_limit("v_max", v_max, L.v_max)
+        am = _check_limit("a_max", a_max, L.a_max)
+        jm = _check_limit("j_max", j_max, L.j_max)
+        if not (isfinite(hold_s) and 0 <= hold_s <= 3600):
+            raise ValueError(f"hold_s must be in [0, 3600], got {hold_s!r}")
+        cdef chair_command c
+        memset(&c, 0, sizeof(c))
+        c.kind = CHAIR_CMD_MOVE
+        c.axis = i
+        c.at_ns = at_ns
+        c.hold_ns = <int64_t>(hold_s * 1e9 + 0.5)
+        c.sent_ns = sent_ns
+        c.value[0] = goal
+        c.value[1] = vm
+        c.value[2] = am
+        c.value[3] = jm
+        self._send(&c)
+
+    def rate(self, axis, double value, *, int64_t at_ns=0, int64_t sent_ns=0):
+        """Ramp a rate axis (kneading rpm, signed; tapping Hz) to `value` within its limits."""
+        cdef int i = _axis_index(axis)
+        if i < CHAIR_N_POSITION_AXES:
+            raise ValueError(f"{AXES[i]} is a position axis: use move()")
+        L = &self.lim.axis[i]
+        lo = -L.max_mm if i == CHAIR_AXIS_KNEADING else 0.0
+        _check_range("rate", value, lo, L.max_mm)
+        cdef chair_command c
+        memset(&c, 0, sizeof(c))
+        c.kind = CHAIR_CMD_RATE
+        c.axis = i
+        c.at_ns = at_ns
+        c.sent_ns = sent_ns
+        c.value[0] = value
+        self._send(&c)
+
+    def heat(self, double target_c, *, int64_t at_ns=0, int64_t sent_ns=0):
+        """Set (and refresh) the pad target temperature; 0 turns the heater off. The core turns
+        the heater off on its own if this is not refreshed within the heater timeout."""
+        _check_range("target_c", target_c, 0.0, self.lim.heat_trip_c - 1.0)
+        self._simple(CHAIR_CMD_HEAT, 0, target_c, at_ns, sent_ns)
+
+    def heartbeat(self):
+        """Feed the controller watchdog."""
+        self._simple(CHAIR_CMD_HEARTBEAT, 0, 0.0, 0, 0)
+
+    def brake(self, *, int64_t sent_ns=0):
+        """Brake every axis to rest (normal limits), drop queued moves: pause and stop use it."""
+        self._simple(CHAIR_CMD_BRAKE, 0, 0.0, 0, sent_ns)
+
+    def estop(self, *, int64_t sent_ns=0):
+        """Latched emergency stop: emergency braking, heater off, until reset()."""
+        self._simple(CHAIR_CMD_ESTOP, 0, 0.0, 0, sent_ns)
+
+    def reset(self):
+        """Clear a fault/e-stop latch; refused (event reset code 0) while anything moves."""
+        self._simple(CHAIR_CMD_RESET, 0, 0.0, 0, 0)
+
+    def raise_fault(self, code):
+        """Latch a fault from above (e.g. a session-level check) with a controlled stop."""
+        cdef int k = FAULT_CODES.index(code) if isinstance(code, str) else int(code)
+        if not 0 < k < CHAIR_N_FAULTS:
+            raise ValueError(f"unknown fault code {code!r}")
+        self._simple(CHAIR_CMD_FAULT, k, 0.0, 0, 0)
+
+    def set_body(self, zones):
+        """Give the guard the body's zone bands: a mapping zone → (lo_mm, hi_mm) in ZONE order,
+        contiguous. None clears them."""
+        cdef chair_command c
+        memset(&c, 0, sizeof(c))
+        c.kind = CHAIR_CMD_BODY
+        if zones is None:
+            self._send(&c)
+            return
+        bands = list(zones.values()) if hasattr(zones, "values") else list(zones)
+        if len(bands) != CHAIR_N_ZONES:
+            raise ValueError(f"need {CHAIR_N_ZONES} zone bands, got {len(bands)}")
+        edges = [float(bands[0][0])] + [float(b[1]) for b in bands]
+        for k in range(CHAIR_N_ZONES):
+            if abs(float(bands[k][0]) - edges[k]) > 1e-9 or not edges[k] <= edges[k + 1]:
+                raise ValueError("zone bands must be contiguous and increasing")
+        for k, v in enumerate(edges):
+            _check_range("zone edge", v, self.lim.axis[0].min_mm, self.lim.axis[0].max_mm)
+            c.value[k] = v
+        c.axis = 1
+        self._send(&c)
+
+    def program(self, bint on):
+        """Program running: zone events and zone/safety statistics are collected."""
+        self._simple(CHAIR_CMD_PROGRAM, 1 if on else 0, 0.0, 0, 0)
+
+    def scan(self, bint on):
+        """Body scan: report arm-contact changes with the carriage position."""
+        self._simple(CHAIR_CMD_SCAN, 1 if on else 0, 0.0, 0, 0)
+
+    def clear_stats(self):
+        self._simple(CHAIR_CMD_CLEAR_STATS, 0, 0.0, 0, 0)
+
+    cdef _simple(self, int kind, int axis, double v0, int64_t at_ns, int64_t sent_ns):
+        cdef chair_command c
+        memset(&c, 0, sizeof(c))
+        c.kind = kind
+        c.axis = axis
+        c.at_ns = at_ns
+        c.sent_ns = sent_ns
+        c.value[0] = v0
+        self._send(&c)
+
+    # ------------------------------------------------------------------------------------------
+    # Python API: running
+    # ------------------------------------------------------------------------------------------
+
+    @property
+    def period_ns(self):
+        return self.lim.period_ns
+
+    @property
+    def realtime(self):
+        return bool(self.running_rt)
+
+    def run_until(self, int64_t t_ns, bint stop_on_event=True):
+        """Virtual time: run ticks while the next tick's time is before `t_ns`, as fast as
+        possible. Returns early (after the tick) when that tick emitted an event and
+        `stop_on_event`. Returns the core time of the next tick."""
+        if self.running_rt:
+            raise RuntimeError("the real-time loop owns the core")
+        cdef int64_t period = self.lim.period_ns
+        cdef int64_t t = self.now_ns
+        cdef int woke
+        with nogil:
+            while t < t_ns:
+                woke = self._tick(t)
+                t += period
+                if woke and stop_on_event:
+                    break
+            self.now_ns = t
+        return t
+
+    def core_time_ns(self):
+        """Current core time: the wall clock in real time, the next tick's time otherwise."""
+        if self.running_rt and self.rt_epoch_set:
+            return _mono_ns() - self.rt_epoch_ns
+        return self.now_ns
+
+    def start_realtime(self, int priority=80):
+        """Run the tick in a native thread on absolute CLOCK_MONOTONIC deadlines, continuing
+        from the current core time. Returns the loop's outcome (sched_fifo, mlocked, warning)."""
+        if self.running_rt:
+            raise RuntimeError("already running")
+        if not 1 <= priority <= 99:
+            raise ValueError(f"priority must be in 1..99, got {priority}")
+        if self.efd < 0:
+            self.efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)
+            if self.efd < 0:
+                raise OSError(errno, "eventfd")
+        rt_loop_init(&self.loop, self.lim.period_ns, priority, _rt_tick, <void*>self)
+        self.loop.event_fd = self.efd
+        self.rt_epoch_set = 0
+        cdef int rc = rt_loop_start(&self.loop)
+        if rc != 0:
+            raise OSError(rc, "cannot start the real-time loop")
+        self.running_rt = 1
+        return self.loop_outcome()
+
+    def stop_realtime(self):
+        """Stop the native loop (the core keeps its state; virtual time may continue)."""
+        if not self.running_rt:
+            return
+        with nogil:
+            rt_loop_stop(&self.loop)
+        self.running_rt = 0
+        self.now_ns += self.lim.period_ns  # the next tick's time, as in virtual time
+
+    def fileno(self):
+        """The eventfd the real-time loop signals when it has events for asyncio."""
+        if self.efd < 0:
+            self.efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)
+        return self.efd
+
+    def clear_wakeup(self):
+        """Consume the eventfd counter (call from the add_reader callback)."""
+        cdef uint64_t v
+        if self.efd >= 0:
+            read(self.efd, &v, 8)
+
+    def loop_outcome(self):
+        return {
+            "sched_fifo": bool(self.loop.sched_fifo),
+            "mlocked": bool(self.loop.mlocked),
+            "timer_slack": bool(self.loop.timer_slack),
+            "warning": self.loop.warning.decode("utf-8", "replace") if self.loop.warning[0] else "",
+        }
+
+    def loop_stats(self):
+        """Wake-up latency and tick execution statistics of the real-time loop."""
+        L = &self.loop
+        return {
+            "hz": round(1e9 / self.lim.period_ns),
+            "cycles": rt_stat(&L.cycles),
+            "missed": rt_stat(&L.missed),
+            "latency_p50_us": rt_hist_percentile(L.lat_hist, RT_LAT_NBINS, RT_LAT_BIN_NS / 1e3, 0.50),
+            "latency_p99_us": rt_hist_percentile(L.lat_hist, RT_LAT_NBINS, RT_LAT_BIN_NS / 1e3, 0.99),
+            "latency_max_us": rt_stat(&L.lat_max_ns) / 1000.0,
+            "exec_p50_us": rt_hist_percentile(L.exec_hist, RT_EXEC_NBINS, RT_EXEC_BIN_NS / 1e3, 0.50),
+            "exec_p99_us": rt_hist_percentile(L.exec_hist, RT_EXEC_NBINS, RT_EXEC_BIN_NS / 1e3, 0.99),
+            "exec_max_us": rt_stat(&L.exec_max_ns) / 1000.0,
+            **self.loop_outcome(),
+        }
+
+    # ------------------------------------------------------------------------------------------
+    # Python API: outputs
+    # ------------------------------------------------------------------------------------------
+
+    def drain_events(self):
+        """Pop every pending event: list of (t_ns, kind name, code, value0, value1)."""
+        cdef chair_event e
+        out = []
+        while spsc_pop(&self.evt_ring, &e) == 0:
+            out.append((e.t_ns, EVENT_KINDS.get(e.kind, str(e.kind)), e.code, e.value[0],
+                        e.value[1]))
+        return out
+
+    def drain_telemetry(self):
+        """Pop every pending telemetry record as tuples in TELEMETRY_FIELDS order."""
+        cdef chair_telemetry r
+        out = []
+        while spsc_pop(&self.tlm_ring, &r) == 0:
+            out.append((r.t_ns, r.mode, r.fault, r.zone, r.flags, r.y_mm, r.v_mm_s, r.a_mm_s2,
+                        r.width_mm, r.left_x_mm, r.right_x_mm, r.depth_mm, r.knead_rpm,
+                        r.tap_hz, r.heat_target_c, r.heat_c, r.heater_duty, r.y_meas_mm))
+        return out
+
+    def stats(self):
+        """Statistics over program time (since the last clear_stats)."""
+        dt = self.lim.period_ns * 1e-9
+        from core_rt.config import ZONES
+        return {
+            "ticks": self.ticks,
+            "zone_seconds": {ZONES[i]: self.zone_ticks[i] * dt for i in range(CHAIR_N_ZONES)},
+            "max_speed_mm_s": self.max_speed,
+            "max_accel_mm_s2": self.max_accel,
+            "spine_clearance_min_mm": None if self.min_clearance > 1e299 else self.min_clearance,
+            "max_heat_c": None if self.max_heat_c < -1e299 else self.max_heat_c,
+            "max_knead_rpm": self.max_knead_rpm,
+            "max_tap_hz": self.max_tap_hz,
+            "events_dropped": spsc_dropped(&self.evt_ring),
+            "telemetry_dropped": spsc_dropped(&self.tlm_ring),
+        }
+
+    def snapshot(self):
+        """The commanded state right now (virtual time; approximate while the loop runs)."""
+        return {
+            "t_ns": self.now_ns,
+            "mode": MODES[self.mode],
+            "fault": FAULT_CODES[self.fault],
+            "axes": {AXES[i]: (self.ax[i].p, self.ax[i].v, self.ax[i].a)
+                     for i in range(CHAIR_N_AXES)},
+            "busy": {AXES[i]: bool(self.ax[i].busy or self.q[i].length)
+                     for i in range(CHAIR_N_AXES)},
+            "heat_target_c": self.heat_target_c,
+            "heater_duty": self.heater_duty,
+            "heat_c": self.st.thermistor_c,
+            "zone": self.zone,
+            "seat_occupied": bool(self.st.seat_occupied),
+            "arm_contact": bool(self.st.arm_contact),
+            "y_meas_mm": self.st.pos_mm[0],
+        }
+
+    def last_command_latency(self):
+        """(sent_ns, applied_ns) CLOCK_MONOTONIC of the last command sent with `sent_ns`."""
+        return (self.last_sent_ns, self.last_applied_ns)
+
+
+TELEMETRY_FIELDS = (
+    "t_ns", "mode", "fault", "zone", "flags", "y_mm", "v_mm_s", "a_mm_s2", "width_mm",
+    "left_x_mm", "right_x_mm", "depth_mm", "knead_rpm", "tap_hz", "heat_target_c", "heat_c",
+    "heater_duty", "y_meas_mm",
+)
+
+
+def mono_ns():
+    """CLOCK_MONOTONIC in ns (the clock of `sent_ns` and the real-time loop)."""
+    return _mono_ns()
+
+
+cdef int _axis_index(axis) except -1:
+    if isinstance(axis, str):
+        try:
+            return AXES.index(axis)
+        except ValueError:
+            raise ValueError(f"unknown axis {axis!r}; axes: {', '.join(AXES)}") from None
+    if isinstance(axis, int) and 0 <= axis < CHAIR_N_AXES:
+        return axis
+    raise ValueError(f"unknown axis {axis!r}")
+
+
+cdef _check_range(str name, double v, double lo, double hi):
+    if not isfinite(v) or v < lo or v > hi:
+        raise ValueError(f"{name} must be a finite number in [{lo:g}, {hi:g}], got {v!r}")
+
+
+cdef double _check_limit(str name, value, double cfg_max) except -1:
+    if value is None:
+        return cfg_max
+    cdef double v = float(value)
+    if not isfinite(v) or v <= 0:
+        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+    if v > cfg_max * (1 + 1e-12):
+        raise ValueError(f"{name} {v:g} exceeds the configured limit {cfg_max:g}")
+    return v
+
+
+cdef void _put_axis(chair_axis_limits* a, double lo, double hi, m) except *:
+    a.min_mm = lo
+    a.max_mm = hi
+    a.v_max = m.v_max
+    a.a_max = m.a_max
+    a.j_max = m.j_max
+    a.estop_a_max = m.estop_a_max
+    a.estop_j_max = m.estop_j_max
+
+
+cdef void _fill_limits(chair_limits* L, c) except *:
+    memset(L, 0, sizeof(chair_limits))
+    L.period_ns = c.loop.period_ns
+    L.limit_tolerance_rel = c.loop.limit_tolerance_rel
+
+    _put_axis(&L.axis[CHAIR_AXIS_CARRIAGE], c.carriage.track_min_mm, c.carriage.track_max_mm,
+              c.carriage.limits)
+    _put_axis(&L.axis[CHAIR_AXIS_WIDTH], c.width.min_mm, c.width.max_mm, c.width.limits)
+    _put_axis(&L.axis[CHAIR_AXIS_DEPTH], c.depth.min_mm, c.depth.max_mm, c.depth.limits)
+    _put_axis(&L.axis[CHAIR_AXIS_KNEADING], 0.0, c.kneading.max_rpm, c.kneading.limits)
+    _put_axis(&L.axis[CHAIR_AXIS_TAPPING], 0.0, c.tapping.max_hz, c.tapping.limits)
+    b = c.body
+    L.eccentricity_mm = c.kneading.eccentricity_mm
+    L.contact_radius_mm = b.contact_radius_mm
+    L.spine_half_width_mm = b.spine_half_width_mm
+    L.spine_margin_mm = b.spine_margin_mm
+    from core_rt.config import ZONES
+    for i, z in enumerate(ZONES):
+        caps = b.zone_caps[z]
+        L.zone_depth_max_mm[i] = c.depth.level_mm(caps.depth_level)
+        L.zone_tap_max_hz[i] = caps.tap_hz
+        L.zone_knead_max_rpm[i] = caps.knead_rpm
+    L.retracted_depth_mm = c.depth.retracted_mm
+    h = c.heater
+    L.heat_trip_c = h.trip_c
+    L.thermistor_min_c = h.thermistor_min_c
+    L.thermistor_max_c = h.thermistor_max_c
+    L.heater_refresh_ns = <int64_t>(h.refresh_timeout_s * 1e9)
+    L.heater_kp = h.kp_duty_per_c
+    L.heater_ki = h.ki_duty_per_c_s
+    L.not_heating_duty = h.not_heating_duty
+    L.not_heating_rise_c = h.not_heating_rise_c
+    L.not_heating_window_ns = <int64_t>(h.not_heating_window_s * 1e9)
+    f = c.faults
+    ms = 1_000_000
+    L.stall_ns = <int64_t>(f.stall_ms * ms)
+    L.stall_min_mm = f.stall_min_mm
+    L.stall_drive_mm_s = f.stall_drive_mm_s
+    for i in range(CHAIR_N_MOTORS):
+        L.overcurrent_a[i] = f.overcurrent_a[i]
+    L.overcurrent_ns = <int64_t>(f.overcurrent_ms * ms)
+    L.supply_min_v = f.supply_min_v
+    L.supply_max_v = f.supply_max_v
+    L.supply_ns = <int64_t>(f.supply_ms * ms)
+    L.thermistor_ns = <int64_t>(f.thermistor_ms * ms)
+    L.occupant_ns = <int64_t>(f.occupant_ms * ms)
+    L.link_lost_ns = <int64_t>(f.link_lost_ms * ms)
+    L.controller_watchdog_ns = <int64_t>(f.controller_watchdog_ms * ms)
+    L.tracking_error_max_mm = f.tracking_error_max_mm
