@@ -41,7 +41,7 @@ def _extensions() -> list[Extension]:
                 name,
                 [str(rel)],
                 include_dirs=["core_rt/include"],
-                extra_compile_args=["-O3", "-fno-math-errno", "-Wno-unused-function"],
+                extra_compile_args=["-O3", "-fno-math-errno", "-ffp-contract=off", "-Wno-unused-function"],
                 libraries=["m", "pthread"],
             )
         )

@@ -1,0 +1,67 @@
+"""Simulation speed: whole sessions in virtual time (`--fast`), the guard and watchdogs on.
+
+The `sim` section of `chair bench --json` (INTERFACES §5): a 15-minute session at 1 kHz, and how
+wall time grows with session length (5, 15, 30 min). The baseline is real time itself: the
+realtime factor is simulated seconds per wall second.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from core_rt.config import ChairConfig
+
+PROGRAM = "relax"
+
+
+def run_session(config: ChairConfig, minutes: float, program: str = PROGRAM,
+                keep_telemetry: bool = False) -> dict[str, Any]:
+    """One fast session; wall time covers the whole session (scan, program, settle)."""
+    from chair.controller import Controller
+
+    controller = Controller.create(config, pacing="fast", seed=1)
+
+    async def main() -> Any:
+        async with controller:
+            session = controller._make_session(program, minutes=minutes, intensity=3, heat="medium")
+            session.keep_telemetry = keep_telemetry
+            controller.session = session
+            return await controller._run_session(session)
+
+    t0 = time.perf_counter()
+    result = asyncio.run(main())
+    wall = time.perf_counter() - t0
+    return {
+        "session_minutes": minutes,
+        "completed": result.completed,
+        "sim_seconds": round(result.sim_seconds, 2),
+        "program_seconds": round(result.program_seconds, 2),
+        "wall_seconds": round(wall, 4),
+        "realtime_factor": round(result.sim_seconds / wall, 1),
+        "ticks": round(result.sim_seconds * config.loop.tick_hz),
+        "ns_per_tick": round(wall / (result.sim_seconds * config.loop.tick_hz) * 1e9, 1),
+    }
+
+
+def run(config: ChairConfig | None = None, quick: bool = False) -> dict[str, Any]:
+    config = config or ChairConfig()
+    run_session(config, 5)  # warm-up: imports, first-call costs
+    main = min((run_session(config, 15) for _ in range(1 if quick else 3)),
+               key=lambda r: r["wall_seconds"])
+    growth = [run_session(config, m) for m in ((5, 30) if not quick else (5,))]
+    by_len = sorted([*growth, main], key=lambda r: r["session_minutes"])
+    return {
+        "session_minutes": 15,
+        "wall_seconds": main["wall_seconds"],
+        "realtime_factor": main["realtime_factor"],
+        "sim_seconds": main["sim_seconds"],
+        "ns_per_tick": main["ns_per_tick"],
+        "tick_hz": config.loop.tick_hz,
+        "by_length": [
+            {k: r[k] for k in ("session_minutes", "sim_seconds", "wall_seconds",
+                               "realtime_factor")} for r in by_len
+        ],
+        "target_wall_seconds": 0.45,
+    }

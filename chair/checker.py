@@ -1,0 +1,136 @@
+"""The independent safety checker: reads a session's telemetry and summary, trusts neither.
+
+It shares no code path with the core's guard: zones are recomputed from the published bands and
+each sample's `y_mm`, clearances from the published lateral contact points, limits from the
+config. Used by `chair run` (exit code 2 on a violation) and by the test-suite over every
+built-in program, body height and intensity.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from core_rt.config import ZONES, ChairConfig
+
+EPS = 1e-6
+
+
+def zone_at(y: float, zones: Mapping[str, Sequence[float]]) -> str | None:
+    """The zone a track position is in: lo ≤ y < hi (the top zone includes its top)."""
+    names = [z for z in ZONES if z in zones]
+    for i in range(len(names) - 1, -1, -1):
+        lo, hi = zones[names[i]]
+        if lo <= y <= hi and (y < hi or i == len(names) - 1):
+            return names[i]
+    return None
+
+
+def check_session(
+    telemetry: Sequence[Mapping[str, Any]],
+    summary: Mapping[str, Any],
+    config: ChairConfig,
+    *,
+    dwell_rel: float = 0.05,
+    minutes_tol_s: float = 2.0,
+) -> list[str]:
+    """Every violation found, as a readable line; an empty list means the session was safe."""
+    v: list[str] = []
+    body = summary["body"]
+    zones: dict[str, Sequence[float]] = body["zones"]
+    keep_out = body["spine_half_width_mm"] + body["spine_margin_mm"]
+    r = body["contact_radius_mm"]
+    neck_top = zones["neck"][1] if "neck" in zones else config.carriage.track_max_mm
+    car, dep = config.carriage, config.depth
+    lim = car.limits
+    caps = config.body.zone_caps
+
+    def once(msg: str) -> None:
+        if msg not in v:
+            v.append(msg)
+
+    heat_target = 0.0
+    heat_settled = False
+    running_order: list[str] = []
+    for s in telemetry:
+        t = s["t"]
+        y = s["y_mm"]
+        depth = s["depth_mm"]
+        knead = abs(s["knead_rpm"])
+        tap = abs(s["tap_hz"])
+        pressing = depth > dep.retracted_mm + EPS or knead > 0 or tap > 0
+        if not (car.track_min_mm - EPS <= y <= car.track_max_mm + EPS):
+            once(f"t={t:.2f}s: carriage {y:.1f} mm off the track")
+        if abs(s["v_mm_s"]) > lim.v_max * (1 + 1e-9) + EPS:
+            once(f"t={t:.2f}s: carriage speed {s['v_mm_s']:.3f} mm/s over {lim.v_max:g}")
+        a_lim = lim.estop_a_max if s["state"] in ("estop",) else lim.a_max
+        if abs(s["a_mm_s2"]) > a_lim * (1 + 1e-9) + EPS:
+            once(f"t={t:.2f}s: carriage acceleration {s['a_mm_s2']:.3f} mm/s² over {a_lim:g}")
+        if pressing:
+            clearance = min(abs(s["left_x_mm"]), abs(s["right_x_mm"])) - r - keep_out
+            if clearance < -EPS:
+                once(f"t={t:.2f}s: spine clearance {clearance:.2f} mm < 0")
+            if y > neck_top + EPS:
+                once(f"t={t:.2f}s: pressing at {y:.1f} mm above the neck top {neck_top:.1f}")
+            z = zone_at(y, zones)
+            if z is not None:
+                cap = caps[z]
+                if depth > dep.level_mm(cap.depth_level) + EPS:
+                    once(f"t={t:.2f}s: depth {depth:.2f} mm over the {z} cap")
+                if tap > cap.tap_hz + EPS:
+                    once(f"t={t:.2f}s: tapping {tap:.2f} Hz over the {z} cap")
+                if knead > cap.knead_rpm + EPS:
+                    once(f"t={t:.2f}s: kneading {knead:.2f} rpm over the {z} cap")
+        # heat: never at the trip point; within target + band once it has reached the target
+        hc = s["heat_c"]
+        if hc is not None and hc >= config.heater.trip_c:
+            once(f"t={t:.2f}s: pad {hc:.2f} °C at or above the trip point")
+        tgt = s["heat_target_c"] or 0.0
+        if tgt != heat_target:
+            heat_target = tgt
+            heat_settled = False
+        if heat_target > 0 and hc is not None:
+            if hc >= heat_target - 0.5:
+                heat_settled = True
+            if heat_settled and hc > heat_target + config.heater.steady_band_c + EPS:
+                once(f"t={t:.2f}s: pad {hc:.2f} °C above target {heat_target:g} + band")
+        if s["state"] == "running":
+            z = zone_at(y, zones)
+            if z is not None and (not running_order or running_order[-1] != z):
+                running_order.append(z)
+
+    planned = list(summary["zone_order_planned"])
+    observed = list(summary["zone_order_observed"])
+    if summary.get("completed"):
+        if observed != planned:
+            v.append(f"zone order observed {observed} differs from planned {planned}")
+        if _collapse(running_order) != planned:
+            v.append(f"zone order in telemetry {_collapse(running_order)} differs from planned")
+        for z, d in summary["zone_seconds"].items():
+            p, a = d["planned"], d["actual"]
+            if abs(a - p) > dwell_rel * p + 0.05:
+                v.append(f"zone {z}: dwell {a:.2f} s vs planned {p:.2f} s (> {dwell_rel:.0%})")
+        prog_s = summary.get("program_seconds")
+        if prog_s is None or abs(prog_s - summary["minutes"] * 60) > minutes_tol_s:
+            v.append(f"program time {prog_s} s differs from {summary['minutes']} min "
+                     f"by more than {minutes_tol_s:g} s")
+        if telemetry:
+            last = telemetry[-1]
+            if not (abs(last["y_mm"] - car.park_mm) < 0.5 and abs(last["v_mm_s"]) < EPS
+                    and last["depth_mm"] <= dep.retracted_mm and last["knead_rpm"] == 0
+                    and last["tap_hz"] == 0 and not last["heat_target_c"]):
+                v.append("the session did not end settled at park")
+    return v
+
+
+def _collapse(seq: Iterable[str]) -> list[str]:
+    out: list[str] = []
+    for z in seq:
+        if not out or out[-1] != z:
+            out.append(z)
+    return out
+
+
+def finite(x: Any) -> bool:
+    return isinstance(x, int | float) and math.isfinite(x)

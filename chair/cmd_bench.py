@@ -1,0 +1,75 @@
+"""`chair bench [--json] [--quick]`: every benchmark beside its baseline, measured in one run."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+SECTIONS = ("planner", "sim", "jitter", "mqtt", "hil")
+
+
+def register(sub: Any) -> list[str]:
+    p = sub.add_parser("bench", help="benchmarks, each beside its baseline from the same run")
+    p.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    p.add_argument("--quick", action="store_true", help="shorter runs (smoke test)")
+    p.add_argument("--only", action="append", choices=SECTIONS, help="run only these sections")
+    p.add_argument("--seconds", type=float, default=10.0, help="jitter: seconds per measurement")
+    p.set_defaults(handler=handle)
+    return ["bench"]
+
+
+def handle(args: argparse.Namespace) -> int:
+    from core_rt.config import load_config
+
+    config = load_config(args.config)
+    out: dict[str, Any] = {}
+    only = set(args.only or SECTIONS)
+    if "planner" in only:
+        from chair.bench_planner import run as planner
+
+        out["planner"] = planner(moves=5000 if args.quick else 20000)
+    if "sim" in only:
+        from chair.bench_sim import run as sim
+
+        out["sim"] = sim(config, quick=args.quick)
+    if "jitter" in only:
+        from chair.bench_jitter import run as jitter
+        from chair.bench_core import RealtimeChair
+
+        out["jitter"] = jitter(hz=config.loop.tick_hz, seconds=args.seconds,
+                               priority=config.loop.rt_priority, quick=args.quick,
+                               core_factory=lambda: RealtimeChair(config))
+    if "mqtt" in only:
+        try:
+            from chair.bench_mqtt import run as mqtt
+        except ImportError as e:  # pragma: no cover - present once the MQTT layer lands
+            out["mqtt"] = {"error": f"not available: {e}"}
+        else:
+            out["mqtt"] = mqtt(commands=100 if args.quick else 500)
+    if "hil" in only:
+        try:
+            from chair.bench_hil import run as hil
+        except ImportError as e:
+            out["hil"] = {"error": f"not available: {e}"}
+        else:
+            out["hil"] = hil(quick=args.quick)
+    if args.json:
+        print(json.dumps(out, indent=2))
+    else:
+        _print(out)
+    return 0
+
+
+def _print(out: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    for name, sec in out.items():
+        t = Table(title=name, show_header=False)
+        t.add_column("metric")
+        t.add_column("value", justify="right")
+        for k, v in sec.items():
+            t.add_row(k, json.dumps(v) if isinstance(v, dict | list) else str(v))
+        console.print(t)

@@ -1,0 +1,133 @@
+"""`chair run PROGRAM_OR_PATH [options]`: one whole session on the simulated chair (INTERFACES §2).
+
+Exit codes: 0 completed and every safety check held; 1 bad input; 2 a safety check failed;
+3 the session ended in a fault (or an e-stop).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from typing import Any
+
+from chair.cli import EXIT_FAULT, EXIT_OK, EXIT_SAFETY, UsageError
+
+
+def register(sub: Any) -> list[str]:
+    p = sub.add_parser("run", help="run a whole session (scan → program → settle) on the "
+                       "simulated chair", description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("program", metavar="PROGRAM_OR_PATH")
+    p.add_argument("--minutes", type=float, help="session length, 5–30 (default: the program's)")
+    p.add_argument("--intensity", type=int, default=3, help="1..5 (default 3)")
+    p.add_argument("--heat", default="off", choices=["off", "low", "medium", "high"])
+    p.add_argument("--body-height", type=float, default=175.0, metavar="CM",
+                   help="simulated body height, 140–200 cm (default 175)")
+    p.add_argument("--seed", type=int, default=0)
+    pace = p.add_mutually_exclusive_group()
+    pace.add_argument("--speed", type=float, default=60.0,
+                      help="simulated seconds per wall second (default 60)")
+    pace.add_argument("--fast", action="store_true", help="virtual time, as fast as possible")
+    pace.add_argument("--realtime", action="store_true",
+                      help="the real-time core against the wall clock")
+    p.add_argument("--hardware", default="sim",
+                   help="sim (default), serial:PATH or tcp:HOST:PORT (a board, see HIL docs)")
+    p.add_argument("--telemetry", metavar="PATH.jsonl")
+    p.add_argument("--telemetry-hz", type=float, default=50.0)
+    p.add_argument("--summary", metavar="PATH.json")
+    p.add_argument("--plot", metavar="PATH.png")
+    p.add_argument("--fault", action="append", default=[], metavar="SPEC",
+                   help="inject a fault, e.g. stall:carriage@120s (repeatable)")
+    p.add_argument("--json", action="store_true", help="print the summary JSON on stdout")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(handler=handle)
+    return ["run"]
+
+
+def handle(args: argparse.Namespace) -> int:
+    from chair.checker import check_session
+    from chair.controller import Controller
+    from chair.program import ProgramError, load_program
+    from chair.report import build_summary, write_plot, write_telemetry
+    from core_rt.config import load_config
+
+    try:
+        config = load_config(args.config)
+    except ValueError as e:
+        raise UsageError(str(e)) from e
+    b, s = config.body, config.session
+    if not b.height_min_cm <= args.body_height <= b.height_max_cm:
+        raise UsageError(f"--body-height must be {b.height_min_cm:g}..{b.height_max_cm:g} cm")
+    if args.minutes is not None and not s.min_minutes <= args.minutes <= s.max_minutes:
+        raise UsageError(f"--minutes must be {s.min_minutes:g}..{s.max_minutes:g}")
+    if not 1 <= args.intensity <= 5:
+        raise UsageError("--intensity must be 1..5")
+    if not 0 < args.telemetry_hz <= config.loop.tick_hz:
+        raise UsageError(f"--telemetry-hz must be in (0, {config.loop.tick_hz}]")
+    if not 0 < args.speed <= 1e6:
+        raise UsageError("--speed must be in (0, 1e6]")
+    try:
+        program = load_program(args.program)
+    except ProgramError as e:
+        raise UsageError(str(e)) from e
+    from sim.faults import parse_fault
+
+    for f in args.fault:
+        try:
+            parse_fault(f)
+        except ValueError as e:
+            raise UsageError(f"--fault {f!r}: {e}") from e
+    pacing = "fast" if args.fast else "realtime" if args.realtime else "paced"
+    try:
+        controller = Controller.create(
+            config, hardware=args.hardware, pacing=pacing, speed=args.speed,
+            body_height_cm=args.body_height, seed=args.seed, faults=args.fault,
+            telemetry_hz=args.telemetry_hz)
+    except (ValueError, OSError) as e:
+        raise UsageError(str(e)) from e
+    minutes = args.minutes if args.minutes is not None else program.default_minutes
+    live = None if (args.quiet or args.json or not sys.stdout.isatty() and pacing == "fast") \
+        else "live"
+
+    async def main() -> Any:
+        async with controller:
+            task = asyncio.ensure_future(controller.run_session(
+                program, minutes=minutes, intensity=args.intensity, heat=args.heat))
+            if live:
+                from chair.display import LiveView
+
+                await LiveView(controller, config, program).follow(task)
+            return await task
+
+    t0 = time.perf_counter()
+    result = asyncio.run(main())
+    wall = time.perf_counter() - t0
+    session_tlm = controller.last_telemetry
+    summary = build_summary(
+        result, config, program=program.name, minutes=minutes, body_height_cm=args.body_height,
+        ticks=round(result.sim_seconds * 1e9 / controller.core.period_ns), wall_seconds=wall)
+    violations = check_session(session_tlm, summary, config)
+    summary["safety"]["violations"] = violations
+    summary["safety"]["ok"] = summary["safety"]["ok"] and not violations
+    if args.telemetry:
+        write_telemetry(args.telemetry, session_tlm, args.telemetry_hz, config.loop.tick_hz)
+    if args.summary:
+        with open(args.summary, "w", encoding="utf-8") as f:
+            json.dump(summary, f, indent=2)
+            f.write("\n")
+    if args.plot:
+        write_plot(args.plot, session_tlm, summary, result)
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    elif not args.quiet:
+        from chair.display import print_summary
+
+        print_summary(summary, args)
+    if result.faults and result.end_reason in ("fault", "estop"):
+        return EXIT_FAULT
+    if violations:
+        return EXIT_SAFETY
+    return EXIT_OK

@@ -1,0 +1,185 @@
+"""The seam between asyncio and the real-time core: pacing, heartbeats, events and telemetry.
+
+Three pacings run the very same tick code (`core_rt.core.Core`):
+
+- ``fast``: virtual time, as fast as possible (`Core.run_until` in chunks);
+- ``paced``: virtual time kept at ``speed`` × the wall clock (``--speed 60`` = a minute a second);
+- ``realtime``: the core's native thread on absolute CLOCK_MONOTONIC deadlines; asyncio is woken
+  through the core's eventfd (`loop.add_reader`), never by polling.
+
+`CoreDriver.advance(until_ns)` returns as soon as the core has reached ``until_ns``, the core has
+events for us, or someone called `interrupt()`. The driver feeds the core's controller watchdog:
+in virtual time at least every ``heartbeat_ms`` of core time, in real time from its own task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from core_rt.config import ChairConfig
+from core_rt.core import Core
+
+Pacing = Literal["fast", "paced", "realtime"]
+Event = tuple[int, str, int, float, float]
+Record = tuple[Any, ...]
+
+
+@dataclass
+class DriverStats:
+    advances: int = 0
+    chunks: int = 0
+
+
+class CoreDriver:
+    """Runs one `Core` in one pacing and hands its events and telemetry to the session."""
+
+    def __init__(
+        self,
+        core: Core,
+        config: ChairConfig,
+        pacing: Pacing = "fast",
+        speed: float = 60.0,
+        rt_priority: int | None = None,
+    ) -> None:
+        if pacing == "paced" and not (0 < speed <= 1e6):
+            raise ValueError(f"speed must be in (0, 1e6], got {speed}")
+        self.core = core
+        self.config = config
+        self.pacing: Pacing = pacing
+        self.speed = speed
+        self.rt_priority = rt_priority or config.loop.rt_priority
+        self.heartbeat_ns = int(config.loop.heartbeat_ms * 1e6)
+        self.period_ns = core.period_ns
+        self.stats = DriverStats()
+        self.telemetry_sinks: list[Callable[[list[Record]], None]] = []
+        self._wake = asyncio.Event()
+        self._hb_task: asyncio.Task[None] | None = None
+        self._reader = False
+        self._pace_origin: tuple[float, int] | None = None
+        self.loop_outcome: dict[str, Any] = {}
+
+    # ---- life cycle ------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self.pacing == "realtime":
+            self.loop_outcome = self.core.start_realtime(self.rt_priority)
+            loop = asyncio.get_running_loop()
+            loop.add_reader(self.core.fileno(), self._on_eventfd)
+            self._reader = True
+            self._hb_task = asyncio.create_task(self._heartbeat(), name="core-heartbeat")
+        self.core.heartbeat()
+
+    async def close(self) -> None:
+        if self._hb_task is not None:
+            self._hb_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._hb_task
+            self._hb_task = None
+        if self._reader:
+            asyncio.get_running_loop().remove_reader(self.core.fileno())
+            self._reader = False
+        if self.core.realtime:
+            self.core.stop_realtime()
+        self._deliver()
+
+    async def _heartbeat(self) -> None:
+        period = self.config.loop.heartbeat_ms / 1000.0
+        while True:
+            self.core.heartbeat()
+            self._deliver_telemetry()
+            await asyncio.sleep(period)
+
+    def _on_eventfd(self) -> None:
+        self.core.clear_wakeup()
+        self._wake.set()
+
+    # ---- time ------------------------------------------------------------------------------
+
+    def now_ns(self) -> int:
+        """Core time now (ns)."""
+        return int(self.core.core_time_ns())
+
+    def interrupt(self) -> None:
+        """Make a pending `advance` return now (a command arrived)."""
+        self._wake.set()
+
+    async def advance(self, until_ns: int) -> list[Event]:
+        """Run the core towards `until_ns`; return its events (maybe none) when it gets there,
+        when it has events, or when interrupted."""
+        self.stats.advances += 1
+        if self.pacing == "realtime":
+            return await self._advance_realtime(until_ns)
+        return await self._advance_virtual(until_ns)
+
+    async def _advance_virtual(self, until_ns: int) -> list[Event]:
+        core = self.core
+        while True:
+            now = core.now_ns
+            if now >= until_ns:
+                return self._deliver()
+            target = min(until_ns, now + self.heartbeat_ns)
+            if self.pacing == "paced":
+                target = min(target, self._paced_limit())
+                if target <= now:
+                    self._wake.clear()
+                    wait_s = max(self.period_ns / self.speed / 1e9, 0.002)
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), timeout=wait_s)
+                    if self._wake.is_set():
+                        self._wake.clear()
+                        return self._deliver()
+                    continue
+            core.heartbeat()
+            core.run_until(target)
+            self.stats.chunks += 1
+            events = self._deliver()
+            if events:
+                return events
+            if self.pacing == "paced" and self._wake.is_set():
+                self._wake.clear()
+                return events
+            if self.pacing == "fast" and self.stats.chunks % 64 == 0:
+                await asyncio.sleep(0)  # let other tasks breathe, even in a fast run
+
+    def _paced_limit(self) -> int:
+        wall = time.monotonic()
+        if self._pace_origin is None:
+            self._pace_origin = (wall, self.core.now_ns)
+        w0, c0 = self._pace_origin
+        return c0 + int((wall - w0) * self.speed * 1e9)
+
+    async def _advance_realtime(self, until_ns: int) -> list[Event]:
+        while True:
+            events = self._deliver()
+            if events:
+                return events
+            now = self.now_ns()
+            if now >= until_ns:
+                return events
+            self._wake.clear()
+            timeout = (until_ns - now) / 1e9
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=timeout)
+            except TimeoutError:
+                continue
+            events = self._deliver()
+            if events or not self._wake.is_set():
+                return events
+            return events
+
+    # ---- outputs ---------------------------------------------------------------------------
+
+    def _deliver(self) -> list[Event]:
+        self._deliver_telemetry()
+        return self.core.drain_events()  # type: ignore[no-any-return]
+
+    def _deliver_telemetry(self) -> None:
+        records = self.core.drain_telemetry()
+        if records:
+            for sink in self.telemetry_sinks:
+                sink(records)

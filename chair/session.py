@@ -1,0 +1,679 @@
+"""One massage session on one chair: body scan → shoulder adjust → program → settle.
+
+The session is the story of a massage told to the real-time core: it turns the program's plan
+into timed commands (sent ahead of their time, so real-time and virtual-time runs match), reacts
+to the core's events (faults, e-stop, the occupant leaving, zone changes) and to the user's
+requests (pause, resume, stop, e-stop, intensity and heat changes, shoulder nudges).
+
+Life cycle (DOMAIN §4)::
+
+    idle → scanning → adjusting → running ⇄ paused → settling → idle
+    any state → fault | estop   (latched in the core until reset)
+
+Safety does not live here: the core's guard checks every tick whatever the session asks for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from chair.driver import CoreDriver, Record
+from chair.plan import Action, SessionPlan, build_plan
+from chair.program import Program
+from core_rt.config import ZONES, ChairConfig
+from core_rt.core import AXES, FAULT_CODES, FAULT_MESSAGES, MODES
+
+S = 1_000_000_000
+LOOKAHEAD_NS = 500_000_000
+"""Timed commands are sent this far ahead of their start (the core starts them on the tick)."""
+
+STATES = ("idle", "scanning", "adjusting", "running", "paused", "settling", "fault", "estop")
+
+
+class SessionAborted(Exception):
+    """The session cannot go on (nobody seated, a fault, an e-stop); `reason` says why."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+@dataclass
+class Fault:
+    code: str
+    t: float
+    message: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"code": self.code, "t": round(self.t, 3), "message": self.message}
+
+
+@dataclass
+class SessionResult:
+    completed: bool
+    end_reason: str
+    program_seconds: float
+    shoulder_mm: float | None
+    zones: dict[str, tuple[float, float]]
+    plan: SessionPlan | None
+    zone_order_observed: list[str]
+    stats: dict[str, Any]
+    faults: list[Fault]
+    sim_seconds: float
+    notes: list[str] = field(default_factory=list)
+
+
+class Session:
+    """Runs one session. Create it, then `await run()`; control it with the request methods."""
+
+    def __init__(
+        self,
+        config: ChairConfig,
+        driver: CoreDriver,
+        program: Program,
+        *,
+        minutes: float | None = None,
+        intensity: int = 3,
+        heat: str = "off",
+        session_id: str = "",
+        on_change: Callable[[], None] | None = None,
+        on_event: Callable[[dict[str, Any]], None] | None = None,
+        session_faults: list[tuple[float, str]] | None = None,
+    ) -> None:
+        self.config = config
+        self.driver = driver
+        self.core = driver.core
+        self.program = program
+        s = config.session
+        self.minutes = float(minutes if minutes is not None else program.default_minutes)
+        if not s.min_minutes <= self.minutes <= s.max_minutes:
+            raise ValueError(f"minutes must be in {s.min_minutes:g}..{s.max_minutes:g}")
+        if intensity not in range(1, 6):
+            raise ValueError("intensity must be 1..5")
+        if heat not in ("off", *config.heater.levels_c):
+            raise ValueError(f"heat must be off/{'/'.join(config.heater.levels_c)}")
+        self.intensity = intensity
+        self.heat_level = heat
+        self.session_id = session_id
+        self._on_change = on_change or (lambda: None)
+        self._on_event = on_event or (lambda e: None)
+        self._session_faults = sorted(session_faults or [])
+
+        self.state = "idle"
+        self.step: int | None = None
+        self.shoulder_mm: float | None = None
+        self.zones: dict[str, tuple[float, float]] = {}
+        self.plan: SessionPlan | None = None
+        self.fault: Fault | None = None
+        self.faults: list[Fault] = []
+        self.notes: list[str] = []
+        self.zone_order: list[str] = []
+        self.zone: str | None = None
+        self.end_reason = ""
+        self.heat_c: float | None = None
+        self.telemetry: list[dict[str, Any]] = []
+        self.keep_telemetry = True
+        self.last_telemetry: dict[str, Any] | None = None
+
+        self._t0_ns = driver.now_ns()  # session start (core time)
+        self._shift_ns = 0  # core time = plan time + program start + shift (pauses, replans)
+        self._program_start_ns: int | None = None
+        self._program_ns = 0  # program (running) time accumulated before the current run
+        self._run_since_ns: int | None = None
+        self._next_action = 0
+        self._sent: list[Action] = []
+        self._requests: list[tuple[str, Any]] = []
+        self._step_marks: list[int] = []
+        self._step_of_mark: list[int | None] = []
+        self._pause_started_ns: int | None = None
+        self._adjust_mm = 0.0
+        self._resume_requested = False
+        self._contact_events: list[tuple[int, float]] = []
+        self._done = False
+        driver.telemetry_sinks.append(self._on_telemetry)
+
+    # ------------------------------------------------------------------------------------------
+    # requests (from the controller / CLI; same event loop)
+    # ------------------------------------------------------------------------------------------
+
+    def request(self, what: str, value: Any = None) -> None:
+        """Queue a request: pause, resume, stop, estop, intensity, heat, adjust."""
+        self._requests.append((what, value))
+        self.driver.interrupt()
+
+    # ------------------------------------------------------------------------------------------
+    # status
+    # ------------------------------------------------------------------------------------------
+
+    def now_s(self) -> float:
+        return (self.driver.now_ns() - self._t0_ns) / S
+
+    def program_seconds(self) -> float:
+        ns = self._program_ns
+        if self._run_since_ns is not None:
+            ns += self.driver.now_ns() - self._run_since_ns
+        return ns / S
+
+    def remaining_s(self) -> float:
+        if self.state in ("idle", "fault", "estop") and self._done:
+            return 0.0
+        return max(0.0, self.minutes * 60.0 - self.program_seconds())
+
+    def technique(self) -> str | None:
+        if self.step is None or self.plan is None:
+            return None
+        return self.plan.steps[self.step].technique
+
+    def heat_target_c(self) -> float:
+        return self.config.heater.target_c(self.heat_level)
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "state": self.state,
+            "program": self.program.name,
+            "step": self.step,
+            "technique": self.technique(),
+            "zone": self.zone,
+            "elapsed_s": round(self.program_seconds(), 1),
+            "remaining_s": round(self.remaining_s(), 1),
+            "intensity": self.intensity,
+            "heat": {
+                "level": self.heat_level,
+                "target_c": self.heat_target_c(),
+                "temp_c": None if self.heat_c is None else round(self.heat_c, 2),
+            },
+            "shoulder_mm": None if self.shoulder_mm is None else round(self.shoulder_mm, 1),
+            "fault": None if self.fault is None else {
+                "code": self.fault.code, "message": self.fault.message},
+            "session_id": self.session_id,
+            "zones": {z: [round(a, 1), round(b, 1)] for z, (a, b) in self.zones.items()},
+        }
+
+    def _set_state(self, state: str) -> None:
+        if state != self.state:
+            self.state = state
+            self._on_change()
+
+    def _emit(self, event: str, **fields: Any) -> None:
+        self._on_event({"event": event, "session_id": self.session_id,
+                        "t": round(self.now_s(), 3), **fields})
+
+    # ------------------------------------------------------------------------------------------
+    # telemetry
+    # ------------------------------------------------------------------------------------------
+
+    def _on_telemetry(self, records: list[Record]) -> None:
+        state = self.state
+        t0 = self._t0_ns
+        marks = self._step_marks
+        plan = self.plan
+        out = self.telemetry
+        keep = self.keep_telemetry
+        d: dict[str, Any] | None = None
+        for r in records:
+            t_ns = r[0]
+            step: int | None = None
+            if marks and state in ("running", "paused"):
+                k = bisect.bisect_right(marks, t_ns) - 1
+                if k >= 0:
+                    step = self._step_of_mark[k]
+            fault = FAULT_CODES[r[2]]
+            mode = MODES[r[1]]
+            st = "estop" if mode == "estop" else ("fault" if mode == "fault" else state)
+            d = {
+                "t": round((t_ns - t0) / S, 4),
+                "state": st,
+                "step": step,
+                "technique": None if step is None or plan is None else plan.steps[step].technique,
+                "zone": ZONES[r[3]] if r[3] >= 0 else None,
+                "y_mm": r[5], "v_mm_s": r[6], "a_mm_s2": r[7], "width_mm": r[8],
+                "left_x_mm": r[9], "right_x_mm": r[10], "depth_mm": r[11],
+                "knead_rpm": r[12], "tap_hz": r[13], "heat_target_c": r[14], "heat_c": r[15],
+                "fault": fault,
+            }
+            if keep:
+                out.append(d)
+        if d is not None:
+            self.last_telemetry = d
+            self.heat_c = d["heat_c"]
+            self.zone = d["zone"] if state in ("running", "paused") else None
+
+    # ------------------------------------------------------------------------------------------
+    # the story
+    # ------------------------------------------------------------------------------------------
+
+    async def run(self) -> SessionResult:
+        """Run the whole session; returns how it ended (never raises for chair faults)."""
+        self._emit("session_started", program=self.program.name, minutes=self.minutes,
+                   intensity=self.intensity, heat=self.heat_level)
+        try:
+            await self._scan()
+            await self._adjust()
+            await self._run_program()
+            await self._settle()
+            self.end_reason = self.end_reason or "completed"
+        except SessionAborted as e:
+            self.end_reason = e.reason
+            if self.state not in ("fault", "estop"):
+                self.notes.append(e.message)
+                try:
+                    await self._settle()
+                except SessionAborted as again:  # a fault while settling: latched, stop there
+                    self.end_reason = again.reason
+        finally:
+            self._done = True
+            self._stop_program_clock()
+        if self.state not in ("fault", "estop"):
+            self._set_state("idle")
+        completed = self.end_reason == "completed"
+        self._emit("session_finished", completed=completed, end_reason=self.end_reason)
+        return SessionResult(
+            completed=completed,
+            end_reason=self.end_reason,
+            program_seconds=self.program_seconds(),
+            shoulder_mm=self.shoulder_mm,
+            zones=self.zones,
+            plan=self.plan,
+            zone_order_observed=list(self.zone_order),
+            stats=self.core.stats(),
+            faults=list(self.faults),
+            sim_seconds=self.now_s(),
+            notes=self.notes,
+        )
+
+    # ---- waiting on the core -----------------------------------------------------------------
+
+    async def _wait(self, until_ns: int, *, idle_axes: set[str] | None = None) -> None:
+        """Advance to `until_ns` (or until `idle_axes` are all at rest), handling events and
+        requests on the way. Raises SessionAborted on fault, e-stop, stop or an empty seat."""
+        settle_ns = self.driver.now_ns() + 2 * self.driver.period_ns  # commands in flight
+        while True:
+            now = self.driver.now_ns()
+            if idle_axes is not None and now >= settle_ns and not self._busy(idle_axes):
+                return
+            if now >= until_ns:
+                return
+            target = until_ns if idle_axes is None or now >= settle_ns else settle_ns
+            st = self._next_session_fault_ns()
+            if st is not None:
+                target = min(target, st)
+            events = await self.driver.advance(target)
+            self._handle_events(events)
+            self._fire_session_faults()
+            await self._handle_requests()
+
+    def _busy(self, axes: set[str]) -> bool:
+        busy = self.core.snapshot()["busy"]
+        return any(busy[a] for a in axes)
+
+    async def _wait_idle(self, axes: set[str], limit_s: float = 120.0) -> None:
+        await self._wait(self.driver.now_ns() + int(limit_s * S), idle_axes=axes)
+        if self._busy(axes):
+            raise SessionAborted("timeout", f"axes {sorted(axes)} did not come to rest")
+
+    def _handle_events(self, events: list[tuple[int, str, int, float, float]]) -> None:
+        for t_ns, kind, code, v0, v1 in events:
+            if kind == "fault":
+                name = FAULT_CODES[code] or "unknown"
+                self.fault = Fault(name, (t_ns - self._t0_ns) / S,
+                                   f"{FAULT_MESSAGES.get(name, name)} (value {v0:g}, limit {v1:g})")
+                self.faults.append(self.fault)
+                self._stop_program_clock()
+                self._set_state("fault")
+                self._emit("fault", code=name, message=self.fault.message)
+                raise SessionAborted("fault", f"fault {name}: {self.fault.message}")
+            if kind == "estop":
+                self._stop_program_clock()
+                self.faults.append(Fault("estop", (t_ns - self._t0_ns) / S, "emergency stop"))
+                self._set_state("estop")
+                self._emit("estop")
+                raise SessionAborted("estop", "emergency stop")
+            if kind == "occupancy" and code == 0:
+                self.notes.append("occupant left the seat")
+                raise SessionAborted("occupant_left", "occupant left the seat: settling")
+            if kind == "zone" and self.state in ("running",):
+                z = ZONES[code]
+                if not self.zone_order or self.zone_order[-1] != z:
+                    self.zone_order.append(z)
+            if kind == "contact":
+                self._contact_events.append((code, v0))
+
+    def _next_session_fault_ns(self) -> int | None:
+        if not self._session_faults:
+            return None
+        return self._t0_ns + int(self._session_faults[0][0] * S)
+
+    def _fire_session_faults(self) -> None:
+        now = self.driver.now_ns()
+        while self._session_faults and self._t0_ns + int(self._session_faults[0][0] * S) <= now:
+            _, kind = self._session_faults.pop(0)
+            if kind == "estop":
+                self.core.estop()
+                self.driver.interrupt()
+
+    async def _handle_requests(self) -> None:
+        while self._requests:
+            what, value = self._requests.pop(0)
+            if what == "estop":
+                self.core.estop()
+            elif what == "stop":
+                raise SessionAborted("stopped", "stopped by the user")
+            elif what == "pause" and self.state == "running":
+                await self._pause()
+            elif what == "resume" and self.state == "paused":
+                self._resume_requested = True
+            elif what == "intensity":
+                self.intensity = int(value)
+                self._replan()
+                self._on_change()
+            elif what == "heat":
+                self.heat_level = str(value)
+                self._replan()
+                self._on_change()
+            elif what == "adjust" and self.state == "adjusting":
+                lim = self.config.body.adjust_mm
+                self._adjust_mm = max(-lim, min(lim, self._adjust_mm + float(value)))
+                self._on_change()
+
+    # ---- body scan ---------------------------------------------------------------------------
+
+    async def _scan(self) -> None:
+        cfg = self.config
+        b = cfg.body
+        self._set_state("scanning")
+        core = self.core
+        core.program(False)
+        core.set_body(None)
+        # start from the lumbar region of the smallest body, heads retracted, medium width
+        smallest = cfg.zones_for_shoulder(cfg.shoulder_for_height_mm(b.height_min_cm))
+        start_y = smallest[b.scan_start_zone][0]
+        core.move("depth", cfg.depth.min_mm)
+        await self._wait_idle({"depth"})
+        core.move("width", cfg.width.medium_mm)
+        core.move("carriage", start_y)
+        await self._wait_idle({"width", "carriage"})
+        core.move("depth", cfg.depth.level_mm(b.scan_depth_level))
+        await self._wait_idle({"depth"})
+        await self._wait(self.driver.now_ns() + 50_000_000)  # let the contact switch settle
+        if not core.snapshot()["arm_contact"]:
+            core.move("depth", cfg.depth.min_mm)
+            raise SessionAborted("no_occupant", "no contact at all: nobody seated")
+        core.scan(True)
+        self._contact_events.clear()
+        top = b.shoulder_max_mm
+        core.move("carriage", top, v_max=b.scan_speed_mm_s)
+        min_shoulder = cfg.carriage.seat_mm + b.shoulder_min_above_seat_mm
+        shoulder: float | None = None
+        while shoulder is None:
+            await self._wait(self.driver.now_ns() + 1 * S)
+            for touched, y in self._contact_events:
+                if not touched and y >= min_shoulder:
+                    shoulder = y + b.shoulder_offset_mm
+                    break
+            self._contact_events.clear()
+            if shoulder is None and not self._busy({"carriage"}):
+                shoulder = top
+                self.notes.append(
+                    f"contact never lost below the top: using the top-most shoulder {top:g} mm")
+                break
+        core.scan(False)
+        core.brake()
+        await self._wait_idle(set(AXES))
+        core.move("depth", cfg.depth.min_mm)
+        await self._wait_idle({"depth"})
+        self.shoulder_mm = min(shoulder, top)
+        self._emit("shoulder_detected", shoulder_mm=round(self.shoulder_mm, 1))
+        self._on_change()
+
+    async def _adjust(self) -> None:
+        self._set_state("adjusting")
+        self._adjust_mm = 0.0
+        end = self.driver.now_ns() + int(self.config.body.adjust_window_s * S)
+        await self._wait(end)
+        assert self.shoulder_mm is not None
+        top = self.config.body.shoulder_max_mm
+        self.shoulder_mm = min(self.shoulder_mm + self._adjust_mm, top)
+        self.zones = self.config.zones_for_shoulder(self.shoulder_mm)
+        self.core.set_body(self.zones)
+
+    # ---- the program -------------------------------------------------------------------------
+
+    def _build_plan(self) -> SessionPlan:
+        snap = self.core.snapshot()["axes"]
+        assert self.shoulder_mm is not None
+        return build_plan(
+            self.program, self.config, self.shoulder_mm, self.minutes, self.intensity,
+            self.heat_level,
+            start_y_mm=snap["carriage"][0], start_width_mm=snap["width"][0],
+            start_depth_mm=snap["depth"][0],
+        )
+
+    def _replan(self) -> None:
+        """Intensity or heat changed: swap the actions not yet sent for the new plan's (the
+        plan's timeline does not depend on intensity or heat, only its values do)."""
+        if self.plan is None or self.shoulder_mm is None:
+            return
+        new = build_plan(
+            self.program, self.config, self.shoulder_mm, self.minutes, self.intensity,
+            self.heat_level, start_y_mm=self.plan.start_y_mm,
+            start_width_mm=self.plan.start_width_mm, start_depth_mm=self.plan.start_depth_mm)
+        if [a.t_s for a in new.actions] != [a.t_s for a in self.plan.actions]:
+            raise RuntimeError("plan timeline changed with intensity/heat")
+        self.plan = new
+        # heat applies at once
+        if self.state in ("running", "paused"):
+            self._send_heat_now()
+
+    def _core_ns(self, t_s: float) -> int:
+        assert self._program_start_ns is not None
+        return self._program_start_ns + self._shift_ns + round(t_s * S)
+
+    def _plan_ns(self, core_ns: int) -> float:
+        assert self._program_start_ns is not None
+        return (core_ns - self._program_start_ns - self._shift_ns) / S
+
+    def _send(self, a: Action) -> None:
+        at = self._core_ns(a.t_s)
+        if a.kind == "move":
+            self.core.move(a.axis, a.value, v_max=a.v_max, a_max=a.a_max, j_max=a.j_max,
+                           at_ns=at, hold_s=a.hold_s)
+        elif a.kind == "rate":
+            self.core.rate(a.axis, a.value, at_ns=at)
+        elif a.kind == "heat":
+            self.core.heat(a.value, at_ns=at)
+        else:  # pragma: no cover - the plan only makes these three
+            raise ValueError(a.kind)
+        self._sent.append(a)
+
+    def _current_step_at(self, t_s: float) -> int | None:
+        assert self.plan is not None
+        for s in self.plan.steps:
+            if s.start_s <= t_s < s.end_s:
+                return s.index
+        return None
+
+    def _send_heat_now(self) -> None:
+        """Refresh the heater (the core turns it off if not refreshed)."""
+        if self.plan is None:
+            return
+        target = 0.0
+        t = self._plan_ns(self.driver.now_ns())
+        for a in self.plan.actions:
+            if a.kind == "heat" and a.t_s <= t:
+                target = a.value
+        if self.state == "paused":
+            assert self._pause_started_ns is not None
+            if self.driver.now_ns() - self._pause_started_ns >= self.config.heater.pause_hold_s * S:
+                target = 0.0
+        self.core.heat(target)
+
+    async def _run_program(self) -> None:
+        self.plan = self._build_plan()
+        plan = self.plan
+        core = self.core
+        core.clear_stats()
+        core.program(True)
+        self._program_start_ns = self.driver.now_ns() + 2 * self.driver.period_ns
+        self._shift_ns = 0
+        self._set_state("running")
+        self._run_since_ns = self._program_start_ns
+        self._next_action = 0
+        for s in plan.steps:
+            self._step_marks.append(self._core_ns(s.start_s))
+            self._step_of_mark.append(s.index)
+        cap_ns = int(self.config.session.max_minutes * 60 * S)
+        heat_refresh_ns = int(self.config.heater.refresh_timeout_s * S / 3)
+        next_heat = self.driver.now_ns() + heat_refresh_ns
+        while True:
+            now = self.driver.now_ns()
+            # send what starts within the look-ahead window
+            while (self._next_action < len(plan.actions)
+                   and self._core_ns(plan.actions[self._next_action].t_s) <= now + LOOKAHEAD_NS):
+                self._send(plan.actions[self._next_action])
+                self._next_action += 1
+            t_plan = self._plan_ns(now)
+            step = self._current_step_at(t_plan)
+            if step != self.step and step is not None:
+                self.step = step
+                s = plan.steps[step]
+                self._emit("step_started", step=step, technique=s.technique,
+                           zones=list(s.zones))
+                self._on_change()
+            if t_plan >= plan.duration_s and self._next_action >= len(plan.actions):
+                if not self._busy(set(AXES)):
+                    break
+            if self.program_seconds() * S >= cap_ns:
+                self.notes.append("30-minute hard cap reached")
+                break
+            if now >= next_heat:
+                self._send_heat_now()
+                next_heat = now + heat_refresh_ns
+            wake = now + LOOKAHEAD_NS // 2
+            if self._next_action < len(plan.actions):
+                wake = min(wake, self._core_ns(plan.actions[self._next_action].t_s) - LOOKAHEAD_NS)
+            for s in plan.steps:
+                st_ns = self._core_ns(s.start_s)
+                if st_ns > now:
+                    wake = min(wake, st_ns)
+                    break
+            wake = min(wake, next_heat, self._program_start_ns + self._shift_ns
+                       + round(plan.duration_s * S))
+            wake = max(wake, now + self.driver.period_ns)
+            await self._wait(wake)
+        self._stop_program_clock()
+        core.program(False)
+        self.step = None
+
+    def _stop_program_clock(self) -> None:
+        if self._run_since_ns is not None:
+            self._program_ns += self.driver.now_ns() - self._run_since_ns
+            self._run_since_ns = None
+
+    # ---- pause / resume ----------------------------------------------------------------------
+
+    async def _pause(self) -> None:
+        assert self.plan is not None
+        core = self.core
+        now = self.driver.now_ns()
+        t_pause = self._plan_ns(now)
+        core.brake()
+        self._stop_program_clock()
+        self._pause_started_ns = now
+        self._set_state("paused")
+        # what was sent but had not finished: moves in progress are re-issued on resume, the rest
+        # goes back to the to-send list
+        unfinished = [a for a in self._sent if a.kind != "heat" and a.t_s + a.duration_s > t_pause]
+        first_unsent = self._next_action
+        self._sent = []
+        heat_refresh_ns = int(self.config.heater.refresh_timeout_s * S / 3)
+        next_heat = now
+        self._resume_requested = False
+        while not self._resume_requested:
+            now = self.driver.now_ns()
+            if now >= next_heat:
+                self._send_heat_now()
+                next_heat = now + heat_refresh_ns
+            await self._wait(min(next_heat, now + LOOKAHEAD_NS))
+        await self._wait_idle(set(AXES))
+        # resume: the interrupted moves go on to their goals from where the brake left them
+        now = self.driver.now_ns()
+        started = [a for a in unfinished if a.t_s <= t_pause]
+        pending = [a for a in unfinished if a.t_s > t_pause]
+        extra = 0.0
+        snap = core.snapshot()["axes"]
+        from core_rt.motion import plan_move, plan_velocity
+
+        for a in started:
+            if a.kind == "move":
+                d = plan_move(snap[a.axis][0], a.value, a.v_max, a.a_max, a.j_max).duration
+                left = a.t_s + a.duration_s - t_pause
+                extra = max(extra, d - left)
+            elif a.kind == "rate":
+                lim = getattr(self.config, a.axis).limits
+                d = plan_velocity(0.0, 0.0, 0.0, a.value, lim.a_max, lim.j_max).duration
+                left = a.t_s + a.duration_s - t_pause
+                extra = max(extra, d - left)
+        gap_ns = 2 * self.driver.period_ns
+        self._shift_ns += (now + gap_ns - self._pause_started_ns) + math.ceil(extra * S)
+        resume_at = now + gap_ns
+        self._run_since_ns = now
+        self._pause_started_ns = None
+        # re-issue interrupted moves/rates at once, then the pending ones at their shifted time
+        for a in started:
+            if a.kind == "move":
+                core.move(a.axis, a.value, v_max=a.v_max, a_max=a.a_max, j_max=a.j_max,
+                          at_ns=resume_at, hold_s=0.0)
+            else:
+                core.rate(a.axis, a.value, at_ns=resume_at)
+        # rates that were on before the pause and not re-issued above come back too
+        t_now = self._plan_ns(resume_at)
+        for axis in ("kneading", "tapping"):
+            if any(a.axis == axis for a in started):
+                continue
+            value = 0.0
+            for a in self.plan.actions[:first_unsent]:
+                if a.kind == "rate" and a.axis == axis and a.t_s <= t_pause:
+                    value = a.value
+            if value:
+                core.rate(axis, value, at_ns=resume_at)
+        for a in pending:
+            self._send(a)
+        self._send_heat_now()
+        # re-mark steps at their shifted times
+        assert self.plan is not None
+        k = bisect.bisect_right(self._step_marks, now)
+        del self._step_marks[k:]
+        del self._step_of_mark[k:]
+        for s in self.plan.steps:
+            if s.start_s > t_now:
+                self._step_marks.append(self._core_ns(s.start_s))
+                self._step_of_mark.append(s.index)
+        self._set_state("running")
+
+    # ---- settle ------------------------------------------------------------------------------
+
+    async def _settle(self) -> None:
+        """Heater off at once, tapping and kneading stop with the heads parked wide, depth
+        retracts, the carriage walks to park."""
+        cfg = self.config
+        core = self.core
+        self._set_state("settling")
+        self._stop_program_clock()
+        self._requests = [r for r in self._requests if r[0] in ("estop",)]
+        core.program(False)
+        core.heat(0.0)
+        core.brake()
+        await self._wait_idle(set(AXES))
+        core.move("depth", cfg.depth.min_mm)
+        core.move("width", cfg.width.park_mm)
+        await self._wait_idle({"depth", "width"})
+        core.move("carriage", cfg.carriage.park_mm)
+        await self._wait_idle({"carriage"})
+        core.set_body(None)
+        self.step = None
