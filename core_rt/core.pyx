@@ -954,7 +954,9 @@ cdef class Core:
         rt_loop_init(&self.loop, self.lim.period_ns, priority, _rt_tick, <void*>self)
         self.loop.event_fd = self.efd
         self.rt_epoch_set = 0
-        cdef int rc = rt_loop_start(&self.loop)
+        cdef int rc
+        with nogil:
+            rc = rt_loop_start(&self.loop)
         if rc != 0:
             raise OSError(rc, "cannot start the real-time loop")
         self.running_rt = 1
