@@ -48,3 +48,40 @@ class RealtimeChair:
         s = dict(self.core.loop_stats())
         s["fault"] = self.core.snapshot()["fault"]
         return s
+
+
+def tick_cost(config: ChairConfig, seconds: float = 60.0) -> dict[str, float]:
+    """The core's per-tick cost in virtual time: all five axes, guard, heater, telemetry, with
+    carriage strokes, kneading and the heater running; the plant's own cost measured alone and
+    subtracted (the baseline)."""
+    import time
+
+    from sim.plant import SimPlant, bench_exchange
+
+    plant = SimPlant(config, seed=1)
+    core = Core(config, plant)
+    c = config.carriage
+    core.move("width", config.width.medium_mm)
+    core.rate("kneading", 30.0)
+    core.heat(config.heater.target_c("medium"))
+    for _ in range(int(seconds / 10) + 1):
+        core.move("carriage", c.seat_mm + 100)
+        core.move("carriage", c.park_mm - 100)
+    n = int(seconds * config.loop.tick_hz)
+    t0 = time.perf_counter_ns()
+    step = int(config.loop.heartbeat_ms * 1e6)
+    t = core.now_ns
+    while t < n * core.period_ns:
+        core.heartbeat()
+        core.heat(config.heater.target_c("medium"))
+        t = core.run_until(t + step, stop_on_event=False)
+        core.drain_events()
+        core.drain_telemetry()
+    total_ns = (time.perf_counter_ns() - t0) / n
+    plant_ns = bench_exchange(n, SimPlant(config, seed=1))
+    return {
+        "tick_with_plant_ns": round(total_ns, 1),
+        "plant_exchange_ns": round(plant_ns, 1),
+        "core_tick_us": round(max(total_ns - plant_ns, 0.0) / 1000, 4),
+        "fault": core.snapshot()["fault"],
+    }

@@ -28,7 +28,10 @@ def handle(args: argparse.Namespace) -> int:
     if "planner" in only:
         from chair.bench_planner import run as planner
 
+        from chair.bench_core import tick_cost
+
         out["planner"] = planner(moves=5000 if args.quick else 20000)
+        out["planner"].update(tick_cost(config, seconds=10 if args.quick else 60))
     if "sim" in only:
         from chair.bench_sim import run as sim
 

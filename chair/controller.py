@@ -290,6 +290,8 @@ class Controller:
             session_faults=list(self.session_faults),
         )
         self.session_faults = []
+        if hasattr(self.hardware, "set_epoch"):
+            self.hardware.set_epoch(self.driver.now_ns())  # --fault times count from here
         return session
 
     def _check_intensity(self, intensity: Any) -> None:

@@ -61,6 +61,8 @@ class CoreDriver:
         self._hb_task: asyncio.Task[None] | None = None
         self._reader = False
         self._pace_origin: tuple[float, int] | None = None
+        self._timers: list[tuple[int, int, Callable[[], None]]] = []
+        self._timer_seq = 0
         self.loop_outcome: dict[str, Any] = {}
 
     # ---- life cycle ------------------------------------------------------------------------
@@ -104,6 +106,26 @@ class CoreDriver:
         """Core time now (ns)."""
         return int(self.core.core_time_ns())
 
+    def call_at(self, t_ns: int, fn: Callable[[], None]) -> None:
+        """Call `fn` when core time reaches `t_ns` (virtual time: exactly at that tick).
+        Used to script requests at given session times (tests, `--fault estop@60s`)."""
+        import heapq
+
+        self._timer_seq += 1
+        heapq.heappush(self._timers, (t_ns, self._timer_seq, fn))
+        self.interrupt()
+
+    def _fire_timers(self) -> bool:
+        import heapq
+
+        fired = False
+        now = self.now_ns()
+        while self._timers and self._timers[0][0] <= now:
+            _, _, fn = heapq.heappop(self._timers)
+            fn()
+            fired = True
+        return fired
+
     def interrupt(self) -> None:
         """Make a pending `advance` return now (a command arrived)."""
         self._wake.set()
@@ -123,6 +145,8 @@ class CoreDriver:
             if now >= until_ns:
                 return self._deliver()
             target = min(until_ns, now + self.heartbeat_ns)
+            if self._timers:
+                target = min(target, max(self._timers[0][0], now + 1))
             if self.pacing == "paced":
                 target = min(target, self._paced_limit())
                 if target <= now:
@@ -138,6 +162,9 @@ class CoreDriver:
             core.run_until(target)
             self.stats.chunks += 1
             events = self._deliver()
+            if self._timers and self._fire_timers():
+                self._wake.clear()
+                return events
             if events:
                 return events
             if self.pacing == "paced" and self._wake.is_set():
@@ -155,6 +182,10 @@ class CoreDriver:
 
     async def _advance_realtime(self, until_ns: int) -> list[Event]:
         while True:
+            if self._timers:
+                if self._fire_timers():
+                    return self._deliver()
+                until_ns = min(until_ns, self._timers[0][0])
             events = self._deliver()
             if events:
                 return events

@@ -103,7 +103,9 @@ class Session:
         self.session_id = session_id
         self._on_change = on_change or (lambda: None)
         self._on_event = on_event or (lambda e: None)
-        self._session_faults = sorted(session_faults or [])
+        for at_s, kind in sorted(session_faults or []):
+            if kind == "estop":
+                driver.call_at(driver.now_ns() + round(at_s * S), self._scripted_estop)
 
         self.state = "idle"
         self.step: int | None = None
@@ -134,6 +136,7 @@ class Session:
         self._pause_started_ns: int | None = None
         self._adjust_mm = 0.0
         self._resume_requested = False
+        self._t_pause_plan: float | None = None
         self._contact_events: list[tuple[int, float]] = []
         self._done = False
         driver.telemetry_sinks.append(self._on_telemetry)
@@ -266,11 +269,18 @@ class Session:
                     await self._settle()
                 except SessionAborted as again:  # a fault while settling: latched, stop there
                     self.end_reason = again.reason
+            if self.state in ("fault", "estop"):
+                await self._until_at_rest()
         finally:
             self._done = True
             self._stop_program_clock()
         if self.state not in ("fault", "estop"):
             self._set_state("idle")
+            # a last tenth of a second at rest, so the telemetry ends on the settled chair
+            try:
+                self._handle_events(await self.driver.advance(self.driver.now_ns() + S // 10))
+            except SessionAborted as e:
+                self.end_reason = e.reason
         completed = self.end_reason == "completed"
         self._emit("session_finished", completed=completed, end_reason=self.end_reason)
         return SessionResult(
@@ -300,13 +310,23 @@ class Session:
             if now >= until_ns:
                 return
             target = until_ns if idle_axes is None or now >= settle_ns else settle_ns
-            st = self._next_session_fault_ns()
-            if st is not None:
-                target = min(target, st)
             events = await self.driver.advance(target)
             self._handle_events(events)
-            self._fire_session_faults()
             await self._handle_requests()
+
+    async def _until_at_rest(self) -> None:
+        """After a fault or e-stop: follow the core's controlled stop to rest (the telemetry
+        shows it), then a moment of stillness. Events are recorded, nothing is commanded."""
+        end = self.driver.now_ns() + 30 * S
+        settle_ns = self.driver.now_ns() + 2 * self.driver.period_ns
+        while self.driver.now_ns() < end:
+            now = self.driver.now_ns()
+            if now >= settle_ns and not self._busy(set(AXES)):
+                break
+            for ev in await self.driver.advance(min(end, max(settle_ns, now + S // 10))):
+                if ev[1] == "fault" and self.fault is not None:
+                    pass  # the first fault is the one latched and reported
+        await self.driver.advance(self.driver.now_ns() + 3 * S // 2)
 
     def _busy(self, axes: set[str]) -> bool:
         busy = self.core.snapshot()["busy"]
@@ -335,7 +355,8 @@ class Session:
                 self._emit("estop")
                 raise SessionAborted("estop", "emergency stop")
             if kind == "occupancy" and code == 0:
-                self.notes.append("occupant left the seat")
+                if self.state == "scanning":
+                    raise SessionAborted("no_occupant", "the seat is empty: nobody to massage")
                 raise SessionAborted("occupant_left", "occupant left the seat: settling")
             if kind == "zone" and self.state in ("running",):
                 z = ZONES[code]
@@ -344,18 +365,8 @@ class Session:
             if kind == "contact":
                 self._contact_events.append((code, v0))
 
-    def _next_session_fault_ns(self) -> int | None:
-        if not self._session_faults:
-            return None
-        return self._t0_ns + int(self._session_faults[0][0] * S)
-
-    def _fire_session_faults(self) -> None:
-        now = self.driver.now_ns()
-        while self._session_faults and self._t0_ns + int(self._session_faults[0][0] * S) <= now:
-            _, kind = self._session_faults.pop(0)
-            if kind == "estop":
-                self.core.estop()
-                self.driver.interrupt()
+    def _scripted_estop(self) -> None:
+        self.core.estop()
 
     async def _handle_requests(self) -> None:
         while self._requests:
@@ -503,12 +514,12 @@ class Session:
         if self.plan is None:
             return
         target = 0.0
-        t = self._plan_ns(self.driver.now_ns())
+        t = self._plan_ns(self.driver.now_ns()) if self._t_pause_plan is None \
+            else self._t_pause_plan
         for a in self.plan.actions:
             if a.kind == "heat" and a.t_s <= t:
                 target = a.value
-        if self.state == "paused":
-            assert self._pause_started_ns is not None
+        if self.state == "paused" and self._pause_started_ns is not None:
             if self.driver.now_ns() - self._pause_started_ns >= self.config.heater.pause_hold_s * S:
                 target = 0.0
         self.core.heat(target)
@@ -582,7 +593,9 @@ class Session:
         core = self.core
         now = self.driver.now_ns()
         t_pause = self._plan_ns(now)
+        self._t_pause_plan = t_pause
         core.brake()
+        core.program(False)  # paused time is not program time: no zone accounting
         self._stop_program_clock()
         self._pause_started_ns = now
         self._set_state("paused")
@@ -624,6 +637,8 @@ class Session:
         resume_at = now + gap_ns
         self._run_since_ns = now
         self._pause_started_ns = None
+        self._t_pause_plan = None
+        core.program(True)
         # re-issue interrupted moves/rates at once, then the pending ones at their shifted time
         for a in started:
             if a.kind == "move":

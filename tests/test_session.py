@@ -1,0 +1,222 @@
+"""Whole sessions on the simulated chair: life cycle, requests, faults — checked on telemetry."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from chair.api import CommandError
+from chair.controller import Controller
+from core_rt.config import ChairConfig
+from tests.session_helpers import SHORT, Run, at_state, run_session
+
+CFG = ChairConfig()
+LIM = CFG.carriage.limits
+
+
+def first_t(run: Run, pred) -> float:  # type: ignore[no-untyped-def]
+    return next(s["t"] for s in run.telemetry if pred(s))
+
+
+def program_start(run: Run) -> float:
+    return first_t(run, lambda s: s["state"] == "running")
+
+
+@pytest.fixture(scope="module")
+def plain() -> Run:
+    return run_session(SHORT, heat="medium")
+
+
+def test_a_whole_session_completes_safely(plain: Run) -> None:
+    assert plain.result.completed, plain.result.notes
+    assert plain.violations == []
+    assert plain.summary["safety"]["ok"]
+    states = [s["state"] for s in plain.telemetry]
+    order = [x for i, x in enumerate(states) if i == 0 or states[i - 1] != x]
+    assert order == ["scanning", "adjusting", "running", "settling", "idle"]
+    assert abs(plain.result.program_seconds - 300.0) <= 2.0
+    last = plain.telemetry[-1]
+    assert last["y_mm"] == pytest.approx(CFG.carriage.park_mm)
+    assert last["depth_mm"] == 0.0 and last["heat_target_c"] == 0.0
+
+
+def test_zones_are_derived_from_the_scanned_shoulder_and_published(plain: Run) -> None:
+    body = plain.summary["body"]
+    plant = plain.controller.hardware
+    assert abs(body["shoulder_mm"] - plant.true_shoulder_mm) < 20.0
+    expected = CFG.zones_for_shoulder(body["shoulder_mm"])
+    for z, (lo, hi) in expected.items():
+        assert body["zones"][z] == [pytest.approx(lo, abs=0.01), pytest.approx(hi, abs=0.01)]
+
+
+@pytest.mark.parametrize("height", [140.0, 200.0])
+def test_body_scan_finds_the_shoulder_for_small_and_tall_bodies(height: float) -> None:
+    run = run_session(SHORT, height=height)
+    assert run.result.completed
+    assert abs(run.result.shoulder_mm - run.controller.hardware.true_shoulder_mm) < 20.0  # type: ignore[operator]
+    assert run.violations == []
+
+
+def test_same_inputs_give_byte_identical_telemetry() -> None:
+    a = run_session(SHORT, heat="low", seed=7)
+    b = run_session(SHORT, heat="low", seed=7)
+    assert json.dumps(a.telemetry) == json.dumps(b.telemetry)
+    assert json.dumps(a.summary) == json.dumps(b.summary)
+
+
+def test_pause_brakes_holds_and_resume_continues_the_same_step() -> None:
+    pause_at, resume_at = 150.0, 190.0
+    run = run_session(SHORT, heat="medium", script=[
+        (pause_at, lambda s: s.request("pause")),
+        (resume_at, lambda s: s.request("resume")),
+    ])
+    assert run.result.completed and run.violations == []
+    paused = at_state(run.telemetry, "paused")
+    assert paused, "no paused telemetry"
+    assert paused[0]["t"] == pytest.approx(pause_at, abs=0.03)
+    # braking within the limits, then at rest and holding
+    assert all(abs(s["a_mm_s2"]) <= LIM.a_max * (1 + 1e-9) for s in paused)
+    held = [s for s in paused if s["t"] > pause_at + 1.0]
+    assert held and all(s["v_mm_s"] == 0.0 for s in held)
+    assert len({s["y_mm"] for s in held}) == 1
+    # heat holds during a short pause
+    assert all(s["heat_target_c"] == paused[0]["heat_target_c"] for s in paused)
+    # the step running at the pause is the one that runs after it
+    before = [s for s in run.telemetry if s["t"] < pause_at and s["state"] == "running"][-1]
+    after = next(s for s in run.telemetry if s["t"] > resume_at and s["state"] == "running")
+    assert before["step"] == after["step"]
+    # no zone skipped or repeated, dwell and program time as planned
+    assert run.summary["zone_order_observed"] == run.summary["zone_order_planned"]
+    assert abs(run.result.program_seconds - 300.0) <= 2.0
+
+
+def test_heat_turns_off_after_five_minutes_of_pause() -> None:
+    start = 250.0  # the short program's heat step
+    run = run_session(SHORT, heat="medium", script=[
+        (start, lambda s: s.request("pause")),
+        (start + 330.0, lambda s: s.request("resume")),
+    ])
+    paused = at_state(run.telemetry, "paused")
+    early = [s for s in paused if s["t"] < start + 290]
+    late = [s for s in paused if s["t"] > start + 302]
+    assert early and all(s["heat_target_c"] == 42.0 for s in early)
+    assert late and all(s["heat_target_c"] == 0.0 for s in late)
+    resumed = [s for s in run.telemetry if s["t"] > start + 331 and s["state"] == "running"]
+    assert resumed and resumed[0]["heat_target_c"] == 42.0
+    assert run.result.completed and run.violations == []
+
+
+def test_intensity_change_mid_session_replans_depth_from_then_on() -> None:
+    change = 120.0
+    low = run_session(SHORT, intensity=1)
+    changed = run_session(SHORT, intensity=1, script=[(change, lambda s: s.request("intensity", 5))])
+    assert changed.result.completed and changed.violations == []
+    a = {s["t"]: s["depth_mm"] for s in low.telemetry}
+    b = {s["t"]: s["depth_mm"] for s in changed.telemetry}
+    assert all(a[t] == b[t] for t in a if t < change)
+    later = [t for t in a if t > change + 2 and t in b]
+    assert all(b[t] >= a[t] for t in later)
+    assert any(b[t] > a[t] + 1.0 for t in later)
+
+
+def test_heat_change_mid_session_sets_the_new_target() -> None:
+    run = run_session(SHORT, heat="low", script=[(100.0, lambda s: s.request("heat", "high"))])
+    targets = {s["heat_target_c"] for s in run.telemetry if s["t"] > 100.5}
+    assert 45.0 in targets and 38.0 not in targets
+    assert run.result.completed and run.violations == []
+
+
+def test_estop_is_latched_and_stops_within_100_ms() -> None:
+    at = 130.0
+    run = run_session(SHORT, heat="medium", faults=[f"estop@{at:g}s"])
+    assert not run.result.completed and run.result.end_reason == "estop"
+    after = [s for s in run.telemetry if s["t"] >= at]
+    assert after[0]["state"] == "estop"
+    rest = next(s for s in after if s["v_mm_s"] == 0.0 and s["a_mm_s2"] == 0.0)
+    assert rest["t"] - at <= 0.100
+    assert all(abs(s["a_mm_s2"]) <= LIM.estop_a_max * (1 + 1e-9) for s in after)
+    assert all(s["heat_target_c"] == 0.0 and s["knead_rpm"] == 0.0 for s in after[1:])
+    late = [s for s in after if s["t"] > at + 0.2]
+    assert len({s["y_mm"] for s in late}) == 1, "something moved while e-stopped"
+
+
+def test_occupant_leaving_settles_the_chair() -> None:
+    at = 140.0
+    run = run_session(SHORT, heat="medium", faults=[f"occupant_leaves@{at:g}s"])
+    assert run.result.end_reason == "occupant_left"
+    settle = first_t(run, lambda s: s["state"] == "settling")
+    assert 0 < settle - at <= 0.5
+    last = run.telemetry[-1]
+    assert last["y_mm"] == pytest.approx(CFG.carriage.park_mm) and last["heat_target_c"] == 0.0
+    assert not run.result.faults
+
+
+def test_nobody_seated_aborts_the_scan_with_a_reason() -> None:
+    run = run_session(SHORT, faults=["occupant_leaves@0s"])
+    assert run.result.end_reason == "no_occupant"
+    assert run.result.plan is None
+
+
+# (spec, expected fault code, detection deadline s, heat level)
+FAULTS = [
+    ("stall:carriage@120s", "stall", 0.5, "off"),
+    ("stall:width@121s", "stall", 0.5, "off"),
+    ("overcurrent:carriage@120s", "overcurrent", 0.010, "off"),
+    ("overcurrent:kneading@160s", "overcurrent", 0.010, "off"),
+    ("limit_switch_both@120s", "limit_switch", 0.001, "off"),
+    ("thermistor_open@120s", "thermistor", 0.100, "medium"),
+    ("thermistor_short@120s", "thermistor", 0.100, "medium"),
+    ("supply_low@120s", "supply_voltage", 0.100, "off"),
+    ("supply_high@120s", "supply_voltage", 0.100, "off"),
+    ("heater_stuck_on@60s", "over_temperature", None, "off"),
+    ("heater_dead@0s", "heater_not_heating", 60.0, "high"),
+]
+
+
+@pytest.mark.parametrize(("spec", "code", "deadline", "heat"), FAULTS,
+                         ids=[f[0] for f in FAULTS])
+def test_each_injected_fault_is_detected_and_stops_safely(
+    spec: str, code: str, deadline: float | None, heat: str
+) -> None:
+    run = run_session(SHORT, heat=heat, faults=[spec])
+    assert run.result.end_reason == "fault"
+    f = run.result.faults[0]
+    assert f.code == code, f
+    at = float(spec.split("@")[1].rstrip("s"))
+    if spec.startswith("stall:width"):
+        # a stall shows only while the axis is driven: count from its next move
+        widths = [(s["t"], s["width_mm"]) for s in run.telemetry if s["t"] >= at]
+        at = next(t0 for (t0, w0), (_, w1) in zip(widths, widths[1:], strict=False) if w1 != w0)
+    if deadline is not None and code != "heater_not_heating":
+        assert 0 <= f.t - at <= deadline + 0.001, (f.t, at)
+    if code == "heater_not_heating":
+        # within 60 s of the heater being driven hard without effect
+        first_hard = first_t(run, lambda s: s["heat_target_c"] > 0)
+        assert f.t - first_hard <= deadline  # type: ignore[operator]
+    if code == "over_temperature":
+        hot = [s for s in run.telemetry if s["heat_c"] >= CFG.heater.trip_c]
+        assert hot and hot[0]["t"] >= f.t - 0.001  # tripped on the first tick at the trip point
+    after = [s for s in run.telemetry if s["t"] > f.t]
+    assert after and all(s["state"] == "fault" and s["fault"] == code for s in after)
+    assert all(s["heat_target_c"] == 0.0 for s in after)
+    assert all(abs(s["a_mm_s2"]) <= LIM.a_max * (1 + 1e-9) for s in after)
+    rest = [s for s in after if s["t"] > f.t + 1.0]
+    assert rest and all(s["v_mm_s"] == 0.0 for s in rest)
+
+
+def test_shoulder_nudge_in_the_adjust_window_moves_the_zones() -> None:
+    base = run_session(SHORT)
+    t_adj = first_t(base, lambda s: s["state"] == "adjusting") + 1.0
+    nudged = run_session(SHORT, script=[(t_adj, lambda s: s.request("adjust", 30.0))])
+    assert nudged.result.shoulder_mm == pytest.approx(base.result.shoulder_mm + 30.0)  # type: ignore[operator]
+    assert nudged.violations == []
+
+
+def test_session_length_is_capped_at_30_minutes() -> None:
+    c = Controller.create(CFG, pacing="fast")
+    with pytest.raises(CommandError) as e:
+        c._make_session(SHORT, minutes=31)
+    assert e.value.code == "out_of_range"
+    with pytest.raises(CommandError):
+        c._make_session(SHORT, minutes=4.9)
