@@ -100,7 +100,7 @@ def _round(x: Any) -> Any:
 
 
 def write_plot(path: str | Path, samples: Sequence[dict[str, Any]], summary: dict[str, Any],
-               result: SessionResult) -> None:
+               result: SessionResult, trip_c: float) -> None:
     """A PNG: roller over the zone bands with the steps, lateral contact vs the spine band, heat."""
     import matplotlib
 
@@ -122,7 +122,7 @@ def write_plot(path: str | Path, samples: Sequence[dict[str, Any]], summary: dic
         for st in result.plan.steps:
             x = t_start + st.start_s
             ax1.axvline(x, color="grey", lw=0.5, ls=":")
-            ax1.text(x, ax1.get_ylim()[1] if False else summary["body"]["zones"]["neck"][1] + 15,
+            ax1.text(x, summary["body"]["zones"]["neck"][1] + 15,
                      f"{st.index}:{st.technique}", rotation=90, fontsize=7, va="bottom")
     ax1.set_ylabel("track y (mm)")
     ax1.set_title(f"{summary['program']} — {summary['minutes']:g} min, body "
@@ -141,6 +141,9 @@ def write_plot(path: str | Path, samples: Sequence[dict[str, Any]], summary: dic
     ax3.plot(t, [s["heat_c"] for s in samples], color="#d35400", lw=0.8, label="pad °C")
     ax3.plot(t, [s["heat_target_c"] or None for s in samples], color="black", lw=0.8, ls="--",
              label="target")
+    hottest = max((s["heat_c"] for s in samples), default=trip_c)
+    ax3.axhline(trip_c, color="red", lw=0.6, ls=":", label="trip")
+    ax3.set_ylim(20, max(trip_c, hottest) + 2)
     ax3.set_ylabel("heat (°C)")
     ax3.set_xlabel("session time (s)")
     ax3.legend(loc="upper right", fontsize=7)

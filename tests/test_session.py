@@ -220,3 +220,32 @@ def test_session_length_is_capped_at_30_minutes() -> None:
     assert e.value.code == "out_of_range"
     with pytest.raises(CommandError):
         c._make_session(SHORT, minutes=4.9)
+
+
+@pytest.mark.realtime
+def test_realtime_pacing_runs_the_same_session_on_the_wall_clock() -> None:
+    """The real-time core against the wall clock: a session starts scanning, obeys an e-stop."""
+    import asyncio
+    import time
+
+    async def main() -> tuple[list[dict], float]:  # type: ignore[type-arg]
+        c = Controller.create(CFG, pacing="realtime")
+        async with c:
+            c.serve()
+            await c.start(SHORT)
+            t0 = time.monotonic()
+            while c.state_name != "scanning" or (c.telemetry() or {}).get("v_mm_s", 0) == 0:
+                await asyncio.sleep(0.02)
+                assert time.monotonic() - t0 < 5
+            await asyncio.sleep(0.5)
+            await c.estop()
+            assert c.state_name == "estop"
+            await asyncio.sleep(0.3)
+            tl = list(c.session.telemetry if c.session else c.last_telemetry)
+            stats = c.core.loop_stats()
+            return tl, stats["cycles"] / max(1, stats["hz"])
+
+    telemetry, _ = asyncio.run(main())
+    assert any(s["state"] == "scanning" and s["v_mm_s"] != 0 for s in telemetry)
+    estopped = [s for s in telemetry if s["state"] == "estop"]
+    assert estopped and estopped[-1]["v_mm_s"] == 0.0
