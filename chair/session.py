@@ -299,13 +299,16 @@ class Session:
 
     # ---- waiting on the core -----------------------------------------------------------------
 
-    async def _wait(self, until_ns: int, *, idle_axes: set[str] | None = None) -> None:
+    async def _wait(self, until_ns: int, *, idle_axes: set[str] | None = None,
+                    until: Callable[[], bool] | None = None) -> None:
         """Advance to `until_ns` (or until `idle_axes` are all at rest), handling events and
         requests on the way. Raises SessionAborted on fault, e-stop, stop or an empty seat."""
         settle_ns = self.driver.now_ns() + 2 * self.driver.period_ns  # commands in flight
         while True:
             now = self.driver.now_ns()
             if idle_axes is not None and now >= settle_ns and not self._busy(idle_axes):
+                return
+            if until is not None and until():
                 return
             if now >= until_ns:
                 return
@@ -422,7 +425,8 @@ class Session:
         min_shoulder = cfg.carriage.seat_mm + b.shoulder_min_above_seat_mm
         shoulder: float | None = None
         while shoulder is None:
-            await self._wait(self.driver.now_ns() + 1 * S)
+            # return at the very tick the arm reports a change: the carriage must not walk on
+            await self._wait(self.driver.now_ns() + 1 * S, until=lambda: bool(self._contact_events))
             for touched, y in self._contact_events:
                 if not touched and y >= min_shoulder:
                     shoulder = y + b.shoulder_offset_mm
