@@ -546,6 +546,7 @@ class Session:
         heat_refresh_ns = int(self.config.heater.refresh_timeout_s * S / 3)
         next_heat = self.driver.now_ns() + heat_refresh_ns
         while True:
+            plan = self.plan  # an intensity/heat change swaps in a new plan (same timeline)
             now = self.driver.now_ns()
             # send what starts within the look-ahead window
             while (self._next_action < len(plan.actions)

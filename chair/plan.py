@@ -1,0 +1,753 @@
+"""The session plan: a program's steps turned into the exact timeline the real-time core executes.
+
+`build_plan(program, config, shoulder_mm, minutes, intensity, heat_level)` is pure and
+deterministic. It lays the steps end to end, each in its time budget (the program's proportions
+scaled to `minutes`), and fills each budget with whole passes (or presses) whose durations come
+from the core's own planner (`core_rt.plan_move` for position moves, `core_rt.plan_velocity` for
+the rate ramps); what is left of a budget is spread as dwells at the end of each pass (or added to
+each press hold), so every step lasts exactly its budget and the plan exactly ``minutes·60`` s.
+
+The timeline is a list of `Action`s, in time order:
+
+- ``move``: a rest-to-rest move of a position axis (carriage, width, depth) starting at ``t_s``
+  under ``v_max/a_max/j_max``, then ``hold_s`` at rest. Moves on one axis never overlap.
+- ``rate``: kneading (signed rpm, + = cw) or tapping (Hz) ramps to ``value`` from ``t_s``, within
+  the rate axis's limits (the core's ramp; ``duration_s`` is its length).
+- ``heat``: heater target °C (0 = off) from ``t_s``.
+
+Safety rules the plan follows by construction (and `chair.validate.check_plan` verifies):
+width and depth only move with the carriage at rest and both rates at 0; rates start after the
+width and depth of a step are reached; tapping never runs during a width move; the carriage
+travels between steps at light contact (level 1 or less, and below every cap on the way); a depth
+is never above the cap of any zone the carriage is in while it holds that depth; gliding strokes
+(effleurage, rolling) press only upward; the carriage stays inside the body's zones (5 mm in from
+the outer edges); the plan ends with every axis at rest and both rates at 0.
+
+The timeline (every action's time, kind and axis) is the same for every intensity and heat level;
+only values differ: depth moves get a time slot long enough for any intensity (even when it
+changes between two actions), and heat actions mark where the steps' heat flag changes (target 0
+when the session's heat is off). A session can therefore swap in the plan of a new intensity or
+heat level for the actions it has not sent yet.
+
+A short guard gap (`GUARD_GAP_S`) follows every move and ramp, so that a next action that must wait
+for it (a width move after tapping stopped, a depth move after the carriage stopped) never meets
+it on the same tick of the 1 kHz core.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import core_rt
+from chair.program import TRAVEL_SPEED_FRACTION, Program, StepSettings
+from core_rt.config import ZONES, ChairConfig, MotionLimits
+
+AXES: tuple[str, ...] = ("carriage", "width", "depth", "kneading", "tapping")
+"""Axis names in the core's order (position axes first)."""
+POSITION_AXES: tuple[str, ...] = AXES[:3]
+RATE_AXES: tuple[str, ...] = AXES[3:]
+HEATER = "heater"
+
+ZONE_MARGIN_MM = 5.0
+"""The carriage keeps this far inside a zone's band when working in it (and inside the body)."""
+MIN_SPAN_MM = 10.0
+"""Shortest span a step may work over (a zone band must be at least this + 2 margins)."""
+GUARD_GAP_S = 0.05
+"""Rest after every move and ramp before the next action (tick quantisation headroom)."""
+DURATION_TOLERANCE_S = 0.5
+HEAT_OFF_C = 0.0
+
+
+INTENSITIES: tuple[int, ...] = (1, 2, 3, 4, 5)
+Depths = tuple[float, ...]
+"""A depth (mm) at each intensity 1..5."""
+_Snap = tuple[int, float, dict[str, float], dict[str, float], int, Depths]
+
+
+def depth_factor(intensity: int) -> float:
+    """Scale of every depth at an intensity 1..5: (intensity + 5) / 10 (5 -> exactly the level)."""
+    return (intensity + 5) / 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class Action:
+    """One command of the timeline (see the module docstring)."""
+
+    t_s: float
+    kind: str
+    """"move", "rate" or "heat"."""
+    axis: str
+    """carriage, width, depth (move); kneading, tapping (rate); heater (heat)."""
+    value: float
+    """Goal (mm), target rate (rpm signed / Hz) or heater target (°C, 0 = off)."""
+    v_max: float
+    a_max: float
+    j_max: float
+    hold_s: float
+    """Rest on this axis after the move before its next move may start."""
+    step: int
+    """Index of the program step this action belongs to."""
+    duration_s: float = 0.0
+    """The move's (plan_move) or ramp's (plan_velocity) duration; 0 for heat."""
+    from_value: float = 0.0
+    """The axis's value when the action starts."""
+
+
+@dataclass(frozen=True, slots=True)
+class StepPlan:
+    index: int
+    technique: str
+    zones: tuple[str, ...]
+    start_s: float
+    end_s: float
+
+
+@dataclass
+class SessionPlan:
+    """A whole programmed session, ready to be executed by the core."""
+
+    program: str
+    minutes: float
+    intensity: int
+    heat_level: str
+    shoulder_mm: float
+    start_y_mm: float
+    start_width_mm: float
+    start_depth_mm: float
+    actions: list[Action]
+    steps: list[StepPlan]
+    zone_seconds: dict[str, float]
+    """Planned seconds the carriage spends in each zone (every zone listed)."""
+    zone_order: list[str]
+    """Zones entered, in time order, consecutive repeats collapsed."""
+    duration_s: float
+    zones: dict[str, tuple[float, float]]
+    """Zone bands [lo, hi] in track mm for this shoulder line, bottom to top."""
+    heat_target_c: float = 0.0
+    """The heater target of the session's heat level (used by steps with heat)."""
+    settings: list[StepSettings] = field(default_factory=list)
+
+    def moves(self, axis: str) -> list[Action]:
+        """The actions of one axis, in time order."""
+        return [a for a in self.actions if a.axis == axis]
+
+    def step_at(self, t_s: float) -> int | None:
+        """Index of the step running at `t_s` (None outside the plan)."""
+        for s in self.steps:
+            if s.start_s <= t_s < s.end_s:
+                return s.index
+        return None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data (JSON-ready)."""
+        return {
+            "program": self.program,
+            "minutes": self.minutes,
+            "intensity": self.intensity,
+            "heat_level": self.heat_level,
+            "shoulder_mm": self.shoulder_mm,
+            "duration_s": self.duration_s,
+            "zones": {z: list(b) for z, b in self.zones.items()},
+            "zone_order": list(self.zone_order),
+            "zone_seconds": dict(self.zone_seconds),
+            "steps": [
+                {
+                    "index": s.index,
+                    "technique": s.technique,
+                    "zones": list(s.zones),
+                    "start_s": s.start_s,
+                    "end_s": s.end_s,
+                }
+                for s in self.steps
+            ],
+            "actions": [
+                {
+                    "t_s": a.t_s,
+                    "kind": a.kind,
+                    "axis": a.axis,
+                    "value": a.value,
+                    "v_max": a.v_max,
+                    "a_max": a.a_max,
+                    "j_max": a.j_max,
+                    "hold_s": a.hold_s,
+                    "step": a.step,
+                    "duration_s": a.duration_s,
+                }
+                for a in self.actions
+            ],
+        }
+
+
+class PlanError(ValueError):
+    """A step cannot be planned (e.g. its time budget cannot hold one pass)."""
+
+    def __init__(self, step: int, field: str, rule: str, message: str) -> None:
+        super().__init__(f"steps[{step}].{field}: {rule}: {message}")
+        self.step = step
+        self.field = field
+        self.rule = rule
+        self.message = message
+
+
+# ---- geometry -----------------------------------------------------------------------------------
+
+
+def zone_of(zones: dict[str, tuple[float, float]], y: float) -> str | None:
+    """The zone of a carriage position, as the core decides it (bands [lo, hi), top one closed)."""
+    lo_all = zones[ZONES[0]][0]
+    hi_all = zones[ZONES[-1]][1]
+    if y < lo_all or y > hi_all:
+        return None
+    for z in reversed(ZONES):
+        if y >= zones[z][0]:
+            return z
+    return None
+
+
+def zones_touched(zones: dict[str, tuple[float, float]], y0: float, y1: float) -> list[str]:
+    """Zones whose band meets the closed interval between y0 and y1 (bottom to top)."""
+    lo, hi = min(y0, y1), max(y0, y1)
+    return [z for z in ZONES if zones[z][0] <= hi and lo <= zones[z][1]]
+
+
+def step_span(zones: dict[str, tuple[float, float]], s: StepSettings) -> tuple[float, float]:
+    """[a, b]: where the carriage works for a step (its zones, ZONE_MARGIN_MM inside)."""
+    return zones[s.ends[0]][0] + ZONE_MARGIN_MM, zones[s.ends[1]][1] - ZONE_MARGIN_MM
+
+
+def point_positions(a: float, b: float, spacing_mm: float, n: int | None = None) -> list[float]:
+    """Press points from a to b: `n` evenly spread (one in the middle if n == 1), or by default
+    as many as keep them at most `spacing_mm` apart (one in the middle of a shorter span)."""
+    length = b - a
+    if n is None:
+        n = 1 if length < spacing_mm else math.ceil(length / spacing_mm - 1e-9) + 1
+    if n <= 1:
+        return [0.5 * (a + b)]
+    return [a + length * i / (n - 1) for i in range(n)]
+
+
+# ---- durations (always from the core's planner) ------------------------------------------------
+
+
+def move_duration(start: float, goal: float, v_max: float, lim: MotionLimits) -> float:
+    if start == goal:
+        return 0.0
+    return float(core_rt.plan_move(start, goal, v_max, lim.a_max, lim.j_max).duration)
+
+
+def ramp_duration(r0: float, r1: float, lim: MotionLimits) -> float:
+    if r0 == r1:
+        return 0.0
+    return float(core_rt.plan_velocity(0.0, r0, 0.0, r1, lim.a_max, lim.j_max).duration)
+
+
+# ---- the builder ---------------------------------------------------------------------------------
+
+
+class _Builder:
+    """Appends actions one after the other with a time cursor; every wait is explicit."""
+
+    def __init__(
+        self,
+        config: ChairConfig,
+        zones: dict[str, tuple[float, float]],
+        intensity: int,
+        y: float,
+        width: float,
+        depth: float,
+    ) -> None:
+        self.cfg = config
+        self.zones = zones
+        self.k = intensity - 1
+        self.t = 0.0
+        self.pos = {"carriage": y, "width": width}
+        # depth is tracked at every intensity at once: the timeline is sized for all of them
+        self.depth: Depths = (depth,) * len(INTENSITIES)
+        self.rate_now = {"kneading": 0.0, "tapping": 0.0}
+        self.heat_now = HEAT_OFF_C
+        self.actions: list[Action] = []
+        self.step = 0
+        self.pads: list[tuple[int, int | None]] = []
+        self.lim: dict[str, MotionLimits] = {
+            "carriage": config.carriage.limits,
+            "width": config.width.limits,
+            "depth": config.depth.limits,
+            "kneading": config.kneading.limits,
+            "tapping": config.tapping.limits,
+        }
+
+    # primitives
+    def move_depth(self, goal: Depths, hold: float = 0.0) -> int:
+        """Append a depth move (goal given at every intensity). Its time slot fits the longest
+        move between any intensity's start and any intensity's goal, so the timeline is the same
+        at every intensity and stays valid when the intensity changes mid-session."""
+        cur = self.depth
+        if all(abs(g - c) <= 1e-9 for g, c in zip(goal, cur, strict=True)):
+            if hold > 0:
+                self.t += hold
+            return -1
+        lim = self.lim["depth"]
+        reach = max(max(cur) - min(goal), max(goal) - min(cur))
+        slot = move_duration(0.0, reach, lim.v_max, lim)
+        k = self.k
+        d = move_duration(cur[k], goal[k], lim.v_max, lim)
+        self.actions.append(
+            Action(self.t, "move", "depth", goal[k], lim.v_max, lim.a_max, lim.j_max, hold,
+                   self.step, d, cur[k])
+        )  # fmt: skip
+        self.t += slot + hold + GUARD_GAP_S
+        self.depth = goal
+        return len(self.actions) - 1
+
+    def levels(self, level: int) -> Depths:
+        """A depth level's mm at every intensity."""
+        mm = self.cfg.depth.level_mm(level)
+        return tuple(mm * depth_factor(i) for i in INTENSITIES)
+
+    def move(self, axis: str, goal: float, v_max: float | None = None, hold: float = 0.0) -> int:
+        """Append a carriage or width move; returns its index (-1 if the axis is already there)."""
+        start = self.pos[axis]
+        if abs(goal - start) <= 1e-9:
+            if hold > 0:
+                self.t += hold
+            return -1
+        lim = self.lim[axis]
+        v = lim.v_max if v_max is None else min(v_max, lim.v_max)
+        d = move_duration(start, goal, v, lim)
+        self.actions.append(
+            Action(self.t, "move", axis, goal, v, lim.a_max, lim.j_max, hold, self.step, d, start)
+        )
+        self.t += d + hold + GUARD_GAP_S
+        self.pos[axis] = goal
+        return len(self.actions) - 1
+
+    def rate(self, axis: str, value: float) -> None:
+        r0 = self.rate_now[axis]
+        if value == r0:
+            return
+        lim = self.lim[axis]
+        d = ramp_duration(r0, value, lim)
+        a = Action(self.t, "rate", axis, value, lim.v_max, lim.a_max, lim.j_max, 0.0, self.step)
+        self.actions.append(_replace(a, duration_s=d, from_value=r0))
+        self.t += d + GUARD_GAP_S
+        self.rate_now[axis] = value
+
+    def rates_off(self) -> None:
+        for axis in RATE_AXES:
+            self.rate(axis, 0.0)
+
+    def rates_off_cost(self) -> float:
+        return sum(
+            ramp_duration(r, 0.0, self.lim[a]) + GUARD_GAP_S
+            for a, r in self.rate_now.items()
+            if r != 0.0
+        )
+
+    def heat(self, target_c: float) -> None:
+        a = Action(self.t, "heat", HEATER, target_c, 0.0, 0.0, 0.0, 0.0, self.step)
+        self.actions.append(_replace(a, from_value=self.heat_now))
+        self.heat_now = target_c
+
+    def pad_here(self, attach: int | None) -> None:
+        """A place where the step's leftover time may be spent as a dwell (added to the hold of
+        action `attach` if given)."""
+        self.pads.append(
+            (len(self.actions), attach if attach is not None and attach >= 0 else None)
+        )
+
+    def snapshot(self) -> _Snap:
+        return (len(self.actions), self.t, dict(self.pos), dict(self.rate_now), len(self.pads),
+                self.depth)  # fmt: skip
+
+    def restore(self, snap: _Snap) -> None:
+        n, self.t, pos, rate_now, npads, self.depth = snap
+        self.pos, self.rate_now = dict(pos), dict(rate_now)
+        del self.actions[n:]
+        del self.pads[npads:]
+
+    # depths
+    def cap_mm(self, zones: list[str]) -> float:
+        caps = self.cfg.body.zone_caps
+        return min((self.cfg.depth.level_mm(caps[z].depth_level) for z in zones), default=0.0)
+
+    def travel(self, y: float) -> None:
+        """Walk the carriage to `y` at light contact (rates are 0 here)."""
+        y0 = self.pos["carriage"]
+        if abs(y - y0) <= 1e-9:
+            return
+        top = min(self.cap_mm(zones_touched(self.zones, y0, y)), self.cfg.depth.level_mm(1))
+        if zone_of(self.zones, y0) is None or zone_of(self.zones, y) is None:
+            top = min(top, self.cfg.depth.retracted_mm)  # outside the body: not pressing
+        light = self.levels(1)
+        self.move_depth(tuple(min(d, lt, top) for d, lt in zip(self.depth, light, strict=True)))
+        self.move("carriage", y, self.cfg.carriage.limits.v_max * TRAVEL_SPEED_FRACTION)
+
+    def setup(self, y: float, width: float, depth: Depths) -> None:
+        """Bring the heads to a step's start: rates off, carriage, width, then depth."""
+        self.rates_off()
+        self.travel(y)
+        self.move("width", width)
+        self.move_depth(depth)
+
+
+def _knead_sign(s: StepSettings, k: int) -> float:
+    if s.knead_direction == "ccw":
+        return -1.0
+    if s.knead_direction == "alternate" and k % 2 == 1:
+        return -1.0
+    return 1.0
+
+
+def _stroke_units(b: _Builder, s: StepSettings, span: tuple[float, float]) -> Iterator[None]:
+    """Setup, then one working pass per iteration."""
+    a, z = span
+    work = b.levels(s.depth_level)
+    light = b.levels(min(1, s.depth_level))
+    y = b.pos["carriage"]
+    if s.direction == "up":
+        start = a
+    elif s.direction == "down":
+        start = z
+    else:
+        start = a if abs(y - a) <= abs(y - z) else z
+    other = z if start == a else a
+    b.setup(start, s.width_mm, work)
+
+    def rates_on(k: int) -> None:
+        if s.knead_rpm:
+            b.rate("kneading", _knead_sign(s, k) * s.knead_rpm)
+        if s.tap_hz:
+            b.rate("tapping", s.tap_hz)
+
+    k = 0
+    while True:
+        if k == 0:
+            rates_on(0)
+        elif s.direction == "up_down":
+            rates_on(k)  # a new kneading direction on alternate passes, else nothing
+        else:
+            # one-way: a light return to the start end, no rates (pressure only one way)
+            b.rates_off()
+            b.move_depth(light)
+            b.move("carriage", start, s.speed_mm_s)
+            b.move_depth(work)
+            rates_on(k)
+        end = other if (s.direction != "up_down" or k % 2 == 0) else start
+        i = b.move("carriage", end, s.speed_mm_s)
+        b.pad_here(i)
+        yield
+        k += 1
+
+
+def _point_units(
+    b: _Builder, s: StepSettings, span: tuple[float, float], npoints: int
+) -> Iterator[None]:
+    """Setup, then one press (move to the point, press, hold, release) per iteration."""
+    pts = point_positions(span[0], span[1], s.spacing_mm, npoints)
+    n = len(pts)
+    work = b.levels(s.depth_level)
+    light = b.levels(min(1, s.depth_level))
+    y = b.pos["carriage"]
+    if s.direction == "up":
+        order = list(range(n))
+    elif s.direction == "down":
+        order = list(range(n - 1, -1, -1))
+    else:
+        up = list(range(n)) + list(range(n - 2, 0, -1))
+        order = up if abs(y - pts[0]) <= abs(y - pts[-1]) else up[n - 1 :] + up[: n - 1]
+        if n == 1:
+            order = [0]
+    friction = s.technique == "friction"
+    b.setup(pts[order[0]], s.width_mm, light)
+    k = 0
+    while True:
+        b.move("carriage", pts[order[k % len(order)]], s.speed_mm_s)
+        if friction:
+            b.move("width", s.width_mm if k % 2 == 0 else s.friction_width_mm)
+            b.move_depth(work)
+            b.rate("kneading", _knead_sign(s, k) * s.knead_rpm)
+            b.t += s.hold_s
+            b.pad_here(None)
+            b.rate("kneading", 0.0)
+        else:
+            i = b.move_depth(work, hold=s.hold_s)
+            b.pad_here(i)
+        b.move_depth(light)
+        yield
+        k += 1
+
+
+MAX_UNITS = 100_000
+
+
+def build_plan(
+    program: Program,
+    config: ChairConfig,
+    shoulder_mm: float,
+    minutes: float,
+    intensity: int,
+    heat_level: str,
+    *,
+    start_y_mm: float | None = None,
+    start_width_mm: float | None = None,
+    start_depth_mm: float | None = None,
+) -> SessionPlan:
+    """The session plan of `program` for a body whose scanned shoulder line is `shoulder_mm`.
+
+    The plan starts where the body scan left the heads: `start_y_mm` (default: the shoulder
+    line), `start_width_mm` (default: the width's park position) and `start_depth_mm` (default:
+    the scan's depth level), with both rates at 0 and the heater off. Raises ValueError for
+    arguments out of range and `PlanError` when a step's budget cannot hold its passes.
+    """
+    sess = config.session
+    if not sess.min_minutes <= minutes <= sess.max_minutes:
+        raise ValueError(
+            f"minutes must be in {sess.min_minutes:g}..{sess.max_minutes:g}, got {minutes:g}"
+        )
+    if intensity not in (1, 2, 3, 4, 5):
+        raise ValueError(f"intensity must be 1..5, got {intensity!r}")
+    if heat_level != "off" and heat_level not in config.heater.levels_c:
+        raise ValueError(f"heat must be off or one of {sorted(config.heater.levels_c)}")
+    zones = config.zones_for_shoulder(shoulder_mm)
+    y0 = shoulder_mm if start_y_mm is None else start_y_mm
+    w0 = config.width.park_mm if start_width_mm is None else start_width_mm
+    d0 = (
+        config.depth.level_mm(config.body.scan_depth_level)
+        if start_depth_mm is None
+        else start_depth_mm
+    )
+    heat_c = config.heater.target_c(heat_level)
+    duration = minutes * 60.0
+    budgets = program.step_budgets(minutes)
+    settings = [s.settings(config) for s in program.steps]
+
+    b = _Builder(config, zones, intensity, y0, w0, d0)
+    steps: list[StepPlan] = []
+    t0 = 0.0
+    heat_on = False  # the steps' heat flag; heat actions follow it even when the heat is off
+    for i, (s, budget) in enumerate(zip(settings, budgets, strict=True)):
+        b.step = i
+        b.t = t0
+        first_action = len(b.actions)
+        b.pads = []
+        if s.heat != heat_on:
+            heat_on = s.heat
+            b.heat(heat_c if heat_on else HEAT_OFF_C)
+        a, z = step_span(zones, s)
+        if z - a < MIN_SPAN_MM - 1e-9:
+            raise PlanError(
+                i,
+                program.steps[i].where_field,
+                "zone-band",
+                f"the {'/'.join(s.ends)} band is only {z - a + 2 * ZONE_MARGIN_MM:.0f} mm "
+                f"for a shoulder line at {shoulder_mm:.0f} mm",
+            )
+        end = t0 + budget
+        if s.pattern == "stroke":
+            done = _fill(b, _stroke_units(b, s, (a, z)), end)
+        else:
+            # as many points as one round can visit in the budget (up to the technique's
+            # spacing), so that a short step still covers its whole span once
+            npoints = len(point_positions(a, z, s.spacing_mm))
+            start = b.snapshot()
+            while True:
+                done = _fill(b, _point_units(b, s, (a, z), npoints), end)
+                if done >= npoints or npoints == 1:
+                    break
+                b.restore(start)
+                npoints = max(1, min(done, npoints - 1))
+        need = max(1, s.repeat)
+        if done < need:
+            field_name = "seconds" if program.steps[i].seconds is not None else "share"
+            unit = "pass" if s.pattern == "stroke" else "press"
+            raise PlanError(
+                i,
+                field_name,
+                "step-too-short",
+                f"{budget:.1f} s cannot hold {need} × {unit} of {s.technique} "
+                f"({minutes:g} min session, shoulder line {shoulder_mm:.0f} mm)",
+            )
+        b.rates_off()
+        slack = end - b.t
+        _spread(b, first_action, slack)
+        b.t = end
+        steps.append(StepPlan(i, s.technique, s.zones, t0, end))
+        t0 = end
+    b.t = duration
+    if heat_on:
+        b.heat(HEAT_OFF_C)
+    actions = b.actions
+    zone_seconds, zone_order = _carriage_zones(actions, zones, y0, duration)
+    return SessionPlan(
+        program=program.name,
+        minutes=minutes,
+        intensity=intensity,
+        heat_level=heat_level,
+        shoulder_mm=shoulder_mm,
+        start_y_mm=y0,
+        start_width_mm=w0,
+        start_depth_mm=d0,
+        actions=actions,
+        steps=steps,
+        zone_seconds=zone_seconds,
+        zone_order=zone_order,
+        duration_s=duration,
+        zones=zones,
+        heat_target_c=heat_c,
+        settings=settings,
+    )
+
+
+def _fill(b: _Builder, units: Iterator[None], end: float) -> int:
+    """Run setup and whole units while they (and the rates' ramp-down) end by `end`; the first
+    unit that would not fit is undone. Returns the number of units kept."""
+    done = 0
+    snap = b.snapshot()
+    for _ in units:
+        if b.t + b.rates_off_cost() > end + 1e-9 or done >= MAX_UNITS:
+            b.restore(snap)
+            break
+        done += 1
+        snap = b.snapshot()
+    return done
+
+
+def _spread(b: _Builder, first_action: int, slack: float) -> None:
+    """Spend a step's leftover time evenly at its pad places (dwells after passes / longer
+    holds), shifting every later action of the step."""
+    if slack <= 0 or not b.pads:
+        return
+    extra = slack / len(b.pads)
+    shift = [0.0] * (len(b.actions) - first_action + 1)
+    holds: dict[int, float] = {}
+    for pos, attach in b.pads:
+        shift[pos - first_action] += extra
+        if attach is not None:
+            holds[attach] = holds.get(attach, 0.0) + extra
+    acc = 0.0
+    for k in range(first_action, len(b.actions)):
+        acc += shift[k - first_action]
+        a = b.actions[k]
+        hold = a.hold_s + holds.get(k, 0.0)
+        if acc or hold != a.hold_s:
+            b.actions[k] = _replace(a, t_s=a.t_s + acc, hold_s=hold)
+
+
+def _replace(a: Action, **kw: float) -> Action:
+    d = {f: getattr(a, f) for f in Action.__slots__}
+    d.update(kw)
+    return Action(**d)
+
+
+def _carriage_zones(
+    actions: list[Action],
+    zones: dict[str, tuple[float, float]],
+    y0: float,
+    duration: float,
+) -> tuple[dict[str, float], list[str]]:
+    """Seconds per zone and the zone order, from the planned carriage trajectory: rests are
+    exact; during each move the zone-boundary crossings are found on the move's own profile
+    (plan_move states, bisection on the monotone position)."""
+    secs = dict.fromkeys(ZONES, 0.0)
+    pieces: list[tuple[float, float, str | None]] = []
+    y = y0
+    t = 0.0
+    edges = sorted({lo for lo, _ in zones.values()} | {hi for _, hi in zones.values()})
+    for a in actions:
+        if a.axis != "carriage":
+            continue
+        if a.t_s > t:
+            pieces.append((t, a.t_s, zone_of(zones, y)))
+        m = core_rt.plan_move(a.from_value, a.value, a.v_max, a.a_max, a.j_max)
+        lo, hi = min(a.from_value, a.value), max(a.from_value, a.value)
+        cuts = [0.0]
+        for e in edges:
+            if lo < e < hi:
+                cuts.append(_crossing(m, e, a.value > a.from_value))
+        cuts.append(m.duration)
+        cuts.sort()
+        for c0, c1 in itertools.pairwise(cuts):
+            if c1 > c0:
+                mid = m.state(0.5 * (c0 + c1))[0]
+                pieces.append((a.t_s + c0, a.t_s + c1, zone_of(zones, mid)))
+        t = a.t_s + m.duration
+        y = a.value
+    if duration > t:
+        pieces.append((t, duration, zone_of(zones, y)))
+    order: list[str] = []
+    for p0, p1, z in pieces:
+        if z is None:
+            continue
+        secs[z] += p1 - p0
+        if not order or order[-1] != z:
+            order.append(z)
+    return secs, order
+
+
+def _crossing(m: Any, y: float, rising: bool) -> float:
+    lo, hi = 0.0, float(m.duration)
+    for _ in range(60):
+        mid = 0.5 * (lo + hi)
+        p = m.state(mid)[0]
+        if (p < y) == rising:
+            lo = mid
+        else:
+            hi = mid
+    return 0.5 * (lo + hi)
+
+
+# ---- a static bound used by validation -------------------------------------------------------
+
+
+def step_time_bounds(program: Program, config: ChairConfig) -> list[float]:
+    """For each step, an upper bound on the time its setup, `repeat` passes (or presses) and
+    teardown can take, over every body from the config's smallest to its largest and every
+    intensity. `build_plan` never raises step-too-short for a step whose budget is at least this.
+
+    Why it is an upper bound: zone edges are affine in the back length and clamped to the track;
+    clamping only shortens distances, so every distance below is taken on the unclamped zones of
+    the longest back; plan_move durations grow with distance; depth moves are bounded by a full
+    0..max stroke of the depth axis (intensity scales depths down, never up), width moves by a
+    full min..max stroke, ramps by full-scale ramps; the carriage's walk to a step's start is
+    bounded by the farthest point of the previous step's span (or of the whole track, for the
+    first step: the plan may start anywhere).
+    """
+    c = config
+    sh = max(c.shoulder_for_height_mm(c.body.height_max_cm), c.body.shoulder_max_mm)
+    back = sh - c.carriage.seat_mm
+    e = [c.carriage.seat_mm + f * back for f in c.body.zone_edges]
+    zones = {z: (e[i], e[i + 1]) for i, z in enumerate(ZONES)}
+    cl, wl, dl = c.carriage.limits, c.width.limits, c.depth.limits
+    kl, tl = c.kneading.limits, c.tapping.limits
+    g = GUARD_GAP_S
+    t_depth = move_duration(c.depth.min_mm, c.depth.max_mm, dl.v_max, dl) + g
+    t_width = move_duration(c.width.min_mm, c.width.max_mm, wl.v_max, wl) + g
+    # the first walk starts wherever the session left the carriage: anywhere on the track
+    prev = (min(e[0], c.carriage.track_min_mm), max(e[-1], c.carriage.track_max_mm))
+    out = []
+    for step in program.steps:
+        s = step.settings(c)
+        a, z = zones[s.ends[0]][0], zones[s.ends[1]][1]
+        # one ramp per rate axis in use, 0 <-> its (unsigned) top rate; a reversal spans both
+        k_up = ramp_duration(0.0, max(s.knead_rpm, 0.0), kl) + g if s.knead_rpm else 0.0
+        t_up = ramp_duration(0.0, max(s.tap_hz, 0.0), tl) + g if s.tap_hz else 0.0
+        k_flip = ramp_duration(-s.knead_rpm, s.knead_rpm, kl) + g if s.knead_rpm else 0.0
+        rates = k_up + t_up
+        walk = max(abs(z - prev[0]), abs(prev[1] - a))
+        walk_t = move_duration(0.0, walk, cl.v_max * TRAVEL_SPEED_FRACTION, cl) + g
+        setup = t_depth + walk_t + t_width + t_depth + rates
+        span = move_duration(0.0, z - a, min(s.speed_mm_s, cl.v_max), cl) + g
+        if s.pattern == "points":
+            press = 2 * t_depth + s.hold_s + (t_width + 2 * k_up if s.knead_rpm else 0.0)
+            work = press + (s.repeat - 1) * (span + press)
+        elif s.direction == "up_down":
+            work = span + (s.repeat - 1) * (span + k_flip)
+        else:
+            work = span + (s.repeat - 1) * (2 * span + 2 * rates + 2 * t_depth)
+        out.append(setup + work + rates)
+        prev = (a, z)
+    return out
