@@ -26,6 +26,8 @@ from core_rt.core import AXES, FAULT_CODES, FAULT_MESSAGES, Core, mono_ns
 log = logging.getLogger("chair.controller")
 
 IDLE_STEP_NS = 100_000_000
+GRACE_S = 3.0
+"""Simulated seconds a command may use while the clock is held (test hook)."""
 
 
 class Controller:
@@ -123,7 +125,7 @@ class Controller:
             "elapsed_s": 0.0,
             "remaining_s": 0.0,
             "intensity": self._intensity,
-            "heat": {"level": self._heat, "target_c": self.config.heater.target_c(self._heat),
+            "heat": {"level": self._heat, "target_c": 0.0,
                      "temp_c": None if tl is None else round(tl["heat_c"], 2)},
             "shoulder_mm": None if last is None or last.shoulder_mm is None
             else round(last.shoulder_mm, 1),
@@ -303,6 +305,38 @@ class Controller:
         if heat not in levels:
             raise CommandError("out_of_range", f"heat must be one of {', '.join(levels)}")
 
+    # ---- test hooks (simulated chair, paced clock) -------------------------------------------
+
+    def hold(self) -> None:
+        """Freeze simulated time: the controller stays in its state; commands still apply."""
+        self.driver.hold()
+
+    def release(self) -> None:
+        self.driver.release()
+
+    async def advance_until(self, state: str, timeout: float = 30.0) -> None:
+        """Let simulated time run until the controller is in `state`, then hold it there."""
+        self.driver.hold_when = lambda: self.state_name == state
+        self.driver.release()
+        loop = asyncio.get_running_loop()
+        end = loop.time() + timeout
+        while self.state_name != state:
+            if loop.time() > end:
+                raise TimeoutError(f"never reached {state} (at {self.state_name})")
+            await asyncio.sleep(0.002)
+        self.driver.hold()
+        self.driver.hold_when = None
+
+    async def inject_fault(self, code: str = "board") -> None:
+        """Latch a fault from above (the core's controlled stop follows), as a test hook."""
+        self.core.raise_fault(code)
+        self._grant()
+        await self._await_state({"fault"})
+
+    def _grant(self) -> None:
+        if self.driver.held:
+            self.driver.grant(GRACE_S)
+
     def _require(self, *states: str) -> None:
         if self.state_name not in states:
             raise CommandError("not_allowed",
@@ -319,29 +353,35 @@ class Controller:
         self._pending = session
         self.session = session
         self.driver.interrupt()
+        self._grant()
         self._changed()
+        await self._await_state({"scanning", "fault", "estop", "idle"} - {"idle"})
 
     async def pause(self) -> None:
         self._require("running")
         assert self.session is not None
         self.session.request("pause")
+        self._grant()
         await self._await_state({"paused", "fault", "estop", "idle", "settling"})
 
     async def resume(self) -> None:
         self._require("paused")
         assert self.session is not None
         self.session.request("resume")
+        self._grant()
         await self._await_state({"running", "fault", "estop", "idle", "settling"})
 
     async def stop(self) -> None:
         self._require("scanning", "adjusting", "running", "paused")
         assert self.session is not None
         self.session.request("stop")
+        self._grant()
         await self._await_state({"settling", "idle", "fault", "estop"})
 
     async def estop(self) -> None:
         self.core.estop(sent_ns=mono_ns())
         self.driver.interrupt()
+        self._grant()
         if self.session is not None:
             self.session.request("estop")
         await self._await_state({"estop"})
@@ -354,6 +394,7 @@ class Controller:
         self._reset_result = loop.create_future()
         self.core.reset()
         self.driver.interrupt()
+        self._grant()
         try:
             ok = await asyncio.wait_for(self._reset_result, timeout=2.0)
         except TimeoutError:
@@ -383,6 +424,7 @@ class Controller:
             self.session.request("intensity", intensity)
         if heat is not None:
             self.session.request("heat", heat)
+        self._grant()
         await self._settle_requests()
 
     async def adjust_shoulder(self, mm: float) -> None:
@@ -393,6 +435,7 @@ class Controller:
             raise CommandError("out_of_range", f"mm must be a number in -{lim:g}..{lim:g}")
         assert self.session is not None
         self.session.request("adjust", float(mm))
+        self._grant()
         await self._settle_requests()
 
     async def _settle_requests(self) -> None:

@@ -62,6 +62,10 @@ class CoreDriver:
         self._reader = False
         self._pace_origin: tuple[float, int] | None = None
         self._timers: list[tuple[int, int, Callable[[], None]]] = []
+        # test hook (paced pacing only): a held clock advances only within granted time
+        self.held = False
+        self._grace_until_ns = 0
+        self.hold_when: Callable[[], bool] | None = None
         self._timer_seq = 0
         self.loop_outcome: dict[str, Any] = {}
 
@@ -148,7 +152,12 @@ class CoreDriver:
             if self._timers:
                 target = min(target, max(self._timers[0][0], now + 1))
             if self.pacing == "paced":
+                if self.hold_when is not None and self.hold_when():
+                    self.hold_when = None
+                    self.hold()
                 target = min(target, self._paced_limit())
+                if self.held:
+                    target = min(target, self._grace_until_ns)
                 if target <= now:
                     self._wake.clear()
                     wait_s = max(self.period_ns / self.speed / 1e9, 0.002)
@@ -172,6 +181,23 @@ class CoreDriver:
                 return events
             if self.pacing == "fast" and self.stats.chunks % 64 == 0:
                 await asyncio.sleep(0)  # let other tasks breathe, even in a fast run
+
+    # ---- test hooks: hold the simulated clock (paced pacing) ---------------------------------
+
+    def hold(self) -> None:
+        """Stop simulated time where it is; `grant` lets it run a little (for commands)."""
+        self.held = True
+        self._grace_until_ns = self.core.now_ns
+
+    def release(self) -> None:
+        self.held = False
+        self._pace_origin = None  # re-anchor: no catching up on the held wall time
+        self.interrupt()
+
+    def grant(self, seconds: float) -> None:
+        """With the clock held, allow `seconds` of simulated time from now."""
+        self._grace_until_ns = max(self._grace_until_ns, self.core.now_ns + int(seconds * 1e9))
+        self.interrupt()
 
     def _paced_limit(self) -> int:
         wall = time.monotonic()

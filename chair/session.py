@@ -188,7 +188,9 @@ class Session:
             "intensity": self.intensity,
             "heat": {
                 "level": self.heat_level,
-                "target_c": self.heat_target_c(),
+                # what the heater regulates to now (0 outside heat steps, in faults, settling)
+                "target_c": 0.0 if self.last_telemetry is None
+                else self.last_telemetry["heat_target_c"],
                 "temp_c": None if self.heat_c is None else round(self.heat_c, 2),
             },
             "shoulder_mm": None if self.shoulder_mm is None else round(self.shoulder_mm, 1),

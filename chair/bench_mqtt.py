@@ -1,0 +1,222 @@
+"""MQTT benchmark (INTERFACES §5 ``mqtt``): command-to-actuator latency beside the broker's own
+round trip, both measured in the same run on the same loopback broker.
+
+- **cmd_to_actuator**: from publishing a command on ``<base>/cmd`` to the first core tick acting on
+  it. The command is ``estop`` (the one that matters most); the core stamps the tick that applies
+  it (`Controller.last_command_latency()` → ``(sent_ns, applied_ns)`` on CLOCK_MONOTONIC, the clock
+  of `time.monotonic_ns`). Between samples the chair is reset, unmeasured.
+- **broker_rtt**: one client publishes the same-sized payload at QoS 1, another receives it.
+
+The path measured is everything remote control adds: client → broker → daemon (parse, validate,
+controller) → core tick. Target: ``cmd_to_actuator_p99_ms <= broker_rtt_p99_ms + 5``.
+
+The probe is pluggable (`probe=`): any callable returning ``(sent_ns, applied_ns)`` of the last
+command acted on. Without the real controller a stand-in answers at the moment the controller is
+called, and the result says ``"probe": "controller_call"``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from chair.mqtt import MqttBridge, MqttSettings
+from core_rt.config import ChairConfig
+
+Probe = Callable[[], tuple[int, int]]
+
+
+def run(
+    commands: int = 500,
+    *,
+    config: ChairConfig | None = None,
+    broker_url: str | None = None,
+) -> dict[str, Any]:
+    """Measure over `commands` commands; a private mosquitto unless `broker_url` is given."""
+    return asyncio.run(_run(commands, config or ChairConfig(), broker_url))
+
+
+async def _run(commands: int, config: ChairConfig, broker_url: str | None) -> dict[str, Any]:
+    async with _broker(broker_url) as url, _controller(config) as (controller, probe, probe_kind):
+        settings = MqttSettings(broker=url, chair_id=f"bench-{uuid.uuid4().hex[:6]}")
+        bridge = MqttBridge(controller, settings, config=config)
+        task = asyncio.create_task(bridge.run())
+        try:
+            await asyncio.wait_for(bridge.connected.wait(), 10)
+            latencies = await _command_latencies(settings, controller, probe, commands)
+            rtts = await _broker_rtts(settings, commands)
+        finally:
+            await bridge.stop()
+            await asyncio.wait_for(task, 10)
+    cmd = _percentiles(latencies)
+    rtt = _percentiles(rtts)
+    return {
+        "commands": commands,
+        "cmd_to_actuator_p50_ms": cmd[0],
+        "cmd_to_actuator_p99_ms": cmd[1],
+        "broker_rtt_p50_ms": rtt[0],
+        "broker_rtt_p99_ms": rtt[1],
+        "command": "estop",
+        "probe": probe_kind,
+        "target_met": cmd[1] <= rtt[1] + 5.0,
+    }
+
+
+async def _command_latencies(
+    settings: MqttSettings, controller: Any, probe: Probe, commands: int
+) -> list[float]:
+    t = settings.topics
+    out: list[float] = []
+    async with settings.client(f"bench-cmd-{uuid.uuid4().hex[:8]}") as client:
+        await client.subscribe(t.reply, qos=1)
+        replies = aiter(client.messages)
+        for i in range(commands):
+            before = probe()[0]
+            payload = json.dumps({"id": f"b{i}", "action": "estop"})
+            sent = time.monotonic_ns()
+            await client.publish(t.cmd, payload, qos=1)
+            deadline = time.monotonic() + 5.0
+            while (last := probe())[0] == before or last[0] < sent:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"command {i}: no core tick acted on it within 5 s")
+                await asyncio.sleep(0.0002)
+            out.append((last[1] - sent) / 1e6)
+            while True:  # its reply, so commands never overlap
+                msg = await asyncio.wait_for(anext(replies), 5.0)
+                if json.loads(bytes(msg.payload or b"")).get("id") == f"b{i}":
+                    break
+            await controller.reset()
+    return out
+
+
+async def _broker_rtts(settings: MqttSettings, commands: int) -> list[float]:
+    topic = f"{settings.topics.base}/bench-rtt"
+    payload = json.dumps({"id": "b000", "action": "estop"}).encode()
+    out: list[float] = []
+    async with (
+        settings.client(f"bench-rx-{uuid.uuid4().hex[:8]}") as rx,
+        settings.client(f"bench-tx-{uuid.uuid4().hex[:8]}") as tx,
+    ):
+        await rx.subscribe(topic, qos=1)
+        received = aiter(rx.messages)
+        for _ in range(commands):
+            sent = time.monotonic_ns()
+            await tx.publish(topic, payload, qos=1)
+            await asyncio.wait_for(anext(received), 5.0)
+            out.append((time.monotonic_ns() - sent) / 1e6)
+    return out
+
+
+def _percentiles(values: list[float]) -> tuple[float, float]:
+    """(p50, p99), nearest rank, in ms rounded to µs."""
+    s = sorted(values)
+
+    def at(q: float) -> float:
+        return round(s[min(len(s) - 1, max(0, round(q * len(s)) - 1))], 3)
+
+    return at(0.50), at(0.99)
+
+
+# ---- what is measured ---------------------------------------------------------------------------
+
+
+@asynccontextmanager
+async def _controller(config: ChairConfig) -> AsyncIterator[tuple[Any, Probe, str]]:
+    """The real controller on the real-time core with the simulated chair, or a stand-in."""
+    try:
+        from chair.controller import Controller
+    except ImportError:
+        stub = _CallStamp()
+        yield stub, stub.last_command_latency, "controller_call"
+        return
+    controller = Controller.create(config, hardware="sim", speed=None)
+    async with controller:
+        controller.serve()
+        yield controller, controller.last_command_latency, "core_tick"
+
+
+class _CallStamp:
+    """Stands in for the controller: 'acts' on e-stop and reset the moment it is called."""
+
+    def __init__(self) -> None:
+        self._state = "idle"
+        self._last = (0, 0)
+
+    def state(self) -> dict[str, Any]:
+        return {"state": self._state}
+
+    def telemetry(self) -> None:
+        return None
+
+    def programs(self) -> list[str]:
+        return []
+
+    def on_change(self, callback: Callable[[dict[str, Any]], None]) -> None:
+        pass
+
+    def on_event(self, callback: Callable[[dict[str, Any]], None]) -> None:
+        pass
+
+    def last_command_latency(self) -> tuple[int, int]:
+        return self._last
+
+    async def estop(self) -> None:
+        now = time.monotonic_ns()
+        self._last = (now, now)
+        self._state = "estop"
+
+    async def reset(self) -> None:
+        self._state = "idle"
+
+
+# ---- the broker ---------------------------------------------------------------------------------
+
+
+@asynccontextmanager
+async def _broker(url: str | None) -> AsyncIterator[str]:
+    if url is not None:
+        yield url
+        return
+    exe = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+    with tempfile.TemporaryDirectory(prefix="chair-bench-") as tmp:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        conf = Path(tmp) / "mosquitto.conf"
+        # set_tcp_nodelay: as docs/mqtt.md recommends for command latency.
+        conf.write_text(
+            f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+            "set_tcp_nodelay true\nlog_dest none\n"
+        )
+        try:
+            proc = subprocess.Popen([exe, "-c", str(conf)], stdout=subprocess.DEVNULL)
+        except OSError as e:
+            raise RuntimeError(f"the MQTT bench needs mosquitto ({exe}): {e}") from None
+        try:
+            deadline = time.monotonic() + 10
+            while True:
+                try:
+                    with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                        break
+                except OSError:
+                    if proc.poll() is not None or time.monotonic() > deadline:
+                        raise RuntimeError("mosquitto did not start") from None
+                    await asyncio.sleep(0.02)
+            yield f"mqtt://127.0.0.1:{port}"
+        finally:
+            proc.terminate()
+            proc.wait(5)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    print(json.dumps(run(), indent=2))

@@ -1,0 +1,157 @@
+"""``chair serve``: the controller daemon with MQTT remote control (INTERFACES §3, docs/mqtt.md).
+
+The controller runs the chair; the MQTT bridge is a guest task beside it. SIGTERM or SIGINT settles
+a session in progress, publishes ``offline`` and exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import re
+import signal
+from typing import Any
+
+from chair.api import ControllerAPI
+from chair.cli import EXIT_OK, UsageError
+from chair.mqtt import MqttBridge, MqttSettings, add_broker_arguments, settings_from_args
+from core_rt.config import ChairConfig, load_config
+
+log = logging.getLogger("chair.serve")
+
+IN_SESSION = ("scanning", "adjusting", "running", "paused")
+SETTLE_TIMEOUT_S = 120.0
+"""Longest wait for a stopped session to settle before the daemon exits anyway."""
+_HARDWARE = re.compile(r"^(sim|serial:.+|tcp:[^:]+:\d{1,5})$")
+
+
+def register(sub: argparse._SubParsersAction[Any]) -> list[str]:
+    p = sub.add_parser(
+        "serve",
+        help="the controller daemon: MQTT remote control of the chair",
+        description="Run the chair controller and serve it over MQTT (see docs/mqtt.md). "
+        "Settings come from --config-file (TOML), then CHAIR_* environment variables, then flags.",
+    )
+    add_broker_arguments(p)
+    g = p.add_argument_group("daemon")
+    g.add_argument("--no-discovery", action="store_true", help="no Home Assistant discovery")
+    g.add_argument(
+        "--telemetry-hz", type=float, metavar="N", help="telemetry rate while moving (default 10)"
+    )
+    g.add_argument(
+        "--hardware",
+        default="sim",
+        metavar="SPEC",
+        help="sim (default), serial:PATH or tcp:HOST:PORT (a board link)",
+    )
+    g.add_argument(
+        "--speed",
+        type=float,
+        metavar="X",
+        help="simulated seconds per second (tests and demos); default: the real-time core",
+    )
+    g.add_argument(
+        "--log-level", default="info", choices=("debug", "info", "warning", "error"), help="logging"
+    )
+    p.set_defaults(handler=run)
+    return ["serve"]
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        settings = settings_from_args(
+            args,
+            discovery=False if args.no_discovery else None,
+            telemetry_hz=args.telemetry_hz,
+        )
+        chair_config = load_config(getattr(args, "config", None))
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    if not _HARDWARE.match(args.hardware):
+        raise UsageError(f"--hardware {args.hardware!r}: use sim, serial:PATH or tcp:HOST:PORT")
+    if args.speed is not None and not args.speed > 0:
+        raise UsageError("--speed must be > 0")
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    return asyncio.run(_main(settings, chair_config, args.hardware, args.speed))
+
+
+async def _main(
+    settings: MqttSettings, config: ChairConfig, hardware: str, speed: float | None
+) -> int:
+    try:
+        from chair.controller import Controller  # written beside this module; see chair/api.py
+    except ImportError as e:
+        raise UsageError(f"the controller is not available: {e}") from None
+    try:
+        controller = Controller.create(config, hardware=hardware, speed=speed)
+    except (ValueError, OSError) as e:  # a board link that cannot be opened, say
+        raise UsageError(f"--hardware {hardware}: {e}") from None
+    async with controller:  # opens the core and the hardware; closes them on the way out
+        controller.serve()  # the runner that idles the core between sessions
+        return await serve(controller, settings, config)
+
+
+async def serve(
+    controller: ControllerAPI,
+    settings: MqttSettings,
+    config: ChairConfig | None = None,
+    *,
+    stop: asyncio.Event | None = None,
+) -> int:
+    """Serve `controller` over MQTT until SIGTERM/SIGINT (or `stop` is set); then settle a session
+    in progress, publish ``offline`` and return 0."""
+    loop = asyncio.get_running_loop()
+    stop = stop or asyncio.Event()
+    installed = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):  # not the main thread
+            loop.add_signal_handler(sig, stop.set)
+            installed.append(sig)
+    bridge = MqttBridge(controller, settings, config=config)
+    bridge_task = asyncio.create_task(bridge.run(), name="mqtt-bridge")
+    stop_task = asyncio.create_task(stop.wait())
+    log.info(
+        "serving chair %s on %s (topics %s/...)",
+        settings.chair_id,
+        settings.broker,
+        settings.topics.base,
+    )
+    try:
+        await asyncio.wait({bridge_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
+        if bridge_task.done():
+            bridge_task.result()  # the bridge ended on its own: a bug, raise it
+        log.info("stopping: settling any session first")
+        await settle(controller)
+        await bridge.stop()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(bridge_task), 5.0)
+    finally:
+        stop_task.cancel()
+        if not bridge_task.done():
+            bridge_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await bridge_task
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+    log.info("stopped")
+    return EXIT_OK
+
+
+async def settle(controller: ControllerAPI, timeout_s: float = SETTLE_TIMEOUT_S) -> None:
+    """Stop a session in progress and wait until the chair has settled (or faulted)."""
+    try:
+        if controller.state().get("state") in IN_SESSION:
+            await controller.stop()
+    except Exception:
+        log.exception("could not stop the session")
+        return
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while controller.state().get("state") in (*IN_SESSION, "settling"):
+        if asyncio.get_running_loop().time() > deadline:
+            log.error("the session did not settle within %.0f s", timeout_s)
+            return
+        await asyncio.sleep(0.05)
