@@ -1,8 +1,8 @@
 """Helpers of the MQTT tests: a recording test client, a running daemon, controller test hooks.
 
 The state-matrix tests need to hold a transient state (scanning, adjusting, settling) still and to
-latch a fault; `hold`, `advance_until` and `inject_fault` are those test hooks (the stand-in has
-them; a controller without them makes those tests skip, saying which hook is missing).
+latch a fault; `hold`, `advance_until` and `inject_fault` are the controller's test hooks for the
+simulated chair (paced clock).
 """
 
 from __future__ import annotations
