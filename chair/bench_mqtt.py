@@ -10,9 +10,9 @@ round trip, both measured in the same run on the same loopback broker.
 The path measured is everything remote control adds: client → broker → daemon (parse, validate,
 controller) → core tick. Target: ``cmd_to_actuator_p99_ms <= broker_rtt_p99_ms + 5``.
 
-The probe is pluggable (`probe=`): any callable returning ``(sent_ns, applied_ns)`` of the last
-command acted on. Without the real controller a stand-in answers at the moment the controller is
-called, and the result says ``"probe": "controller_call"``.
+- **core jitter with the daemon busy**: the real-time core's wake-up latency over the whole run —
+  500 commands and replies, then a session running with the daemon publishing telemetry and
+  state — to compare with the jitter section's cyclictest baseline.
 """
 
 from __future__ import annotations
@@ -55,6 +55,9 @@ async def _run(commands: int, config: ChairConfig, broker_url: str | None) -> di
             await asyncio.wait_for(bridge.connected.wait(), 10)
             latencies = await _command_latencies(settings, controller, probe, commands)
             rtts = await _broker_rtts(settings, commands)
+            await controller.start("relax")  # telemetry flows while the chair moves
+            await asyncio.sleep(3.0)
+            loop = controller.core.loop_stats()
         finally:
             await bridge.stop()
             await asyncio.wait_for(task, 10)
@@ -68,6 +71,11 @@ async def _run(commands: int, config: ChairConfig, broker_url: str | None) -> di
         "broker_rtt_p99_ms": rtt[1],
         "command": "estop",
         "probe": probe_kind,
+        "core_p50_us_with_daemon": round(loop["latency_p50_us"], 2),
+        "core_p99_us_with_daemon": round(loop["latency_p99_us"], 2),
+        "core_max_us_with_daemon": round(loop["latency_max_us"], 2),
+        "core_missed_with_daemon": loop["missed"],
+        "core_cycles_with_daemon": loop["cycles"],
         "target_met": cmd[1] <= rtt[1] + 5.0,
     }
 
@@ -133,50 +141,12 @@ def _percentiles(values: list[float]) -> tuple[float, float]:
 @asynccontextmanager
 async def _controller(config: ChairConfig) -> AsyncIterator[tuple[Any, Probe, str]]:
     """The real controller on the real-time core with the simulated chair, or a stand-in."""
-    try:
-        from chair.controller import Controller
-    except ImportError:
-        stub = _CallStamp()
-        yield stub, stub.last_command_latency, "controller_call"
-        return
+    from chair.controller import Controller
+
     controller = Controller.create(config, hardware="sim", speed=None)
     async with controller:
         controller.serve()
         yield controller, controller.last_command_latency, "core_tick"
-
-
-class _CallStamp:
-    """Stands in for the controller: 'acts' on e-stop and reset the moment it is called."""
-
-    def __init__(self) -> None:
-        self._state = "idle"
-        self._last = (0, 0)
-
-    def state(self) -> dict[str, Any]:
-        return {"state": self._state}
-
-    def telemetry(self) -> None:
-        return None
-
-    def programs(self) -> list[str]:
-        return []
-
-    def on_change(self, callback: Callable[[dict[str, Any]], None]) -> None:
-        pass
-
-    def on_event(self, callback: Callable[[dict[str, Any]], None]) -> None:
-        pass
-
-    def last_command_latency(self) -> tuple[int, int]:
-        return self._last
-
-    async def estop(self) -> None:
-        now = time.monotonic_ns()
-        self._last = (now, now)
-        self._state = "estop"
-
-    async def reset(self) -> None:
-        self._state = "idle"
 
 
 # ---- the broker ---------------------------------------------------------------------------------

@@ -50,6 +50,10 @@ def handle(args: argparse.Namespace) -> int:
             out["mqtt"] = {"error": f"not available: {e}"}
         else:
             out["mqtt"] = mqtt(commands=100 if args.quick else 500)
+            j = out.get("jitter")
+            if j and j.get("cyclictest_p99_us"):
+                ratio = out["mqtt"]["core_p99_us_with_daemon"] / j["cyclictest_p99_us"]
+                out["mqtt"]["core_p99_with_daemon_over_cyclictest_p99"] = round(ratio, 3)
     if "hil" in only:
         try:
             from chair.bench_hil import run as hil
