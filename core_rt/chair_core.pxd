@@ -131,7 +131,6 @@ cdef extern from "chair_core.h" nogil:
         int64_t not_heating_window_ns
         int64_t stall_ns
         double stall_min_mm
-        double stall_drive_mm_s
         double overcurrent_a[5]
         int64_t overcurrent_ns
         double supply_min_v, supply_max_v
@@ -140,7 +139,7 @@ cdef extern from "chair_core.h" nogil:
         int64_t occupant_ns
         int64_t link_lost_ns
         int64_t controller_watchdog_ns
-        double tracking_error_max_mm
+        double tracking_error_max_mm[3]
 
     ctypedef struct chair_command:
         int32_t kind

@@ -187,9 +187,9 @@ class Faults(_Model):
     """Detection deadlines and thresholds (DOMAIN §6)."""
 
     stall_ms: float = 200.0
-    """Window over which a driven axis must move stall_min_mm (detection deadline is 500 ms)."""
+    """Stall window: the encoder must follow at least a quarter of the setpoint's travel once that
+    travel reaches stall_min_mm (slower moves take a longer window; deadline 500 ms)."""
     stall_min_mm: float = 1.0
-    stall_drive_mm_s: float = 5.0
     overcurrent_a: tuple[float, float, float, float, float] = (4.0, 2.0, 3.0, 3.0, 3.0)
     """carriage, width, depth, kneading, tapping."""
     overcurrent_ms: float = 5.0
@@ -200,7 +200,9 @@ class Faults(_Model):
     occupant_ms: float = 300.0
     link_lost_ms: float = 50.0
     controller_watchdog_ms: float = 500.0
-    tracking_error_max_mm: float = 40.0
+    tracking_error_max_mm: tuple[float, float, float] = (40.0, 15.0, 10.0)
+    """Carriage, width, depth: encoder this far from its setpoint is a fault (above what an axis
+    travels in one stall window plus its brake, so a jam is reported as the stall it is)."""
 
 
 class Loop(_Model):

@@ -107,7 +107,8 @@ cdef struct Axis:
     double p, v, a, j       # commanded state this tick
     double goal             # where the current profile ends
     # measured-side fault detection
-    double stall_ref_mm
+    double stall_ref_mm     # encoder at the start of the stall window
+    double stall_cmd_ref    # setpoint at the start of the stall window
     int64_t stall_since_ns
 
 
@@ -185,6 +186,8 @@ cdef class Core:
     cdef int64_t link_bad_ns
     cdef int link_was_ok
     cdef int at_rest_pending
+    cdef int retract_pending
+    cdef int deenergised
     # telemetry
     cdef int64_t tlm_every
     cdef int64_t tlm_countdown
@@ -211,14 +214,20 @@ cdef class Core:
             raise MemoryError("core rings")
 
     def __init__(self, config, Hardware hardware not None, *, double telemetry_hz=50.0,
-                 int64_t start_ns=0):
+                 start_ns=0):
         """`config` is a core_rt.config.ChairConfig; `hardware` the chair the tick drives."""
+        from core_rt.config import ChairConfig
         if not (isfinite(telemetry_hz) and 0 < telemetry_hz <= 2000):
             raise ValueError(f"telemetry_hz must be in (0, 2000], got {telemetry_hz!r}")
+        if not isinstance(config, ChairConfig):
+            raise ValueError(f"config must be a core_rt.config.ChairConfig, got {config!r}")
         self.config = config
         _fill_limits(&self.lim, config)
+        if hardware.period_ns != self.lim.period_ns:
+            raise ValueError(f"the hardware steps every {hardware.period_ns} ns but the core ticks "
+                             f"every {self.lim.period_ns} ns: build both from the same config")
         self.hw = hardware
-        hardware.period_ns = self.lim.period_ns
+        start_ns = _time_ns("start_ns", start_ns)
         self.now_ns = start_ns
         self.tlm_every = max(1, <int64_t>(1e9 / telemetry_hz / self.lim.period_ns + 0.5))
         self.tlm_countdown = 0
@@ -264,6 +273,7 @@ cdef class Core:
         x.j = 0
         x.goal = p
         x.stall_ref_mm = p
+        x.stall_cmd_ref = p
         x.stall_since_ns = self.now_ns
 
     cdef void _clear_stats(self) noexcept nogil:
@@ -308,6 +318,7 @@ cdef class Core:
             self.q[i].head = 0
         for i in range(CHAIR_N_AXES):
             x = &self.ax[i]
+            self._eval_now(x)
             am = self.lim.axis[i].estop_a_max if emergency else self.lim.axis[i].a_max
             jm = self.lim.axis[i].estop_j_max if emergency else self.lim.axis[i].j_max
             if x.v == 0 and x.a == 0 and i < CHAIR_N_POSITION_AXES:
@@ -328,6 +339,11 @@ cdef class Core:
             x.busy = 1
         self.at_rest_pending = 1
 
+    cdef inline void _eval_now(self, Axis* x) noexcept nogil:
+        """The axis's state at this tick (a command handled before the tick's own evaluation
+        must start from here, or the setpoint would stand still for one tick)."""
+        profile_eval(&x.prof, (self.now_ns - x.start_ns) * 1e-9, &x.p, &x.v, &x.a, &x.j)
+
     cdef void _fault(self, int code, double value, double limit) noexcept nogil:
         if self.mode == CHAIR_MODE_FAULT or self.mode == CHAIR_MODE_ESTOP:
             return  # the first fault is the one latched and reported
@@ -335,6 +351,10 @@ cdef class Core:
         self.fault = code
         self._heater_off()
         self._brake_all(0)
+        # pressing where it must not: the safe state has the heads retracted (then a reset can
+        # never re-latch on the same pressing)
+        self.retract_pending = (code == CHAIR_FAULT_BODY_RANGE or code == CHAIR_FAULT_ZONE_DEPTH
+                                or code == CHAIR_FAULT_SPINE_CLEARANCE)
         self._event(CHAIR_EVT_FAULT, code, value, limit)
 
     cdef void _estop(self) noexcept nogil:
@@ -379,9 +399,10 @@ cdef class Core:
         elif k == CHAIR_CMD_RESET:
             if self.mode == CHAIR_MODE_RUN or self.mode == CHAIR_MODE_BRAKE:
                 return
-            if self._all_at_rest():
+            if self._all_at_rest() and not self.at_rest_pending:
                 self.mode = CHAIR_MODE_RUN
                 self.fault = CHAIR_FAULT_NONE
+                self.retract_pending = 0
                 self._event(CHAIR_EVT_RESET, 1, 0, 0)
             else:
                 self._event(CHAIR_EVT_RESET, 0, 0, 0)  # refused: still moving
@@ -396,7 +417,6 @@ cdef class Core:
             return
         elif k == CHAIR_CMD_BRAKE:
             self._brake_all(0)
-            self.nh_start_ns = -1
         elif k == CHAIR_CMD_MOVE or k == CHAIR_CMD_RATE:
             if 0 <= c.axis < CHAIR_N_AXES and (
                 (k == CHAIR_CMD_MOVE) == (c.axis < CHAIR_N_POSITION_AXES)):
@@ -453,6 +473,7 @@ cdef class Core:
                         return
                     x.end_ns = self.now_ns + _dur_ns(x.prof.duration) + c.hold_ns
                 else:
+                    self._eval_now(x)
                     if profile_velocity(&x.prof, x.p, x.v, x.a, c.value[0], L.a_max,
                                         L.j_max) != 0:
                         _q_pop(&self.q[i])
@@ -528,7 +549,7 @@ cdef class Core:
         self.sp.knead_rpm = knead
         self.sp.tap_hz = tap
         self.sp.heater_duty = self.heater_duty
-        self.sp.enable = 1
+        self.sp.enable = 0 if self.deenergised else 1
         self.sp.seq = <int32_t>(self.ticks & 0x7fffffff)
         if self.hw.exchange(&self.sp, st) != 0:
             st.link_ok = 0
@@ -607,8 +628,28 @@ cdef class Core:
         if st.thermistor_c > self.max_heat_c:
             self.max_heat_c = st.thermistor_c
         if self.at_rest_pending and self._all_at_rest():
-            self.at_rest_pending = 0
-            self._event(CHAIR_EVT_AT_REST, self.mode, self.ax[CHAIR_AXIS_CARRIAGE].p, 0)
+            if self.retract_pending and self.mode == CHAIR_MODE_FAULT:
+                self.retract_pending = 0
+                x = &self.ax[CHAIR_AXIS_DEPTH]
+                profile_move(&x.prof, x.p, self.lim.axis[CHAIR_AXIS_DEPTH].min_mm,
+                             self.lim.axis[CHAIR_AXIS_DEPTH].v_max,
+                             self.lim.axis[CHAIR_AXIS_DEPTH].a_max,
+                             self.lim.axis[CHAIR_AXIS_DEPTH].j_max)
+                x.start_ns = now + self.lim.period_ns  # from the next tick, at rest till then
+                x.end_ns = x.start_ns + _dur_ns(x.prof.duration)
+                x.goal = x.prof.pb[7]
+                x.busy = 1
+            else:
+                self.at_rest_pending = 0
+                self._event(CHAIR_EVT_AT_REST, self.mode, self.ax[CHAIR_AXIS_CARRIAGE].p, 0)
+        # a latched chair at rest is de-energised (motor drives and the heater's power): a
+        # heater stuck on behind its duty is cut there too; over-temperature cuts at once
+        if self.mode == CHAIR_MODE_FAULT or self.mode == CHAIR_MODE_ESTOP:
+            if self.fault == CHAIR_FAULT_OVER_TEMPERATURE or (
+                    not self.at_rest_pending and self._all_at_rest()):
+                self.deenergised = 1
+        else:
+            self.deenergised = 0
         if self.tlm_countdown <= 0:
             self.tlm_countdown = self.tlm_every
             self._telemetry(z, lx, rx)
@@ -629,7 +670,7 @@ cdef class Core:
         cdef chair_status* st = &self.st
         cdef int i
         cdef Axis* x
-        cdef double err
+        cdef double err, cmd_d, enc_d
         # the link first: a stale status says nothing about the chair
         if not st.link_ok:
             if self.link_was_ok:
@@ -654,20 +695,22 @@ cdef class Core:
         if (st.pos_mm[0] < self.lim.axis[0].min_mm - 1.0
                 or st.pos_mm[0] > self.lim.axis[0].max_mm + 1.0):
             self._fault(CHAIR_FAULT_LIMIT_SWITCH, st.pos_mm[0], 0)
-        # stall and tracking, per position axis
+        # stall and tracking, per position axis. Stall: over a window of at least stall_ns,
+        # the setpoint travelled stall_min_mm or more while the encoder followed less than a
+        # quarter of it (slow axes simply take a longer window); tracking: per-axis error limit.
         for i in range(CHAIR_N_POSITION_AXES):
             x = &self.ax[i]
-            if fabs(x.v) > self.lim.stall_drive_mm_s:
-                if fabs(st.pos_mm[i] - x.stall_ref_mm) >= self.lim.stall_min_mm:
-                    x.stall_ref_mm = st.pos_mm[i]
-                    x.stall_since_ns = now
-                elif now - x.stall_since_ns >= self.lim.stall_ns:
-                    self._fault(CHAIR_FAULT_STALL, i, st.pos_mm[i])
-            else:
-                x.stall_ref_mm = st.pos_mm[i]
-                x.stall_since_ns = now
+            if now - x.stall_since_ns >= self.lim.stall_ns:
+                cmd_d = fabs(x.p - x.stall_cmd_ref)
+                enc_d = fabs(st.pos_mm[i] - x.stall_ref_mm)
+                if cmd_d >= self.lim.stall_min_mm:
+                    if enc_d < 0.25 * cmd_d:
+                        self._fault(CHAIR_FAULT_STALL, i, enc_d)
+                    self._stall_window(x, i, now)
+                elif now - x.stall_since_ns >= 5 * self.lim.stall_ns:
+                    self._stall_window(x, i, now)
             err = fabs(st.pos_mm[i] - x.p)
-            if err > self.lim.tracking_error_max_mm:
+            if err > self.lim.tracking_error_max_mm[i]:
                 self._fault(CHAIR_FAULT_TRACKING, i, err)
         # motor currents
         for i in range(CHAIR_N_MOTORS):
@@ -715,6 +758,11 @@ cdef class Core:
         if self.scan_on and st.arm_contact != self.last_contact:
             self.last_contact = st.arm_contact
             self._event(CHAIR_EVT_CONTACT, st.arm_contact, st.pos_mm[0], self.ax[0].p)
+
+    cdef inline void _stall_window(self, Axis* x, int i, int64_t now) noexcept nogil:
+        x.stall_ref_mm = self.st.pos_mm[i]
+        x.stall_cmd_ref = x.p
+        x.stall_since_ns = now
 
     cdef void _heater(self, int64_t now) noexcept nogil:
         cdef double T = self.st.thermistor_c, err, u, dt
@@ -787,8 +835,8 @@ cdef class Core:
         if self.running_rt == 0:
             pass
 
-    def move(self, axis, double goal, *, v_max=None, a_max=None, j_max=None,
-             int64_t at_ns=0, double hold_s=0.0, int64_t sent_ns=0):
+    def move(self, axis, goal, *, v_max=None, a_max=None, j_max=None,
+             at_ns=0, hold_s=0.0, sent_ns=0):
         """Queue a rest-to-rest move of a position axis, starting at `at_ns` (core time) or as
         soon as the axis's previous move is done. Limits default to, and may not exceed, the
         axis's configured limits (a ValueError, not a clamp)."""
@@ -796,7 +844,9 @@ cdef class Core:
         if i >= CHAIR_N_POSITION_AXES:
             raise ValueError(f"{AXES[i]} is a rate axis: use rate()")
         L = &self.lim.axis[i]
+        goal = _number("goal", goal)
         _check_range("goal", goal, L.min_mm, L.max_mm)
+        hold_s = _number("hold_s", hold_s)
         vm = _check_limit("v_max", v_max, L.v_max)
         am = _check_limit("a_max", a_max, L.a_max)
         jm = _check_limit("j_max", j_max, L.j_max)
@@ -806,49 +856,52 @@ cdef class Core:
         memset(&c, 0, sizeof(c))
         c.kind = CHAIR_CMD_MOVE
         c.axis = i
-        c.at_ns = at_ns
+        c.at_ns = _time_ns("at_ns", at_ns)
         c.hold_ns = <int64_t>(hold_s * 1e9 + 0.5)
-        c.sent_ns = sent_ns
+        c.sent_ns = _time_ns("sent_ns", sent_ns)
         c.value[0] = goal
         c.value[1] = vm
         c.value[2] = am
         c.value[3] = jm
         self._send(&c)
 
-    def rate(self, axis, double value, *, int64_t at_ns=0, int64_t sent_ns=0):
+    def rate(self, axis, value, *, at_ns=0, sent_ns=0):
         """Ramp a rate axis (kneading rpm, signed; tapping Hz) to `value` within its limits."""
         cdef int i = _axis_index(axis)
         if i < CHAIR_N_POSITION_AXES:
             raise ValueError(f"{AXES[i]} is a position axis: use move()")
         L = &self.lim.axis[i]
         lo = -L.max_mm if i == CHAIR_AXIS_KNEADING else 0.0
+        value = _number("rate", value)
         _check_range("rate", value, lo, L.max_mm)
         cdef chair_command c
         memset(&c, 0, sizeof(c))
         c.kind = CHAIR_CMD_RATE
         c.axis = i
-        c.at_ns = at_ns
-        c.sent_ns = sent_ns
+        c.at_ns = _time_ns("at_ns", at_ns)
+        c.sent_ns = _time_ns("sent_ns", sent_ns)
         c.value[0] = value
         self._send(&c)
 
-    def heat(self, double target_c, *, int64_t at_ns=0, int64_t sent_ns=0):
+    def heat(self, target_c, *, at_ns=0, sent_ns=0):
         """Set (and refresh) the pad target temperature; 0 turns the heater off. The core turns
         the heater off on its own if this is not refreshed within the heater timeout."""
+        target_c = _number("target_c", target_c)
         _check_range("target_c", target_c, 0.0, self.lim.heat_trip_c - 1.0)
-        self._simple(CHAIR_CMD_HEAT, 0, target_c, at_ns, sent_ns)
+        self._simple(CHAIR_CMD_HEAT, 0, target_c, _time_ns("at_ns", at_ns),
+                     _time_ns("sent_ns", sent_ns))
 
     def heartbeat(self):
         """Feed the controller watchdog."""
         self._simple(CHAIR_CMD_HEARTBEAT, 0, 0.0, 0, 0)
 
-    def brake(self, *, int64_t sent_ns=0):
+    def brake(self, *, sent_ns=0):
         """Brake every axis to rest (normal limits), drop queued moves: pause and stop use it."""
-        self._simple(CHAIR_CMD_BRAKE, 0, 0.0, 0, sent_ns)
+        self._simple(CHAIR_CMD_BRAKE, 0, 0.0, 0, _time_ns("sent_ns", sent_ns))
 
-    def estop(self, *, int64_t sent_ns=0):
+    def estop(self, *, sent_ns=0):
         """Latched emergency stop: emergency braking, heater off, until reset()."""
-        self._simple(CHAIR_CMD_ESTOP, 0, 0.0, 0, sent_ns)
+        self._simple(CHAIR_CMD_ESTOP, 0, 0.0, 0, _time_ns("sent_ns", sent_ns))
 
     def reset(self):
         """Clear a fault/e-stop latch; refused (event reset code 0) while anything moves."""
@@ -856,9 +909,13 @@ cdef class Core:
 
     def raise_fault(self, code):
         """Latch a fault from above (e.g. a session-level check) with a controlled stop."""
-        cdef int k = FAULT_CODES.index(code) if isinstance(code, str) else int(code)
-        if not 0 < k < CHAIR_N_FAULTS:
-            raise ValueError(f"unknown fault code {code!r}")
+        cdef int k
+        if isinstance(code, str) and code in FAULT_CODES:
+            k = FAULT_CODES.index(code)
+        elif type(code) is int and 0 < code < CHAIR_N_FAULTS:
+            k = code
+        else:
+            raise ValueError(f"unknown fault code {code!r}; codes: {', '.join(FAULT_CODES[1:])}")
         self._simple(CHAIR_CMD_FAULT, k, 0.0, 0, 0)
 
     def set_body(self, zones):
@@ -870,10 +927,19 @@ cdef class Core:
         if zones is None:
             self._send(&c)
             return
-        bands = list(zones.values()) if hasattr(zones, "values") else list(zones)
+        from core_rt.config import ZONES
+        if hasattr(zones, "keys"):
+            if list(zones.keys()) != list(ZONES):
+                raise ValueError(f"zones must be exactly {', '.join(ZONES)}, bottom to top")
+            bands = list(zones.values())
+        else:
+            bands = list(zones)
         if len(bands) != CHAIR_N_ZONES:
             raise ValueError(f"need {CHAIR_N_ZONES} zone bands, got {len(bands)}")
-        edges = [float(bands[0][0])] + [float(b[1]) for b in bands]
+        for b in bands:
+            if len(b) != 2:
+                raise ValueError(f"a zone band is (lo_mm, hi_mm), got {b!r}")
+        edges = [_number("zone edge", bands[0][0])] + [_number("zone edge", b[1]) for b in bands]
         for k in range(CHAIR_N_ZONES):
             if abs(float(bands[k][0]) - edges[k]) > 1e-9 or not edges[k] <= edges[k + 1]:
                 raise ValueError("zone bands must be contiguous and increasing")
@@ -1083,13 +1149,30 @@ def mono_ns():
     return _mono_ns()
 
 
+cdef double _number(str name, v) except? -1.0:
+    """A real number (not a bool, not a string) as a double, else ValueError."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise ValueError(f"{name} must be a number, got {v!r}")
+    try:
+        return float(v)
+    except OverflowError:
+        raise ValueError(f"{name} is out of range: {v!r}") from None
+
+
+cdef int64_t _time_ns(str name, v) except? -1:
+    """A time in integer nanoseconds, 0 ≤ t < 2**62."""
+    if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < (1 << 62):
+        raise ValueError(f"{name} must be an integer number of ns in [0, 2**62), got {v!r}")
+    return v
+
+
 cdef int _axis_index(axis) except -1:
     if isinstance(axis, str):
         try:
             return AXES.index(axis)
         except ValueError:
             raise ValueError(f"unknown axis {axis!r}; axes: {', '.join(AXES)}") from None
-    if isinstance(axis, int) and 0 <= axis < CHAIR_N_AXES:
+    if type(axis) is int and 0 <= axis < CHAIR_N_AXES:
         return axis
     raise ValueError(f"unknown axis {axis!r}")
 
@@ -1102,7 +1185,7 @@ cdef _check_range(str name, double v, double lo, double hi):
 cdef double _check_limit(str name, value, double cfg_max) except -1:
     if value is None:
         return cfg_max
-    cdef double v = float(value)
+    cdef double v = _number(name, value)
     if not isfinite(v) or v <= 0:
         raise ValueError(f"{name} must be a positive finite number, got {value!r}")
     if v > cfg_max * (1 + 1e-12):
@@ -1157,7 +1240,6 @@ cdef void _fill_limits(chair_limits* L, c) except *:
     ms = 1_000_000
     L.stall_ns = <int64_t>(f.stall_ms * ms)
     L.stall_min_mm = f.stall_min_mm
-    L.stall_drive_mm_s = f.stall_drive_mm_s
     for i in range(CHAIR_N_MOTORS):
         L.overcurrent_a[i] = f.overcurrent_a[i]
     L.overcurrent_ns = <int64_t>(f.overcurrent_ms * ms)
@@ -1168,4 +1250,5 @@ cdef void _fill_limits(chair_limits* L, c) except *:
     L.occupant_ns = <int64_t>(f.occupant_ms * ms)
     L.link_lost_ns = <int64_t>(f.link_lost_ms * ms)
     L.controller_watchdog_ns = <int64_t>(f.controller_watchdog_ms * ms)
-    L.tracking_error_max_mm = f.tracking_error_max_mm
+    for i in range(CHAIR_N_POSITION_AXES):
+        L.tracking_error_max_mm[i] = f.tracking_error_max_mm[i]

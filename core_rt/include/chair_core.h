@@ -102,8 +102,7 @@ typedef struct {
     int64_t not_heating_window_ns;
     /* faults */
     int64_t stall_ns;
-    double stall_min_mm;        /* expected encoder motion over stall_ns while driven */
-    double stall_drive_mm_s;    /* commanded speed above which an axis counts as driven */
+    double stall_min_mm;        /* setpoint travel over which the encoder must follow */
     double overcurrent_a[CHAIR_N_MOTORS];
     int64_t overcurrent_ns;
     double supply_min_v, supply_max_v;
@@ -112,7 +111,7 @@ typedef struct {
     int64_t occupant_ns;
     int64_t link_lost_ns;
     int64_t controller_watchdog_ns;
-    double tracking_error_max_mm; /* measured vs commanded position */
+    double tracking_error_max_mm[CHAIR_N_POSITION_AXES]; /* measured vs commanded position */
 } chair_limits;
 
 /* ---- commands into the core (asyncio -> tick) ---------------------------------------------- */

@@ -1,0 +1,34 @@
+# Type stub of the compiled board-link seam (core_rt/link.pyx).
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+SETPOINT_FIELDS: tuple[str, ...]
+STATUS_FIELDS: tuple[str, ...]
+DEFAULT_STALE_NS: int
+
+SetpointTuple = tuple[
+    int,
+    int,
+    int,
+    tuple[float, float, float],
+    tuple[float, float, float],
+    float,
+    float,
+    float,
+    bool,
+]
+
+class LinkHardware:  # a core_rt.hardware.Hardware (compiled, untyped)
+    @property
+    def stale_ns(self) -> int: ...
+    def __init__(self, *, stale_ns: int = ...) -> None: ...
+    def take_setpoint(self) -> SetpointTuple | None: ...
+    def put_status(
+        self, status: Mapping[str, Any] | Sequence[Any], confirmed_ns: int, received_ns: int = 0
+    ) -> None: ...
+    def link_counters(self) -> dict[str, int]: ...
+
+def now_ns() -> int: ...
+def exchange_once(
+    hw: LinkHardware, setpoint: Mapping[str, Any] | None = None
+) -> tuple[int, dict[str, Any]]: ...

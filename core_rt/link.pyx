@@ -1,0 +1,196 @@
+# cython: language_level=3
+"""The tick side of a board link: `LinkHardware`, the core's hardware seam for a real board.
+
+The core calls `exchange` once per tick from its real-time thread, without the GIL. A link can't
+do I/O there, so `exchange` only touches two lock-free triple buffers (link.pxd):
+
+- it publishes the tick's setpoint (with the CLOCK_MONOTONIC time it did so), and
+- it returns the latest status the link's I/O thread has published, with ``link_ok = 1`` only
+  when that status is *fresh*: it echoes a SETPOINT the link sent less than `stale_ns` ago.
+  Measuring from the echoed setpoint's send time (not from the status's arrival) makes both
+  directions count: a board that keeps talking but no longer hears us goes stale too.
+
+When the status is stale, ``link_ok = 0`` (and the ``LINK_LOST`` bit is added to
+``board_faults``); the core raises ``link_lost`` after ``config.faults.link_lost_ms`` more. So the
+time from the last good round trip to the fault is ``stale_ns + link_lost_ms`` plus a tick.
+
+The I/O side (`chair.board_link`) uses the Python methods: `take_setpoint()` for the latest
+setpoint and `put_status(...)` to hand over a decoded STATUS. There is exactly one I/O thread:
+each buffer has one writer and one reader.
+"""
+
+from libc.math cimport isfinite
+from libc.stdint cimport int32_t, int64_t, uint32_t
+from libc.string cimport memset
+
+from core_rt.chair_core cimport CHAIR_BOARD_LINK_LOST, chair_setpoint, chair_status
+from core_rt.hardware cimport Hardware
+
+SETPOINT_FIELDS = (
+    "seq", "published_ns", "t_ns", "pos_mm", "vel_mm_s", "knead_rpm", "tap_hz", "heater_duty",
+    "enable",
+)
+"""Order of the tuple `take_setpoint` returns."""
+
+STATUS_FIELDS = (
+    "pos_mm", "knead_rpm", "tap_hz", "current_a", "thermistor_c", "supply_v", "limit_low",
+    "limit_high", "arm_contact", "seat_occupied", "board_faults",
+)
+"""Fields `put_status` takes (a mapping with these keys, or a tuple in this order)."""
+
+DEFAULT_STALE_NS = 30_000_000
+"""30 ms: with the core's link_lost_ms = 50 the fault comes about 80 ms after the last good
+round trip, inside DOMAIN §6's 100 ms, while a single late frame (2 ms period) is harmless."""
+
+
+cdef class LinkHardware(Hardware):
+    """The core's hardware seam for a board link (see the module docstring).
+
+    ``LinkHardware(stale_ns=DEFAULT_STALE_NS)``. Subclass it in Python to add the I/O side
+    (`chair.board_link.BoardLink` does)."""
+
+    def __cinit__(self, *args, **kwargs):
+        link_sp_box_init(&self.spbox)
+        link_st_box_init(&self.stbox)
+        memset(&self.cur, 0, sizeof(link_st_slot))
+        memset(&self.n, 0, sizeof(link_counters))
+        self.was_fresh = 0
+        self.stale_ns = DEFAULT_STALE_NS
+
+    def __init__(self, *, stale_ns=DEFAULT_STALE_NS):
+        cdef int64_t s = int(stale_ns)
+        if not 1_000_000 <= s <= 1_000_000_000:
+            raise ValueError(f"stale_ns must be 1 ms .. 1 s, got {stale_ns!r}")
+        self.stale_ns = s
+
+    # ---- the tick (real-time thread, no GIL, never blocks) -----------------------------------
+
+    cdef int exchange(self, const chair_setpoint* sp, chair_status* st) noexcept nogil:
+        cdef int64_t now = link_now_ns()
+        cdef link_sp_slot out
+        cdef int fresh
+        out.sp = sp[0]
+        out.published_ns = now
+        link_sp_box_write(&self.spbox, &out)
+        if link_st_box_read(&self.stbox):
+            self.cur = link_st_box_front(&self.stbox)[0]
+            link_count(&self.n.statuses_taken)
+        st[0] = self.cur.st
+        st.t_ns = sp.t_ns + self.period_ns
+        link_count(&self.n.exchanges)
+        fresh = self.cur.confirmed_ns > 0 and now - self.cur.confirmed_ns <= self.stale_ns
+        if fresh:
+            st.link_ok = 1
+            if not self.was_fresh:
+                self.was_fresh = 1
+                link_count(&self.n.recoveries)
+            return 0
+        st.link_ok = 0
+        st.board_faults |= CHAIR_BOARD_LINK_LOST
+        link_count(&self.n.stale)
+        if self.was_fresh:
+            self.was_fresh = 0
+            link_count(&self.n.stale_episodes)
+        return 1
+
+    # ---- the I/O thread (Python, one thread) ---------------------------------------------------
+
+    def take_setpoint(self):
+        """The latest setpoint the tick published, as a tuple in `SETPOINT_FIELDS` order, or None
+        before the first tick. Call it from the I/O thread only."""
+        link_sp_box_read(&self.spbox)
+        cdef const link_sp_slot* s = link_sp_box_front(&self.spbox)
+        if s.published_ns == 0:
+            return None
+        cdef const chair_setpoint* p = &s.sp
+        return (
+            <uint32_t>p.seq, s.published_ns, p.t_ns,
+            (p.pos_mm[0], p.pos_mm[1], p.pos_mm[2]),
+            (p.vel_mm_s[0], p.vel_mm_s[1], p.vel_mm_s[2]),
+            p.knead_rpm, p.tap_hz, p.heater_duty, p.enable != 0,
+        )
+
+    def put_status(self, status, int64_t confirmed_ns, int64_t received_ns=0):
+        """Hand a decoded status to the tick. `status` is a mapping with `STATUS_FIELDS` keys or
+        a tuple in that order; `confirmed_ns` is the CLOCK_MONOTONIC send time of the setpoint
+        this status echoes (the tick measures freshness from it), `received_ns` its arrival
+        (0 = now). Call it from the I/O thread only."""
+        if hasattr(status, "keys"):
+            vals = tuple(status[k] for k in STATUS_FIELDS)
+        else:
+            vals = tuple(status)
+            if len(vals) != len(STATUS_FIELDS):
+                raise ValueError(f"a status tuple has {len(STATUS_FIELDS)} fields")
+        pos, knead, tap, cur, therm, supply, lo, hi, arm, seat, faults = vals
+        if len(pos) != 3 or len(cur) != 5:
+            raise ValueError("pos_mm needs 3 values and current_a 5")
+        if confirmed_ns <= 0:
+            raise ValueError("confirmed_ns must be a CLOCK_MONOTONIC time (> 0)")
+        cdef link_st_slot s
+        cdef int i
+        memset(&s, 0, sizeof(s))
+        for i in range(3):
+            s.st.pos_mm[i] = pos[i]
+        for i in range(5):
+            s.st.current_a[i] = cur[i]
+        s.st.knead_rpm = knead
+        s.st.tap_hz = tap
+        s.st.thermistor_c = therm
+        s.st.supply_v = supply
+        s.st.limit_low = 1 if lo else 0
+        s.st.limit_high = 1 if hi else 0
+        s.st.arm_contact = 1 if arm else 0
+        s.st.seat_occupied = 1 if seat else 0
+        s.st.board_faults = <uint32_t>(int(faults) & 0xFFFFFFFF)
+        s.st.link_ok = 1
+        s.confirmed_ns = confirmed_ns
+        s.received_ns = received_ns if received_ns > 0 else link_now_ns()
+        link_st_box_write(&self.stbox, &s)
+
+    def link_counters(self):
+        """What the tick saw: exchanges, stale exchanges, stale episodes (fresh → stale),
+        recoveries (stale → fresh, including the first fresh status), statuses taken."""
+        return {
+            "exchanges": link_stat(&self.n.exchanges),
+            "stale_exchanges": link_stat(&self.n.stale),
+            "stale_episodes": link_stat(&self.n.stale_episodes),
+            "recoveries": link_stat(&self.n.recoveries),
+            "statuses_taken": link_stat(&self.n.statuses_taken),
+        }
+
+
+def now_ns():
+    """CLOCK_MONOTONIC in ns, the clock of every link timestamp (same as time.monotonic_ns)."""
+    return link_now_ns()
+
+
+def exchange_once(LinkHardware hw, setpoint=None):
+    """Run one `exchange` from Python, as the tick would (tests and tools without a core).
+    Returns ``(rc, status dict)``; `setpoint` is a mapping of `chair_setpoint` fields."""
+    cdef chair_setpoint sp
+    cdef chair_status st
+    cdef int rc
+    memset(&sp, 0, sizeof(sp))
+    sp.enable = 1
+    f = dict(setpoint or {})
+    sp.t_ns = int(f.get("t_ns", 0))
+    sp.seq = <int32_t>(int(f.get("seq", 0)) & 0x7FFFFFFF)
+    for i, v in enumerate(f.get("pos_mm", (0.0, 0.0, 0.0))):
+        sp.pos_mm[i] = v
+    for i, v in enumerate(f.get("vel_mm_s", (0.0, 0.0, 0.0))):
+        sp.vel_mm_s[i] = v
+    sp.knead_rpm = f.get("knead_rpm", 0.0)
+    sp.tap_hz = f.get("tap_hz", 0.0)
+    sp.heater_duty = f.get("heater_duty", 0.0)
+    sp.enable = 1 if f.get("enable", True) else 0
+    with nogil:
+        rc = hw.exchange(&sp, &st)
+    return rc, {
+        "pos_mm": (st.pos_mm[0], st.pos_mm[1], st.pos_mm[2]),
+        "knead_rpm": st.knead_rpm, "tap_hz": st.tap_hz,
+        "current_a": tuple(st.current_a[i] for i in range(5)),
+        "thermistor_c": st.thermistor_c, "supply_v": st.supply_v,
+        "limit_low": st.limit_low, "limit_high": st.limit_high,
+        "arm_contact": st.arm_contact, "seat_occupied": st.seat_occupied,
+        "board_faults": st.board_faults, "link_ok": st.link_ok, "t_ns": st.t_ns,
+    }
