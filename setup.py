@@ -20,7 +20,8 @@ def _need_compiler() -> None:
     cc = (sysconfig.get_config_var("CC") or "cc").split()[0]
     if shutil.which(cc) is None and shutil.which("cc") is None:
         sys.exit(
-            "error: building the chair's real-time core needs a C compiler and the Python headers.\n"
+            "error: building the chair's real-time core needs a C compiler and the Python "
+            "headers.\n"
             "       On Debian/Ubuntu: sudo apt-get install build-essential python3-dev\n"
             "       (there is deliberately no pure-Python stand-in for core_rt)."
         )
@@ -41,7 +42,12 @@ def _extensions() -> list[Extension]:
                 name,
                 [str(rel)],
                 include_dirs=["core_rt/include"],
-                extra_compile_args=["-O3", "-fno-math-errno", "-ffp-contract=off", "-Wno-unused-function"],
+                extra_compile_args=[
+                    "-O3",
+                    "-fno-math-errno",
+                    "-ffp-contract=off",
+                    "-Wno-unused-function",
+                ],
                 libraries=["m", "pthread"],
             )
         )

@@ -13,6 +13,7 @@ import random
 import time
 
 import ruckig
+
 from core_rt.motion import plan_move
 
 # Random moves over the ranges a chair axis can ask for (mm, mm/s, mm/s², mm/s³). Limits are drawn

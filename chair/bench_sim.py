@@ -16,8 +16,9 @@ from core_rt.config import ChairConfig
 PROGRAM = "relax"
 
 
-def run_session(config: ChairConfig, minutes: float, program: str = PROGRAM,
-                keep_telemetry: bool = False) -> dict[str, Any]:
+def run_session(
+    config: ChairConfig, minutes: float, program: str = PROGRAM, keep_telemetry: bool = False
+) -> dict[str, Any]:
     """One fast session; wall time covers the whole session (scan, program, settle)."""
     from chair.controller import Controller
 
@@ -48,8 +49,9 @@ def run_session(config: ChairConfig, minutes: float, program: str = PROGRAM,
 def run(config: ChairConfig | None = None, quick: bool = False) -> dict[str, Any]:
     config = config or ChairConfig()
     run_session(config, 5)  # warm-up: imports, first-call costs
-    main = min((run_session(config, 15) for _ in range(1 if quick else 3)),
-               key=lambda r: r["wall_seconds"])
+    main = min(
+        (run_session(config, 15) for _ in range(1 if quick else 3)), key=lambda r: r["wall_seconds"]
+    )
     growth = [run_session(config, m) for m in ((5, 30) if not quick else (5,))]
     by_len = sorted([*growth, main], key=lambda r: r["session_minutes"])
     return {
@@ -60,8 +62,8 @@ def run(config: ChairConfig | None = None, quick: bool = False) -> dict[str, Any
         "ns_per_tick": main["ns_per_tick"],
         "tick_hz": config.loop.tick_hz,
         "by_length": [
-            {k: r[k] for k in ("session_minutes", "sim_seconds", "wall_seconds",
-                               "realtime_factor")} for r in by_len
+            {k: r[k] for k in ("session_minutes", "sim_seconds", "wall_seconds", "realtime_factor")}
+            for r in by_len
         ],
         "target_wall_seconds": 0.45,
     }

@@ -113,13 +113,20 @@ def check_session(
                 v.append(f"zone {z}: dwell {a:.2f} s vs planned {p:.2f} s (> {dwell_rel:.0%})")
         prog_s = summary.get("program_seconds")
         if prog_s is None or abs(prog_s - summary["minutes"] * 60) > minutes_tol_s:
-            v.append(f"program time {prog_s} s differs from {summary['minutes']} min "
-                     f"by more than {minutes_tol_s:g} s")
+            v.append(
+                f"program time {prog_s} s differs from {summary['minutes']} min "
+                f"by more than {minutes_tol_s:g} s"
+            )
         if telemetry:
             last = telemetry[-1]
-            if not (abs(last["y_mm"] - car.park_mm) < 0.5 and abs(last["v_mm_s"]) < EPS
-                    and last["depth_mm"] <= dep.retracted_mm and last["knead_rpm"] == 0
-                    and last["tap_hz"] == 0 and not last["heat_target_c"]):
+            if not (
+                abs(last["y_mm"] - car.park_mm) < 0.5
+                and abs(last["v_mm_s"]) < EPS
+                and last["depth_mm"] <= dep.retracted_mm
+                and last["knead_rpm"] == 0
+                and last["tap_hz"] == 0
+                and not last["heat_target_c"]
+            ):
                 v.append("the session did not end settled at park")
     return v
 

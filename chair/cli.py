@@ -2,7 +2,8 @@
 
 Each command lives in its own module ``chair.cmd_<name>`` exposing ``register(subparsers)``;
 the module's handler is stored as the parser's ``handler`` default and returns the exit code.
-Exit codes: 0 success, 1 bad input or usage, 2 a safety check failed, 3 the session ended in a fault.
+Exit codes: 0 success, 1 bad input or usage, 2 a safety check failed, 3 the session ended in a
+fault.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from chair import __version__
 
@@ -23,7 +25,7 @@ class UsageError(Exception):
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # argparse's own exit code is 2; ours is 1
+    def error(self, message: str) -> NoReturn:  # argparse's own exit code is 2; ours is 1
         self.print_usage(sys.stderr)
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
 
@@ -31,7 +33,8 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="chair",
-        description="Massage-chair controller: programs, sessions, remote control, HIL, benchmarks.",
+        description="Massage-chair controller: programs, sessions, remote control, HIL, "
+        "benchmarks.",
     )
     parser.add_argument("--version", action="version", version=f"chair {__version__}")
     parser.add_argument("--config", metavar="PATH", help="chair hardware config (TOML)")

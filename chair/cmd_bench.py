@@ -26,9 +26,8 @@ def handle(args: argparse.Namespace) -> int:
     out: dict[str, Any] = {}
     only = set(args.only or SECTIONS)
     if "planner" in only:
-        from chair.bench_planner import run as planner
-
         from chair.bench_core import tick_cost
+        from chair.bench_planner import run as planner
 
         out["planner"] = planner(moves=5000 if args.quick else 20000)
         out["planner"].update(tick_cost(config, seconds=10 if args.quick else 60))
@@ -37,12 +36,16 @@ def handle(args: argparse.Namespace) -> int:
 
         out["sim"] = sim(config, quick=args.quick)
     if "jitter" in only:
-        from chair.bench_jitter import run as jitter
         from chair.bench_core import RealtimeChair
+        from chair.bench_jitter import run as jitter
 
-        out["jitter"] = jitter(hz=config.loop.tick_hz, seconds=args.seconds,
-                               priority=config.loop.rt_priority, quick=args.quick,
-                               core_factory=lambda: RealtimeChair(config))
+        out["jitter"] = jitter(
+            hz=config.loop.tick_hz,
+            seconds=args.seconds,
+            priority=config.loop.rt_priority,
+            quick=args.quick,
+            core_factory=lambda: RealtimeChair(config),
+        )
     if "mqtt" in only:
         try:
             from chair.bench_mqtt import run as mqtt

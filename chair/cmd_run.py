@@ -17,30 +17,48 @@ from chair.cli import EXIT_FAULT, EXIT_OK, EXIT_SAFETY, UsageError
 
 
 def register(sub: Any) -> list[str]:
-    p = sub.add_parser("run", help="run a whole session (scan → program → settle) on the "
-                       "simulated chair", description=__doc__,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser(
+        "run",
+        help="run a whole session (scan → program → settle) on the simulated chair",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("program", metavar="PROGRAM_OR_PATH")
     p.add_argument("--minutes", type=float, help="session length, 5–30 (default: the program's)")
     p.add_argument("--intensity", type=int, default=3, help="1..5 (default 3)")
     p.add_argument("--heat", default="off", choices=["off", "low", "medium", "high"])
-    p.add_argument("--body-height", type=float, default=175.0, metavar="CM",
-                   help="simulated body height, 140–200 cm (default 175)")
+    p.add_argument(
+        "--body-height",
+        type=float,
+        default=175.0,
+        metavar="CM",
+        help="simulated body height, 140–200 cm (default 175)",
+    )
     p.add_argument("--seed", type=int, default=0)
     pace = p.add_mutually_exclusive_group()
-    pace.add_argument("--speed", type=float, default=60.0,
-                      help="simulated seconds per wall second (default 60)")
+    pace.add_argument(
+        "--speed", type=float, default=60.0, help="simulated seconds per wall second (default 60)"
+    )
     pace.add_argument("--fast", action="store_true", help="virtual time, as fast as possible")
-    pace.add_argument("--realtime", action="store_true",
-                      help="the real-time core against the wall clock")
-    p.add_argument("--hardware", default="sim",
-                   help="sim (default), serial:PATH or tcp:HOST:PORT (a board, see HIL docs)")
+    pace.add_argument(
+        "--realtime", action="store_true", help="the real-time core against the wall clock"
+    )
+    p.add_argument(
+        "--hardware",
+        default="sim",
+        help="sim (default), serial:PATH or tcp:HOST:PORT (a board, see HIL docs)",
+    )
     p.add_argument("--telemetry", metavar="PATH.jsonl")
     p.add_argument("--telemetry-hz", type=float, default=50.0)
     p.add_argument("--summary", metavar="PATH.json")
     p.add_argument("--plot", metavar="PATH.png")
-    p.add_argument("--fault", action="append", default=[], metavar="SPEC",
-                   help="inject a fault, e.g. stall:carriage@120s (repeatable)")
+    p.add_argument(
+        "--fault",
+        action="append",
+        default=[],
+        metavar="SPEC",
+        help="inject a fault, e.g. stall:carriage@120s (repeatable)",
+    )
     p.add_argument("--json", action="store_true", help="print the summary JSON on stdout")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(handler=handle)
@@ -50,6 +68,7 @@ def register(sub: Any) -> list[str]:
 def handle(args: argparse.Namespace) -> int:
     from chair.checker import check_session
     from chair.controller import Controller
+    from chair.driver import Pacing
     from chair.program import ProgramError, load_program
     from chair.report import build_summary, write_plot, write_telemetry
     from core_rt.config import load_config
@@ -80,22 +99,34 @@ def handle(args: argparse.Namespace) -> int:
             parse_fault(f)
         except ValueError as e:
             raise UsageError(f"--fault {f!r}: {e}") from e
-    pacing = "fast" if args.fast else "realtime" if args.realtime else "paced"
+    pacing: Pacing = "fast" if args.fast else "realtime" if args.realtime else "paced"
     try:
         controller = Controller.create(
-            config, hardware=args.hardware, pacing=pacing, speed=args.speed,
-            body_height_cm=args.body_height, seed=args.seed, faults=args.fault,
-            telemetry_hz=args.telemetry_hz)
+            config,
+            hardware=args.hardware,
+            pacing=pacing,
+            speed=args.speed,
+            body_height_cm=args.body_height,
+            seed=args.seed,
+            faults=args.fault,
+            telemetry_hz=args.telemetry_hz,
+        )
     except (ValueError, OSError) as e:
         raise UsageError(str(e)) from e
     minutes = args.minutes if args.minutes is not None else program.default_minutes
-    live = None if (args.quiet or args.json or not sys.stdout.isatty() and pacing == "fast") \
+    live = (
+        None
+        if (args.quiet or args.json or (not sys.stdout.isatty() and pacing == "fast"))
         else "live"
+    )
 
     async def main() -> Any:
         async with controller:
-            task = asyncio.ensure_future(controller.run_session(
-                program, minutes=minutes, intensity=args.intensity, heat=args.heat))
+            task = asyncio.ensure_future(
+                controller.run_session(
+                    program, minutes=minutes, intensity=args.intensity, heat=args.heat
+                )
+            )
             if live:
                 from chair.display import LiveView
 
@@ -107,8 +138,14 @@ def handle(args: argparse.Namespace) -> int:
     wall = time.perf_counter() - t0
     session_tlm = controller.last_telemetry
     summary = build_summary(
-        result, config, program=program.name, minutes=minutes, body_height_cm=args.body_height,
-        ticks=round(result.sim_seconds * 1e9 / controller.core.period_ns), wall_seconds=wall)
+        result,
+        config,
+        program=program.name,
+        minutes=minutes,
+        body_height_cm=args.body_height,
+        ticks=round(result.sim_seconds * 1e9 / controller.core.period_ns),
+        wall_seconds=wall,
+    )
     violations = check_session(session_tlm, summary, config)
     summary["safety"]["violations"] = violations
     summary["safety"]["ok"] = summary["safety"]["ok"] and not violations

@@ -14,6 +14,7 @@ import logging
 import math
 import uuid
 from collections.abc import Callable, Sequence
+from collections.abc import Set as AbstractSet
 from typing import Any
 
 from chair.api import CommandError
@@ -82,16 +83,22 @@ class Controller:
             from sim.plant import SimPlant
 
             specs = [parse_fault(f) for f in faults]
-            hw: Any = SimPlant(config, body_height_cm=body_height_cm, seed=seed,
-                               faults=[s for s in specs if s.kind != "estop"])
+            hw: Any = SimPlant(
+                config,
+                body_height_cm=body_height_cm,
+                seed=seed,
+                faults=[s for s in specs if s.kind != "estop"],
+            )
             session_faults = [(s.at_s, s.kind) for s in specs if s.kind == "estop"]
         else:
             from chair.board_link import open_board_link  # the HIL board driver
 
             hw = open_board_link(hardware, config)
             if faults:
-                raise ValueError("--fault applies to the simulated chair; inject faults on the "
-                                 "board emulator instead")
+                raise ValueError(
+                    "--fault applies to the simulated chair; inject faults on the "
+                    "board emulator instead"
+                )
         core = Core(config, hw, telemetry_hz=telemetry_hz)
         driver = CoreDriver(core, config, pacing, speed or 60.0)
         c = cls(config, core, driver, hw)
@@ -125,9 +132,13 @@ class Controller:
             "elapsed_s": 0.0,
             "remaining_s": 0.0,
             "intensity": self._intensity,
-            "heat": {"level": self._heat, "target_c": 0.0,
-                     "temp_c": None if tl is None else round(tl["heat_c"], 2)},
-            "shoulder_mm": None if last is None or last.shoulder_mm is None
+            "heat": {
+                "level": self._heat,
+                "target_c": 0.0,
+                "temp_c": None if tl is None else round(tl["heat_c"], 2),
+            },
+            "shoulder_mm": None
+            if last is None or last.shoulder_mm is None
             else round(last.shoulder_mm, 1),
             "fault": self._fault,
             "session_id": None,
@@ -152,7 +163,7 @@ class Controller:
 
     def last_command_latency(self) -> tuple[int, int]:
         """(sent_ns, applied_ns) of the last command sent with a timestamp (bench)."""
-        return self.core.last_command_latency()  # type: ignore[no-any-return]
+        return self.core.last_command_latency()
 
     def _changed(self) -> None:
         st = self.state()
@@ -223,8 +234,11 @@ class Controller:
         if session.state in ("fault", "estop"):
             self._state = session.state
             f = session.fault
-            self._fault = ({"code": f.code, "message": f.message} if f is not None
-                           else {"code": "estop", "message": "emergency stop"})
+            self._fault = (
+                {"code": f.code, "message": f.message}
+                if f is not None
+                else {"code": "estop", "message": "emergency stop"}
+            )
         else:
             self._state = "idle"
         self.session = None
@@ -233,12 +247,14 @@ class Controller:
         return result
 
     def _idle_events(self, events: list[tuple[int, str, int, float, float]]) -> None:
-        for _t, kind, code, v0, v1 in events:
+        for _t, kind, code, v0, _v1 in events:
             if kind == "fault":
                 name = FAULT_CODES[code] or "unknown"
                 self._state = "fault"
-                self._fault = {"code": name,
-                               "message": f"{FAULT_MESSAGES.get(name, name)} (value {v0:g})"}
+                self._fault = {
+                    "code": name,
+                    "message": f"{FAULT_MESSAGES.get(name, name)} (value {v0:g})",
+                }
                 self._event({"event": "fault", "code": name, "message": self._fault["message"]})
             elif kind == "estop":
                 self._state = "estop"
@@ -274,11 +290,13 @@ class Controller:
             prog = program
         s = self.config.session
         if minutes is not None and not (
-            isinstance(minutes, int | float) and math.isfinite(minutes)
+            isinstance(minutes, int | float)
+            and math.isfinite(minutes)
             and s.min_minutes <= minutes <= s.max_minutes
         ):
-            raise CommandError("out_of_range",
-                               f"minutes must be {s.min_minutes:g}..{s.max_minutes:g}")
+            raise CommandError(
+                "out_of_range", f"minutes must be {s.min_minutes:g}..{s.max_minutes:g}"
+            )
         if intensity is None:
             intensity = self._intensity
         if heat is None:
@@ -287,8 +305,15 @@ class Controller:
         self._check_heat(heat)
         sid = f"{uuid.uuid4().hex[:8]}-{next(self._ids)}"
         session = Session(
-            self.config, self.driver, prog, minutes=minutes, intensity=intensity, heat=heat,
-            session_id=sid, on_change=self._changed, on_event=self._event,
+            self.config,
+            self.driver,
+            prog,
+            minutes=minutes,
+            intensity=intensity,
+            heat=heat,
+            session_id=sid,
+            on_change=self._changed,
+            on_event=self._event,
             session_faults=list(self.session_faults),
         )
         self.session_faults = []
@@ -339,13 +364,19 @@ class Controller:
 
     def _require(self, *states: str) -> None:
         if self.state_name not in states:
-            raise CommandError("not_allowed",
-                               f"not allowed while {self.state_name} (needs {' or '.join(states)})")
+            raise CommandError(
+                "not_allowed", f"not allowed while {self.state_name} (needs {' or '.join(states)})"
+            )
 
     # ---- actions (ControllerAPI) -------------------------------------------------------------
 
-    async def start(self, program: str, minutes: float | None = None,
-                    intensity: int | None = None, heat: str | None = None) -> None:
+    async def start(
+        self,
+        program: str,
+        minutes: float | None = None,
+        intensity: int | None = None,
+        heat: str | None = None,
+    ) -> None:
         self._require("idle")
         if self._pending is not None:
             raise CommandError("busy", "a session is already starting")
@@ -430,8 +461,12 @@ class Controller:
     async def adjust_shoulder(self, mm: float) -> None:
         self._require("adjusting")
         lim = self.config.body.adjust_mm
-        if isinstance(mm, bool) or not isinstance(mm, int | float) or not math.isfinite(mm) or (
-                abs(mm) > lim):
+        if (
+            isinstance(mm, bool)
+            or not isinstance(mm, int | float)
+            or not math.isfinite(mm)
+            or (abs(mm) > lim)
+        ):
             raise CommandError("out_of_range", f"mm must be a number in -{lim:g}..{lim:g}")
         assert self.session is not None
         self.session.request("adjust", float(mm))
@@ -444,7 +479,7 @@ class Controller:
                 return
             await asyncio.sleep(0.005)
 
-    async def _await_state(self, states: set[str], timeout: float = 10.0) -> None:
+    async def _await_state(self, states: AbstractSet[str], timeout: float = 10.0) -> None:
         loop = asyncio.get_running_loop()
         end = loop.time() + timeout
         while self.state_name not in states and loop.time() < end:

@@ -16,15 +16,20 @@ from chair.program import Program
 from core_rt.config import ZONES, ChairConfig
 
 ZONE_STYLE = {
-    "glutes": "on grey23", "sacrum": "on dark_orange3", "lumbar": "on dark_green",
-    "mid_back": "on dodger_blue3", "upper_back": "on purple4", "shoulders": "on red3",
+    "glutes": "on grey23",
+    "sacrum": "on dark_orange3",
+    "lumbar": "on dark_green",
+    "mid_back": "on dodger_blue3",
+    "upper_back": "on purple4",
+    "shoulders": "on red3",
     "neck": "on gold3",
 }
 BAR = 60
 
 
-def track_bar(config: ChairConfig, zones: dict[str, tuple[float, float]], y: float | None,
-              pressing: bool) -> Text:
+def track_bar(
+    config: ChairConfig, zones: dict[str, tuple[float, float]], y: float | None, pressing: bool
+) -> Text:
     """The track as a bar, bottom → top, zone bands coloured, the roller marked."""
     lo_t, hi_t = config.carriage.track_min_mm, config.carriage.track_max_mm
     text = Text()
@@ -57,26 +62,40 @@ class LiveView:
         t.add_row("program", f"{self.program.title} ({self.program.name})")
         t.add_row("state", st["state"])
         step = st.get("step")
-        t.add_row("step", "-" if step is None else f"{step + 1}/{len(self.program.steps)} "
-                  f"{st.get('technique') or ''}")
+        t.add_row(
+            "step",
+            "-"
+            if step is None
+            else f"{step + 1}/{len(self.program.steps)} {st.get('technique') or ''}",
+        )
         t.add_row("zone", st.get("zone") or "-")
         rem = st.get("remaining_s") or 0.0
         t.add_row("time left", f"{int(rem // 60):02d}:{int(rem % 60):02d}")
         heat = st["heat"]
         temp = heat.get("temp_c")
-        t.add_row("heat", f"{heat['level']} (target {heat['target_c']:g} °C, pad "
-                  f"{'-' if temp is None else f'{temp:.1f}'} °C)")
+        t.add_row(
+            "heat",
+            f"{heat['level']} (target {heat['target_c']:g} °C, pad "
+            f"{'-' if temp is None else f'{temp:.1f}'} °C)",
+        )
         if tl:
-            t.add_row("roller", f"y {tl.get('y_mm', 0):7.1f} mm  width {tl.get('width_mm', 0):5.1f}"
-                      f"  depth {tl.get('depth_mm', 0):4.1f}  knead {tl.get('knead_rpm', 0):5.1f}"
-                      f" rpm  tap {tl.get('tap_hz', 0):4.1f} Hz")
+            t.add_row(
+                "roller",
+                f"y {tl.get('y_mm', 0):7.1f} mm  width {tl.get('width_mm', 0):5.1f}"
+                f"  depth {tl.get('depth_mm', 0):4.1f}  knead {tl.get('knead_rpm', 0):5.1f}"
+                f" rpm  tap {tl.get('tap_hz', 0):4.1f} Hz",
+            )
         if st.get("fault"):
-            t.add_row("fault", Text(f"{st['fault']['code']}: {st['fault']['message']}",
-                                    style="bold red"))
+            t.add_row(
+                "fault", Text(f"{st['fault']['code']}: {st['fault']['message']}", style="bold red")
+            )
         bar = track_bar(self.config, zones, tl.get("y_mm"), (tl.get("depth_mm") or 0) > 1)
         legend = Text("  ".join(z for z in ZONES if z in zones), style="dim")
-        return Panel(Group(t, Text("bottom ▕") + bar + Text("▏ top"), legend),
-                     title="massage chair", border_style="cyan")
+        return Panel(
+            Group(t, Text("bottom ▕") + bar + Text("▏ top"), legend),
+            title="massage chair",
+            border_style="cyan",
+        )
 
     async def follow(self, task: asyncio.Future[Any]) -> None:
         with Live(self.render(), console=self.console, refresh_per_second=8) as live:
@@ -95,19 +114,25 @@ def print_summary(summary: dict[str, Any], args: argparse.Namespace | None = Non
     t.add_column("band mm", justify="right")
     for z, d in summary["zone_seconds"].items():
         band = summary["body"]["zones"].get(z)
-        t.add_row(z, f"{d['planned']:.1f}", f"{d['actual']:.1f}",
-                  "" if band is None else f"{band[0]:.0f}–{band[1]:.0f}")
+        t.add_row(
+            z,
+            f"{d['planned']:.1f}",
+            f"{d['actual']:.1f}",
+            "" if band is None else f"{band[0]:.0f}–{band[1]:.0f}",
+        )
     console.print(t)
     s = summary["safety"]
     ok = "[green]held[/green]" if s["ok"] else "[red]FAILED[/red]"
     console.print(
         f"end: [bold]{summary['end_reason']}[/bold]  program {summary['program_seconds']:.1f} s "
         f"of {summary['minutes'] * 60:.0f} s  sim {summary['sim_seconds']:.1f} s in "
-        f"{summary['wall_seconds']:.2f} s wall  shoulder {summary['body']['shoulder_mm']} mm")
+        f"{summary['wall_seconds']:.2f} s wall  shoulder {summary['body']['shoulder_mm']} mm"
+    )
     console.print(
         f"safety {ok}: spine clearance min {s['spine_clearance_min_mm']} mm, max speed "
         f"{s['max_speed_mm_s']} mm/s, max accel {s['max_accel_mm_s2']} mm/s², max pad "
-        f"{s['max_heat_c']} °C")
+        f"{s['max_heat_c']} °C"
+    )
     for v in s["violations"]:
         console.print(f"  [red]violation[/red] {v}")
     for f in summary["faults"]:

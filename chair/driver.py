@@ -233,7 +233,7 @@ class CoreDriver:
 
     def _deliver(self) -> list[Event]:
         self._deliver_telemetry()
-        return self.core.drain_events()  # type: ignore[no-any-return]
+        return self.core.drain_events()
 
     def _deliver_telemetry(self) -> None:
         records = self.core.drain_telemetry()

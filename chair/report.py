@@ -14,8 +14,22 @@ from chair.session import SessionResult
 from core_rt.config import ZONES, ChairConfig
 
 TELEMETRY_KEYS = (
-    "t", "state", "step", "technique", "zone", "y_mm", "v_mm_s", "a_mm_s2", "width_mm",
-    "left_x_mm", "right_x_mm", "depth_mm", "knead_rpm", "tap_hz", "heat_target_c", "heat_c",
+    "t",
+    "state",
+    "step",
+    "technique",
+    "zone",
+    "y_mm",
+    "v_mm_s",
+    "a_mm_s2",
+    "width_mm",
+    "left_x_mm",
+    "right_x_mm",
+    "depth_mm",
+    "knead_rpm",
+    "tap_hz",
+    "heat_target_c",
+    "heat_c",
     "fault",
 )
 
@@ -79,8 +93,9 @@ def _r(x: float | None) -> float | None:
     return None if x is None else round(x, 4)
 
 
-def write_telemetry(path: str | Path, samples: Sequence[dict[str, Any]], hz: float,
-                    tick_hz: int) -> int:
+def write_telemetry(
+    path: str | Path, samples: Sequence[dict[str, Any]], hz: float, tick_hz: int
+) -> int:
     """Write samples at `hz` (the session records at its own rate; decimate if needed)."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
@@ -99,8 +114,13 @@ def _round(x: Any) -> Any:
     return x
 
 
-def write_plot(path: str | Path, samples: Sequence[dict[str, Any]], summary: dict[str, Any],
-               result: SessionResult, trip_c: float) -> None:
+def write_plot(
+    path: str | Path,
+    samples: Sequence[dict[str, Any]],
+    summary: dict[str, Any],
+    result: SessionResult,
+    trip_c: float,
+) -> None:
     """A PNG: roller over the zone bands with the steps, lateral contact vs the spine band, heat."""
     import matplotlib
 
@@ -108,8 +128,9 @@ def write_plot(path: str | Path, samples: Sequence[dict[str, Any]], summary: dic
     import matplotlib.pyplot as plt
 
     t = [s["t"] for s in samples]
-    fig, (ax1, ax2, ax3) = plt.subplots(3, 1, figsize=(13, 10), sharex=True,
-                                        gridspec_kw={"height_ratios": [3, 1.4, 1.2]})
+    fig, (ax1, ax2, ax3) = plt.subplots(
+        3, 1, figsize=(13, 10), sharex=True, gridspec_kw={"height_ratios": [3, 1.4, 1.2]}
+    )
     colors = ["#e8d5c4", "#f2e2ba", "#d9ead3", "#cfe2f3", "#d9d2e9", "#f4cccc", "#fff2cc"]
     for (z, (lo, hi)), c in zip(summary["body"]["zones"].items(), colors, strict=False):
         ax1.axhspan(lo, hi, color=c, alpha=0.8, lw=0)
@@ -122,12 +143,20 @@ def write_plot(path: str | Path, samples: Sequence[dict[str, Any]], summary: dic
         for st in result.plan.steps:
             x = t_start + st.start_s
             ax1.axvline(x, color="grey", lw=0.5, ls=":")
-            ax1.text(x, summary["body"]["zones"]["neck"][1] + 15,
-                     f"{st.index}:{st.technique}", rotation=90, fontsize=7, va="bottom")
+            ax1.text(
+                x,
+                summary["body"]["zones"]["neck"][1] + 15,
+                f"{st.index}:{st.technique}",
+                rotation=90,
+                fontsize=7,
+                va="bottom",
+            )
     ax1.set_ylabel("track y (mm)")
-    ax1.set_title(f"{summary['program']} — {summary['minutes']:g} min, body "
-                  f"{summary['body']['height_cm']:g} cm, shoulder "
-                  f"{summary['body']['shoulder_mm']} mm — {summary['end_reason']}")
+    ax1.set_title(
+        f"{summary['program']} — {summary['minutes']:g} min, body "
+        f"{summary['body']['height_cm']:g} cm, shoulder "
+        f"{summary['body']['shoulder_mm']} mm — {summary['end_reason']}"
+    )
     ax1.legend(loc="lower left", fontsize=8)
     keep = summary["body"]["spine_half_width_mm"] + summary["body"]["spine_margin_mm"]
     r = summary["body"]["contact_radius_mm"]
@@ -139,8 +168,14 @@ def write_plot(path: str | Path, samples: Sequence[dict[str, Any]], summary: dic
     ax2.set_ylabel("lateral x (mm)")
     ax2.legend(loc="upper right", fontsize=7)
     ax3.plot(t, [s["heat_c"] for s in samples], color="#d35400", lw=0.8, label="pad °C")
-    ax3.plot(t, [s["heat_target_c"] or None for s in samples], color="black", lw=0.8, ls="--",
-             label="target")
+    ax3.plot(
+        t,
+        [s["heat_target_c"] or None for s in samples],
+        color="black",
+        lw=0.8,
+        ls="--",
+        label="target",
+    )
     hottest = max((s["heat_c"] for s in samples), default=trip_c)
     ax3.axhline(trip_c, color="red", lw=0.6, ls=":", label="trip")
     ax3.set_ylim(20, max(trip_c, hottest) + 2)

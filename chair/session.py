@@ -15,7 +15,6 @@ Safety does not live here: the core's guard checks every tick whatever the sessi
 
 from __future__ import annotations
 
-import asyncio
 import bisect
 import math
 from collections.abc import Callable
@@ -189,13 +188,15 @@ class Session:
             "heat": {
                 "level": self.heat_level,
                 # what the heater regulates to now (0 outside heat steps, in faults, settling)
-                "target_c": 0.0 if self.last_telemetry is None
+                "target_c": 0.0
+                if self.last_telemetry is None
                 else self.last_telemetry["heat_target_c"],
                 "temp_c": None if self.heat_c is None else round(self.heat_c, 2),
             },
             "shoulder_mm": None if self.shoulder_mm is None else round(self.shoulder_mm, 1),
-            "fault": None if self.fault is None else {
-                "code": self.fault.code, "message": self.fault.message},
+            "fault": None
+            if self.fault is None
+            else {"code": self.fault.code, "message": self.fault.message},
             "session_id": self.session_id,
             "zones": {z: [round(a, 1), round(b, 1)] for z, (a, b) in self.zones.items()},
         }
@@ -206,8 +207,9 @@ class Session:
             self._on_change()
 
     def _emit(self, event: str, **fields: Any) -> None:
-        self._on_event({"event": event, "session_id": self.session_id,
-                        "t": round(self.now_s(), 3), **fields})
+        self._on_event(
+            {"event": event, "session_id": self.session_id, "t": round(self.now_s(), 3), **fields}
+        )
 
     # ------------------------------------------------------------------------------------------
     # telemetry
@@ -237,9 +239,17 @@ class Session:
                 "step": step,
                 "technique": None if step is None or plan is None else plan.steps[step].technique,
                 "zone": ZONES[r[3]] if r[3] >= 0 else None,
-                "y_mm": r[5], "v_mm_s": r[6], "a_mm_s2": r[7], "width_mm": r[8],
-                "left_x_mm": r[9], "right_x_mm": r[10], "depth_mm": r[11],
-                "knead_rpm": r[12], "tap_hz": r[13], "heat_target_c": r[14], "heat_c": r[15],
+                "y_mm": r[5],
+                "v_mm_s": r[6],
+                "a_mm_s2": r[7],
+                "width_mm": r[8],
+                "left_x_mm": r[9],
+                "right_x_mm": r[10],
+                "depth_mm": r[11],
+                "knead_rpm": r[12],
+                "tap_hz": r[13],
+                "heat_target_c": r[14],
+                "heat_c": r[15],
                 "fault": fault,
             }
             if keep:
@@ -255,8 +265,13 @@ class Session:
 
     async def run(self) -> SessionResult:
         """Run the whole session; returns how it ended (never raises for chair faults)."""
-        self._emit("session_started", program=self.program.name, minutes=self.minutes,
-                   intensity=self.intensity, heat=self.heat_level)
+        self._emit(
+            "session_started",
+            program=self.program.name,
+            minutes=self.minutes,
+            intensity=self.intensity,
+            heat=self.heat_level,
+        )
         try:
             await self._scan()
             await self._adjust()
@@ -301,8 +316,13 @@ class Session:
 
     # ---- waiting on the core -----------------------------------------------------------------
 
-    async def _wait(self, until_ns: int, *, idle_axes: set[str] | None = None,
-                    until: Callable[[], bool] | None = None) -> None:
+    async def _wait(
+        self,
+        until_ns: int,
+        *,
+        idle_axes: set[str] | None = None,
+        until: Callable[[], bool] | None = None,
+    ) -> None:
         """Advance to `until_ns` (or until `idle_axes` are all at rest), handling events and
         requests on the way. Raises SessionAborted on fault, e-stop, stop or an empty seat."""
         settle_ns = self.driver.now_ns() + 2 * self.driver.period_ns  # commands in flight
@@ -346,8 +366,11 @@ class Session:
         for t_ns, kind, code, v0, v1 in events:
             if kind == "fault":
                 name = FAULT_CODES[code] or "unknown"
-                self.fault = Fault(name, (t_ns - self._t0_ns) / S,
-                                   f"{FAULT_MESSAGES.get(name, name)} (value {v0:g}, limit {v1:g})")
+                self.fault = Fault(
+                    name,
+                    (t_ns - self._t0_ns) / S,
+                    f"{FAULT_MESSAGES.get(name, name)} (value {v0:g}, limit {v1:g})",
+                )
                 self.faults.append(self.fault)
                 self._stop_program_clock()
                 self._set_state("fault")
@@ -437,7 +460,8 @@ class Session:
             if shoulder is None and not self._busy({"carriage"}):
                 shoulder = top
                 self.notes.append(
-                    f"contact never lost below the top: using the top-most shoulder {top:g} mm")
+                    f"contact never lost below the top: using the top-most shoulder {top:g} mm"
+                )
                 break
         core.scan(False)
         core.brake()
@@ -465,9 +489,14 @@ class Session:
         snap = self.core.snapshot()["axes"]
         assert self.shoulder_mm is not None
         return build_plan(
-            self.program, self.config, self.shoulder_mm, self.minutes, self.intensity,
+            self.program,
+            self.config,
+            self.shoulder_mm,
+            self.minutes,
+            self.intensity,
             self.heat_level,
-            start_y_mm=snap["carriage"][0], start_width_mm=snap["width"][0],
+            start_y_mm=snap["carriage"][0],
+            start_width_mm=snap["width"][0],
             start_depth_mm=snap["depth"][0],
         )
 
@@ -477,9 +506,16 @@ class Session:
         if self.plan is None or self.shoulder_mm is None:
             return
         new = build_plan(
-            self.program, self.config, self.shoulder_mm, self.minutes, self.intensity,
-            self.heat_level, start_y_mm=self.plan.start_y_mm,
-            start_width_mm=self.plan.start_width_mm, start_depth_mm=self.plan.start_depth_mm)
+            self.program,
+            self.config,
+            self.shoulder_mm,
+            self.minutes,
+            self.intensity,
+            self.heat_level,
+            start_y_mm=self.plan.start_y_mm,
+            start_width_mm=self.plan.start_width_mm,
+            start_depth_mm=self.plan.start_depth_mm,
+        )
         if [a.t_s for a in new.actions] != [a.t_s for a in self.plan.actions]:
             raise RuntimeError("plan timeline changed with intensity/heat")
         self.plan = new
@@ -498,8 +534,15 @@ class Session:
     def _send(self, a: Action) -> None:
         at = self._core_ns(a.t_s)
         if a.kind == "move":
-            self.core.move(a.axis, a.value, v_max=a.v_max, a_max=a.a_max, j_max=a.j_max,
-                           at_ns=at, hold_s=a.hold_s)
+            self.core.move(
+                a.axis,
+                a.value,
+                v_max=a.v_max,
+                a_max=a.a_max,
+                j_max=a.j_max,
+                at_ns=at,
+                hold_s=a.hold_s,
+            )
         elif a.kind == "rate":
             self.core.rate(a.axis, a.value, at_ns=at)
         elif a.kind == "heat":
@@ -520,14 +563,21 @@ class Session:
         if self.plan is None:
             return
         target = 0.0
-        t = self._plan_ns(self.driver.now_ns()) if self._t_pause_plan is None \
+        t = (
+            self._plan_ns(self.driver.now_ns())
+            if self._t_pause_plan is None
             else self._t_pause_plan
+        )
         for a in self.plan.actions:
             if a.kind == "heat" and a.t_s <= t:
                 target = a.value
-        if self.state == "paused" and self._pause_started_ns is not None:
-            if self.driver.now_ns() - self._pause_started_ns >= self.config.heater.pause_hold_s * S:
-                target = 0.0
+        paused_ns = (
+            None
+            if self.state != "paused" or self._pause_started_ns is None
+            else self.driver.now_ns() - self._pause_started_ns
+        )
+        if paused_ns is not None and paused_ns >= self.config.heater.pause_hold_s * S:
+            target = 0.0  # heat holds for at most pause_hold_s of pause
         self.core.heat(target)
 
     async def _run_program(self) -> None:
@@ -551,8 +601,10 @@ class Session:
             plan = self.plan  # an intensity/heat change swaps in a new plan (same timeline)
             now = self.driver.now_ns()
             # send what starts within the look-ahead window
-            while (self._next_action < len(plan.actions)
-                   and self._core_ns(plan.actions[self._next_action].t_s) <= now + LOOKAHEAD_NS):
+            while (
+                self._next_action < len(plan.actions)
+                and self._core_ns(plan.actions[self._next_action].t_s) <= now + LOOKAHEAD_NS
+            ):
                 self._send(plan.actions[self._next_action])
                 self._next_action += 1
             t_plan = self._plan_ns(now)
@@ -560,12 +612,11 @@ class Session:
             if step != self.step and step is not None:
                 self.step = step
                 s = plan.steps[step]
-                self._emit("step_started", step=step, technique=s.technique,
-                           zones=list(s.zones))
+                self._emit("step_started", step=step, technique=s.technique, zones=list(s.zones))
                 self._on_change()
-            if t_plan >= plan.duration_s and self._next_action >= len(plan.actions):
-                if not self._busy(set(AXES)):
-                    break
+            done = t_plan >= plan.duration_s and self._next_action >= len(plan.actions)
+            if done and not self._busy(set(AXES)):
+                break
             if self.program_seconds() * S >= cap_ns:
                 self.notes.append("30-minute hard cap reached")
                 break
@@ -580,8 +631,11 @@ class Session:
                 if st_ns > now:
                     wake = min(wake, st_ns)
                     break
-            wake = min(wake, next_heat, self._program_start_ns + self._shift_ns
-                       + round(plan.duration_s * S))
+            wake = min(
+                wake,
+                next_heat,
+                self._program_start_ns + self._shift_ns + round(plan.duration_s * S),
+            )
             wake = max(wake, now + self.driver.period_ns)
             await self._wait(wake)
         self._stop_program_clock()
@@ -649,8 +703,15 @@ class Session:
         # re-issue interrupted moves/rates at once, then the pending ones at their shifted time
         for a in started:
             if a.kind == "move":
-                core.move(a.axis, a.value, v_max=a.v_max, a_max=a.a_max, j_max=a.j_max,
-                          at_ns=resume_at, hold_s=0.0)
+                core.move(
+                    a.axis,
+                    a.value,
+                    v_max=a.v_max,
+                    a_max=a.a_max,
+                    j_max=a.j_max,
+                    at_ns=resume_at,
+                    hold_s=0.0,
+                )
             else:
                 core.rate(a.axis, a.value, at_ns=resume_at)
         # rates that were on before the pause and not re-issued above come back too

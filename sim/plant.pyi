@@ -3,10 +3,11 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from core_rt.config import ChairConfig
+from core_rt.hardware import Hardware
 from sim.faults import FaultSpec
 from sim.model import PlantParams
 
-class SimPlant:
+class SimPlant(Hardware):
     config: ChairConfig
     params: PlantParams
     seed: int

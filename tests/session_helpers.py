@@ -46,25 +46,37 @@ def run_session(
 ) -> Run:
     config = config or ChairConfig()
     prog = load_program(program) if isinstance(program, str) else program
-    controller = Controller.create(config, pacing="fast", body_height_cm=height, seed=seed,
-                                   faults=faults, telemetry_hz=telemetry_hz)
+    controller = Controller.create(
+        config,
+        pacing="fast",
+        body_height_cm=height,
+        seed=seed,
+        faults=faults,
+        telemetry_hz=telemetry_hz,
+    )
 
     async def main() -> SessionResult:
         async with controller:
-            session = controller._make_session(prog, minutes=minutes, intensity=intensity,
-                                               heat=heat)
+            session = controller._make_session(
+                prog, minutes=minutes, intensity=intensity, heat=heat
+            )
             controller.session = session
             t0 = controller.driver.now_ns()
             for at_s, action in script:
-                controller.driver.call_at(t0 + round(at_s * S),
-                                          lambda a=action: a(session))  # type: ignore[misc]
+                controller.driver.call_at(t0 + round(at_s * S), lambda a=action: a(session))  # type: ignore[misc]
             return await controller._run_session(session)
 
     result = asyncio.run(main())
     m = minutes if minutes is not None else prog.default_minutes
-    summary = build_summary(result, config, program=prog.name, minutes=m, body_height_cm=height,
-                            ticks=round(result.sim_seconds * config.loop.tick_hz),
-                            wall_seconds=0.0)
+    summary = build_summary(
+        result,
+        config,
+        program=prog.name,
+        minutes=m,
+        body_height_cm=height,
+        ticks=round(result.sim_seconds * config.loop.tick_hz),
+        wall_seconds=0.0,
+    )
     telemetry = controller.last_telemetry
     violations = check_session(telemetry, summary, config)
     return Run(result, summary, telemetry, violations, controller)

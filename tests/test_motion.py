@@ -14,11 +14,11 @@ from typing import Any
 
 import pytest
 import ruckig
-from core_rt.motion import Move, plan_brake, plan_move, plan_velocity
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import core_rt
+from core_rt.motion import Move, plan_brake, plan_move, plan_velocity
 
 # Stable in CI: no example database, derandomized, no per-example deadline on a loaded machine.
 PROPERTY = settings(

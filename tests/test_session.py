@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import pytest
@@ -67,10 +68,14 @@ def test_same_inputs_give_byte_identical_telemetry() -> None:
 
 def test_pause_brakes_holds_and_resume_continues_the_same_step() -> None:
     pause_at, resume_at = 150.0, 190.0
-    run = run_session(SHORT, heat="medium", script=[
-        (pause_at, lambda s: s.request("pause")),
-        (resume_at, lambda s: s.request("resume")),
-    ])
+    run = run_session(
+        SHORT,
+        heat="medium",
+        script=[
+            (pause_at, lambda s: s.request("pause")),
+            (resume_at, lambda s: s.request("resume")),
+        ],
+    )
     assert run.result.completed and run.violations == []
     paused = at_state(run.telemetry, "paused")
     assert paused, "no paused telemetry"
@@ -93,10 +98,14 @@ def test_pause_brakes_holds_and_resume_continues_the_same_step() -> None:
 
 def test_heat_turns_off_after_five_minutes_of_pause() -> None:
     start = 250.0  # the short program's heat step
-    run = run_session(SHORT, heat="medium", script=[
-        (start, lambda s: s.request("pause")),
-        (start + 330.0, lambda s: s.request("resume")),
-    ])
+    run = run_session(
+        SHORT,
+        heat="medium",
+        script=[
+            (start, lambda s: s.request("pause")),
+            (start + 330.0, lambda s: s.request("resume")),
+        ],
+    )
     paused = at_state(run.telemetry, "paused")
     early = [s for s in paused if s["t"] < start + 290]
     late = [s for s in paused if s["t"] > start + 302]
@@ -110,7 +119,9 @@ def test_heat_turns_off_after_five_minutes_of_pause() -> None:
 def test_intensity_change_mid_session_replans_depth_from_then_on() -> None:
     change = 120.0
     low = run_session(SHORT, intensity=1)
-    changed = run_session(SHORT, intensity=1, script=[(change, lambda s: s.request("intensity", 5))])
+    changed = run_session(
+        SHORT, intensity=1, script=[(change, lambda s: s.request("intensity", 5))]
+    )
     assert changed.result.completed and changed.violations == []
     a = {s["t"]: s["depth_mm"] for s in low.telemetry}
     b = {s["t"]: s["depth_mm"] for s in changed.telemetry}
@@ -174,8 +185,7 @@ FAULTS = [
 ]
 
 
-@pytest.mark.parametrize(("spec", "code", "deadline", "heat"), FAULTS,
-                         ids=[f[0] for f in FAULTS])
+@pytest.mark.parametrize(("spec", "code", "deadline", "heat"), FAULTS, ids=[f[0] for f in FAULTS])
 def test_each_injected_fault_is_detected_and_stops_safely(
     spec: str, code: str, deadline: float | None, heat: str
 ) -> None:
@@ -187,7 +197,7 @@ def test_each_injected_fault_is_detected_and_stops_safely(
     if spec.startswith("stall:width"):
         # a stall shows only while the axis is driven: count from its next move
         widths = [(s["t"], s["width_mm"]) for s in run.telemetry if s["t"] >= at]
-        at = next(t0 for (t0, w0), (_, w1) in zip(widths, widths[1:], strict=False) if w1 != w0)
+        at = next(t0 for (t0, w0), (_, w1) in itertools.pairwise(widths) if w1 != w0)
     if deadline is not None and code != "heater_not_heating":
         assert 0 <= f.t - at <= deadline + 0.001, (f.t, at)
     if code == "heater_not_heating":

@@ -17,8 +17,14 @@ HEAT = {1: "low", 3: "medium", 5: "high"}
 @pytest.mark.parametrize("height", HEIGHTS)
 def test_builtin_program_is_safe_for_every_body_and_intensity(program: str, height: float) -> None:
     for intensity in INTENSITIES:
-        run = run_session(program, intensity=intensity, heat=HEAT[intensity], height=height,
-                          seed=int(height) + intensity, telemetry_hz=25)
+        run = run_session(
+            program,
+            intensity=intensity,
+            heat=HEAT[intensity],
+            height=height,
+            seed=int(height) + intensity,
+            telemetry_hz=25,
+        )
         where = f"{program} h={height:g} i={intensity}"
         assert run.result.completed, (where, run.result.end_reason, run.result.notes)
         assert run.violations == [], (where, run.violations)
@@ -35,15 +41,24 @@ from chair.program import Program  # noqa: E402
 from tests.test_programs import valid_programs  # noqa: E402
 
 
-@settings(max_examples=200, deadline=None, derandomize=True,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
-@given(program=valid_programs(), height=st.sampled_from(HEIGHTS), intensity=st.integers(1, 5),
-       minutes=st.sampled_from([5.0, 6.0, 8.0]),
-       heat=st.sampled_from(["off", "low", "medium", "high"]))
+@settings(
+    max_examples=200,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
+@given(
+    program=valid_programs(),
+    height=st.sampled_from(HEIGHTS),
+    intensity=st.integers(1, 5),
+    minutes=st.sampled_from([5.0, 6.0, 8.0]),
+    heat=st.sampled_from(["off", "low", "medium", "high"]),
+)
 def test_generated_valid_programs_run_safely_on_the_chair(
     program: Program, height: float, intensity: int, minutes: float, heat: str
 ) -> None:
-    run = run_session(program, minutes=minutes, intensity=intensity, heat=heat, height=height,
-                      telemetry_hz=10)
+    run = run_session(
+        program, minutes=minutes, intensity=intensity, heat=heat, height=height, telemetry_hz=10
+    )
     assert run.result.completed, (run.result.end_reason, run.result.faults, run.result.notes)
     assert run.violations == [], run.violations
