@@ -24,6 +24,15 @@ ZONE_STYLE = {
     "shoulders": "on red3",
     "neck": "on gold3",
 }
+ZONE_MARK = {
+    "glutes": "g",
+    "sacrum": "s",
+    "lumbar": "l",
+    "mid_back": "m",
+    "upper_back": "u",
+    "shoulders": "S",
+    "neck": "n",
+}
 BAR = 60
 
 
@@ -36,11 +45,11 @@ def track_bar(
     pos = None if y is None else round((y - lo_t) / (hi_t - lo_t) * (BAR - 1))
     for i in range(BAR):
         yy = lo_t + (i + 0.5) / BAR * (hi_t - lo_t)
-        style = ""
+        style, mark = "", "·"
         for z, (a, b) in zones.items():
             if a <= yy < b:
-                style = ZONE_STYLE[z]
-        ch = "●" if i == pos and pressing else "○" if i == pos else " "
+                style, mark = ZONE_STYLE[z], ZONE_MARK[z]
+        ch = "●" if i == pos and pressing else "○" if i == pos else mark
         text.append(ch, style=style + (" bold white" if i == pos else ""))
     return text
 
@@ -90,7 +99,11 @@ class LiveView:
                 "fault", Text(f"{st['fault']['code']}: {st['fault']['message']}", style="bold red")
             )
         bar = track_bar(self.config, zones, tl.get("y_mm"), (tl.get("depth_mm") or 0) > 1)
-        legend = Text("  ".join(z for z in ZONES if z in zones), style="dim")
+        legend = Text(
+            "  ".join(f"{ZONE_MARK[z]} {z}" for z in ZONES if z in zones)
+            + "   ● pressing  ○ not pressing",
+            style="dim",
+        )
         return Panel(
             Group(t, Text("bottom ▕") + bar + Text("▏ top"), legend),
             title="massage chair",
