@@ -2,6 +2,8 @@
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from core_rt.hardware import Hardware
+
 SETPOINT_FIELDS: tuple[str, ...]
 STATUS_FIELDS: tuple[str, ...]
 DEFAULT_STALE_NS: int
@@ -18,7 +20,7 @@ SetpointTuple = tuple[
     bool,
 ]
 
-class LinkHardware:  # a core_rt.hardware.Hardware (compiled, untyped)
+class LinkHardware(Hardware):
     @property
     def stale_ns(self) -> int: ...
     def __init__(self, *, stale_ns: int = ...) -> None: ...
