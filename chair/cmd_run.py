@@ -100,6 +100,10 @@ def handle(args: argparse.Namespace) -> int:
         except ValueError as e:
             raise UsageError(f"--fault {f!r}: {e}") from e
     pacing: Pacing = "fast" if args.fast else "realtime" if args.realtime else "paced"
+    if args.hardware != "sim":
+        if args.fast:
+            raise UsageError("--fast needs the simulated chair: a board runs in real time")
+        pacing = "realtime"  # a board runs at its own real-time pace
     try:
         controller = Controller.create(
             config,

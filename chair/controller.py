@@ -91,14 +91,17 @@ class Controller:
             )
             session_faults = [(s.at_s, s.kind) for s in specs if s.kind == "estop"]
         else:
+            # a board (real, or `chair board`) runs at its own real-time pace
+            if faults:
+                raise ValueError(
+                    "--fault applies to the simulated chair; inject faults on the board "
+                    "(`chair board --fault` or its control socket) instead"
+                )
+            if pacing != "realtime":
+                raise ValueError("a board link runs in real time: use --realtime (or no --speed)")
             from chair.board_link import open_board_link  # the HIL board driver
 
             hw = open_board_link(hardware, config)
-            if faults:
-                raise ValueError(
-                    "--fault applies to the simulated chair; inject faults on the "
-                    "board emulator instead"
-                )
         core = Core(config, hw, telemetry_hz=telemetry_hz)
         driver = CoreDriver(core, config, pacing, speed or 60.0)
         c = cls(config, core, driver, hw)
@@ -192,6 +195,9 @@ class Controller:
                 await self._runner
             self._runner = None
         await self.driver.close()
+        close = getattr(self.hardware, "close", None)
+        if close is not None:  # a board link: stop its I/O thread, close the port
+            close()
 
     async def __aenter__(self) -> Controller:
         await self.open()

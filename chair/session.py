@@ -447,6 +447,8 @@ class Session:
         self._contact_events.clear()
         top = b.shoulder_max_mm
         core.move("carriage", top, v_max=b.scan_speed_mm_s)
+        # the tick takes the move first (contact changes meanwhile are kept, not lost)
+        await self._wait(self.driver.now_ns() + 2 * self.driver.period_ns)
         min_shoulder = cfg.carriage.seat_mm + b.shoulder_min_above_seat_mm
         shoulder: float | None = None
         while shoulder is None:

@@ -91,6 +91,7 @@ cdef enum:
     EVT_RING = 4096
     TLM_RING = 8192
     HEAT_Q = CHAIR_N_AXES  # index of the heat queue
+    NH_SLOTS = 32          # "heater not heating": the sliding window in this many steps
 
 
 cdef struct Queue:
@@ -166,8 +167,10 @@ cdef class Core:
     cdef double heat_integral
     cdef double heater_duty
     cdef int64_t heat_refresh_ns
-    cdef int64_t nh_start_ns
-    cdef double nh_start_c
+    cdef int64_t nh_start_ns       # high duty since (-1: not at high duty)
+    cdef int64_t nh_next_ns        # next history sample
+    cdef int nh_count              # samples taken since nh_start_ns
+    cdef double nh_hist[NH_SLOTS + 1]  # pad temperature every window / NH_SLOTS
     # body
     cdef int body_set
     cdef double zone_edge[CHAIR_N_ZONES + 1]
@@ -188,6 +191,7 @@ cdef class Core:
     cdef int at_rest_pending
     cdef int retract_pending
     cdef int deenergised
+    cdef int reseat_pending
     # telemetry
     cdef int64_t tlm_every
     cdef int64_t tlm_countdown
@@ -261,7 +265,7 @@ cdef class Core:
         spsc_free(&self.evt_ring)
         spsc_free(&self.tlm_ring)
 
-    cdef void _set_rest(self, int i, double p):
+    cdef void _set_rest(self, int i, double p) noexcept nogil:
         cdef Axis* x = &self.ax[i]
         profile_hold(&x.prof, p, 0.0)
         x.start_ns = self.now_ns
@@ -371,6 +375,13 @@ cdef class Core:
         self.heater_duty = 0
         self.nh_start_ns = -1
 
+    cdef void _reseat(self) noexcept nogil:
+        """Commanded pose := measured pose (position axes, at rest)."""
+        cdef int i
+        for i in range(CHAIR_N_POSITION_AXES):
+            self._set_rest(i, self.st.pos_mm[i])
+        self.reseat_pending = 0
+
     cdef int _all_at_rest(self) noexcept nogil:
         cdef int i
         for i in range(CHAIR_N_AXES):
@@ -425,7 +436,9 @@ cdef class Core:
             else:
                 self._fault(CHAIR_FAULT_COMMAND, c.axis, k)
         elif k == CHAIR_CMD_HEAT:
-            if _q_push(&self.q[HEAT_Q], c) != 0:
+            if c.value[0] <= 0 and c.at_ns <= self.now_ns:
+                self._heater_off()  # off at once: never queued behind timed heat changes
+            elif _q_push(&self.q[HEAT_Q], c) != 0:
                 self._fault(CHAIR_FAULT_COMMAND, -1, QCAP)
         elif k == CHAIR_CMD_BODY:
             if c.axis:
@@ -642,6 +655,10 @@ cdef class Core:
             else:
                 self.at_rest_pending = 0
                 self._event(CHAIR_EVT_AT_REST, self.mode, self.ax[CHAIR_AXIS_CARRIAGE].p, 0)
+        # back from a lost link, latched and at rest: hold where the chair really is (the board
+        # may have stopped on its own watchdog, away from where the blind brake ended)
+        if self.reseat_pending and st.link_ok and self._all_at_rest():
+            self._reseat()
         # a latched chair at rest is de-energised (motor drives and the heater's power): a
         # heater stuck on behind its duty is cut there too; over-temperature cuts at once
         if self.mode == CHAIR_MODE_FAULT or self.mode == CHAIR_MODE_ESTOP:
@@ -683,6 +700,7 @@ cdef class Core:
         if not self.link_was_ok:
             self.link_was_ok = 1
             self._event(CHAIR_EVT_LINK, 1, 0, 0)
+            self.reseat_pending = self.mode == CHAIR_MODE_FAULT or self.mode == CHAIR_MODE_ESTOP
         if st.board_faults != 0:
             self._fault(CHAIR_FAULT_BOARD, st.board_faults, 0)
         # controller watchdog: the asyncio side must feed the core
@@ -765,7 +783,7 @@ cdef class Core:
         x.stall_since_ns = now
 
     cdef void _heater(self, int64_t now) noexcept nogil:
-        cdef double T = self.st.thermistor_c, err, u, dt
+        cdef double T = self.st.thermistor_c, err, u, dt, rise
         if self.heat_target_c <= 0 or self.mode == CHAIR_MODE_FAULT or self.mode == CHAIR_MODE_ESTOP:
             self.heater_duty = 0
             return
@@ -787,18 +805,24 @@ cdef class Core:
         elif u > 1:
             u = 1
         self.heater_duty = u
-        # "heater not heating": high duty without the expected rise
+        # "heater not heating": at high duty for a whole window, the pad must have risen by
+        # not_heating_rise_c over that window. A sliding window (sampled NH_SLOTS times per window)
+        # so a heater that dies mid-window is caught one window after, not two.
         if u >= self.lim.not_heating_duty:
             if self.nh_start_ns < 0:
                 self.nh_start_ns = now
-                self.nh_start_c = T
-            elif now - self.nh_start_ns >= self.lim.not_heating_window_ns:
-                if T - self.nh_start_c < self.lim.not_heating_rise_c:
-                    self._fault(CHAIR_FAULT_HEATER_NOT_HEATING, T - self.nh_start_c,
-                                self.lim.not_heating_rise_c)
-                else:
-                    self.nh_start_ns = now
-                    self.nh_start_c = T
+                self.nh_next_ns = now
+                self.nh_count = 0
+            if now >= self.nh_next_ns:
+                self.nh_hist[self.nh_count % (NH_SLOTS + 1)] = T
+                self.nh_count += 1
+                self.nh_next_ns += self.lim.not_heating_window_ns // NH_SLOTS
+                if self.nh_count > NH_SLOTS:
+                    # the oldest sample is one whole window back
+                    rise = T - self.nh_hist[self.nh_count % (NH_SLOTS + 1)]
+                    if rise < self.lim.not_heating_rise_c:
+                        self._fault(CHAIR_FAULT_HEATER_NOT_HEATING, rise,
+                                    self.lim.not_heating_rise_c)
         else:
             self.nh_start_ns = -1
 
