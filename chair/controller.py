@@ -12,6 +12,7 @@ import contextlib
 import itertools
 import logging
 import math
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from collections.abc import Set as AbstractSet
@@ -20,7 +21,8 @@ from typing import Any
 from chair.api import CommandError
 from chair.driver import CoreDriver, Pacing
 from chair.program import Program, ProgramError, builtin_programs, load_program
-from chair.session import S, Session, SessionResult
+from chair.report import build_summary
+from chair.session import Session, SessionResult, telemetry_sample
 from core_rt.config import ChairConfig
 from core_rt.core import AXES, FAULT_CODES, FAULT_MESSAGES, Core, mono_ns
 
@@ -42,6 +44,7 @@ class Controller:
         self.session: Session | None = None
         self.last_result: SessionResult | None = None
         self.last_telemetry: list[dict[str, Any]] = []
+        self.last_summary: dict[str, Any] | None = None
         self._state = "idle"
         self._fault: dict[str, str] | None = None
         self._intensity = 3
@@ -180,8 +183,8 @@ class Controller:
             cb(e)
 
     def _on_telemetry(self, records: list[tuple[Any, ...]]) -> None:
-        r = records[-1]
-        self._latest_tlm = {"t": r[0] / S, "heat_c": r[15], "y_mm": r[5]}
+        # between sessions: the chair's own telemetry, `t` on the core's clock
+        self._latest_tlm = telemetry_sample(records[-1], 0, self._state)
 
     # ---- running -----------------------------------------------------------------------------
 
@@ -224,6 +227,7 @@ class Controller:
 
     async def _run_session(self, session: Session) -> SessionResult:
         self._session_done.clear()
+        wall0 = time.perf_counter()
         try:
             result = await session.run()
         except Exception:  # never lose the chair to a bug in a session: stop it safely
@@ -237,6 +241,22 @@ class Controller:
             raise
         self.last_result = result
         self.last_telemetry = session.telemetry
+        self.last_summary = build_summary(
+            result,
+            self.config,
+            program=session.program.name,
+            minutes=session.minutes,
+            body_height_cm=getattr(self.hardware, "body_height_cm", None),
+            ticks=round(result.sim_seconds * 1e9 / self.core.period_ns),
+            wall_seconds=time.perf_counter() - wall0,
+        )
+        # the summary rides on the event, so remote tools can check a session like `chair run`
+        session._emit(
+            "session_finished",
+            completed=result.completed,
+            end_reason=result.end_reason,
+            summary=self.last_summary,
+        )
         if session.state in ("fault", "estop"):
             self._state = session.state
             f = session.fault

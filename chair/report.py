@@ -40,7 +40,7 @@ def build_summary(
     *,
     program: str,
     minutes: float,
-    body_height_cm: float,
+    body_height_cm: float | None,
     ticks: int,
     wall_seconds: float,
     violations: Sequence[str] = (),

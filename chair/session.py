@@ -34,6 +34,33 @@ LOOKAHEAD_NS = 500_000_000
 STATES = ("idle", "scanning", "adjusting", "running", "paused", "settling", "fault", "estop")
 
 
+def telemetry_sample(
+    r: Record, t0_ns: int, state: str, step: int | None = None, technique: str | None = None
+) -> dict[str, Any]:
+    """One core telemetry record as the INTERFACES §2 telemetry object (`t` from `t0_ns`).
+    A latched core reports its own state (fault, estop) whatever the session's."""
+    mode = MODES[r[1]]
+    return {
+        "t": round((r[0] - t0_ns) / S, 4),
+        "state": mode if mode in ("estop", "fault") else state,
+        "step": step,
+        "technique": technique,
+        "zone": ZONES[r[3]] if r[3] >= 0 else None,
+        "y_mm": r[5],
+        "v_mm_s": r[6],
+        "a_mm_s2": r[7],
+        "width_mm": r[8],
+        "left_x_mm": r[9],
+        "right_x_mm": r[10],
+        "depth_mm": r[11],
+        "knead_rpm": r[12],
+        "tap_hz": r[13],
+        "heat_target_c": r[14],
+        "heat_c": r[15],
+        "fault": FAULT_CODES[r[2]],
+    }
+
+
 class SessionAborted(Exception):
     """The session cannot go on (nobody seated, a fault, an e-stop); `reason` says why."""
 
@@ -230,28 +257,8 @@ class Session:
                 k = bisect.bisect_right(marks, t_ns) - 1
                 if k >= 0:
                     step = self._step_of_mark[k]
-            fault = FAULT_CODES[r[2]]
-            mode = MODES[r[1]]
-            st = "estop" if mode == "estop" else ("fault" if mode == "fault" else state)
-            d = {
-                "t": round((t_ns - t0) / S, 4),
-                "state": st,
-                "step": step,
-                "technique": None if step is None or plan is None else plan.steps[step].technique,
-                "zone": ZONES[r[3]] if r[3] >= 0 else None,
-                "y_mm": r[5],
-                "v_mm_s": r[6],
-                "a_mm_s2": r[7],
-                "width_mm": r[8],
-                "left_x_mm": r[9],
-                "right_x_mm": r[10],
-                "depth_mm": r[11],
-                "knead_rpm": r[12],
-                "tap_hz": r[13],
-                "heat_target_c": r[14],
-                "heat_c": r[15],
-                "fault": fault,
-            }
+            technique = None if step is None or plan is None else plan.steps[step].technique
+            d = telemetry_sample(r, t0, state, step, technique)
             if keep:
                 out.append(d)
         if d is not None:
@@ -299,7 +306,6 @@ class Session:
             except SessionAborted as e:
                 self.end_reason = e.reason
         completed = self.end_reason == "completed"
-        self._emit("session_finished", completed=completed, end_reason=self.end_reason)
         return SessionResult(
             completed=completed,
             end_reason=self.end_reason,

@@ -1,0 +1,95 @@
+"""A whole session driven over MQTT, with the simulated chair on a real board link.
+
+Three real processes and a broker: `chair board --pty` (the plant at its own real-time pace, with
+its own watchdog), `chair serve --hardware serial:PTY` (the unmodified controller, real-time
+core), mosquitto; the test is only an MQTT client. The session's telemetry (published at 50 Hz)
+and the summary carried by its `session_finished` event go through the independent checker.
+
+A session is at least 5 minutes by the reference chair's config; to keep the suite short this
+test's chair config allows 1-minute sessions and a 2-second shoulder window (`--config`, the one
+place chair numbers live), and runs the built-in `quick` program for 2 minutes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from chair.checker import check_session
+from core_rt.config import load_config
+from tests.mqtt_broker import Mosquitto, have_mosquitto
+from tests.mqtt_helpers import Observer
+from tests.test_hil import board
+
+pytestmark = [pytest.mark.hil, pytest.mark.realtime, pytest.mark.broker]
+
+ROOT = Path(__file__).resolve().parents[1]
+MINUTES = 2.0
+
+
+async def test_a_whole_session_over_mqtt_with_the_board_on_the_link(tmp_path: Path) -> None:
+    if not have_mosquitto():
+        pytest.skip("mosquitto is not installed (apt-get install mosquitto)")
+    cfg_path = tmp_path / "hil-chair.toml"
+    cfg_path.write_text("[session]\nmin_minutes = 1.0\n[body]\nadjust_window_s = 2.0\n")
+    config = load_config(cfg_path)
+    broker = Mosquitto(tmp_path / "broker")
+    broker.start()
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    try:
+        with board(tmp_path) as b:
+            serve = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "chair", "--config", str(cfg_path), "serve",
+                "--hardware", b.spec, "--broker", broker.url, "--chair-id", "hil",
+                "--telemetry-hz", "50", "--no-discovery",
+                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE, env=env,
+                cwd=ROOT,
+            )  # fmt: skip
+            try:
+                async with Observer(broker.url, base="massagechair/hil") as obs:
+                    await obs.wait_for("availability", lambda m: m.payload == b"online", timeout=20)
+                    mark = obs.mark()
+                    r = await obs.cmd(
+                        "start", program="quick", minutes=MINUTES, heat="low", timeout=20
+                    )
+                    assert r["ok"], r
+                    done = await obs.wait_for(
+                        "event",
+                        lambda m: m.json().get("event") == "session_finished",
+                        since=mark,
+                        timeout=MINUTES * 60 + 120,
+                    )
+                    await obs.wait_state("idle", since=mark, timeout=10)
+                    await asyncio.sleep(0.5)  # the last telemetry sample, at rest
+                    finished = done.json()
+                    telemetry = obs.json_on("telemetry", mark)
+                    events = [e["event"] for e in obs.json_on("event", mark)]
+                # the board's side: at park, at rest, heater off, its watchdog never tripped
+                plant = b.state()["plant"]
+                watchdog = b.state()["watchdog"]
+            finally:
+                serve.terminate()
+                _, err = await asyncio.wait_for(serve.communicate(), 30)
+            assert serve.returncode == 0, err.decode()[-2000:]
+    finally:
+        broker.stop()
+
+    summary = finished["summary"]
+    assert finished["completed"], (finished["end_reason"], summary.get("notes"))
+    assert events[0] == "session_started" and "shoulder_detected" in events
+    assert events.count("step_started") >= 1 and events[-1] == "session_finished"
+    assert {"scanning", "adjusting", "running", "settling", "idle"} <= {
+        s["state"] for s in telemetry
+    }
+    violations = check_session(telemetry, summary, config)
+    assert violations == [], violations
+    assert summary["safety"]["ok"]
+    assert summary["zone_order_observed"] == summary["zone_order_planned"]
+    assert abs(summary["program_seconds"] - MINUTES * 60) <= 2.0
+    assert plant["pos_mm"][0] == pytest.approx(config.carriage.park_mm, abs=1.0)
+    assert plant["heater_w"] == 0.0
+    assert watchdog["trips"] == 0
