@@ -37,8 +37,11 @@ rt-tests:
 	    { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q rt-tests >/dev/null; }; \
 	  else echo "cyclictest is missing: install it with 'sudo apt-get install rt-tests'"; exit 1; fi; }
 
+# CPU-bound tests spread over the cores, then the wall-clock ones (real-time loop, HIL, broker)
+# alone, one at a time.
 test: $(STAMP) mosquitto
-	$(VPY) -m pytest -q
+	$(VPY) -m pytest -q -n auto -m "not serial" -p no:cacheprovider
+	$(VPY) -m pytest -q -m serial -p no:cacheprovider
 
 bench: $(STAMP) rt-tests mosquitto
 	$(VENV)/bin/chair bench

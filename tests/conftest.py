@@ -1,0 +1,21 @@
+"""Suite-wide test plumbing.
+
+Tests that depend on the wall clock — the real-time loop, HIL with its board process, the MQTT
+daemon against mosquitto — are marked `serial`: `make test` runs them one at a time after the
+CPU-bound rest, which it spreads over the machine's cores. A timing test never shares the CPU with
+another test.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+SERIAL_MARKS = ("realtime", "hil", "broker")
+SERIAL_FILES = ("test_mqtt", "test_hil", "test_rtloop")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        name = item.path.name
+        if name.startswith(SERIAL_FILES) or any(item.get_closest_marker(m) for m in SERIAL_MARKS):
+            item.add_marker(pytest.mark.serial)
