@@ -120,6 +120,7 @@ class LiveView:
 
 def print_summary(summary: dict[str, Any], args: argparse.Namespace | None = None) -> None:
     console = Console()
+    console.print()
     t = Table(title=f"session summary — {summary['program']}", show_lines=False)
     t.add_column("zone")
     t.add_column("planned s", justify="right")
