@@ -27,7 +27,7 @@ class RealtimeChair:
         for _ in range(40):  # strokes for the whole measurement
             self.core.move("carriage", lo)
             self.core.move("carriage", hi)
-        self.core.start_realtime(self.config.loop.rt_priority)
+        self.core.start_realtime(self.config.loop.rt_priority, self.config.loop.rt_cpu_resolved())
         self._thread = threading.Thread(target=self._feed, daemon=True)
         self._thread.start()
 

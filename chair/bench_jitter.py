@@ -48,6 +48,7 @@ def run(
     priority: int = 80,
     core_factory: Callable[[], RealtimeLoop] | None = None,
     quick: bool = False,
+    cpu: int = -1,
 ) -> dict[str, Any]:
     """Measure the core, cyclictest and asyncio at `hz` for `seconds` each; the `jitter` section
     of `chair bench --json` (INTERFACES §5) plus details. `quick` caps each part at 1 s."""
@@ -61,7 +62,7 @@ def run(
     cyclictest = find_cyclictest()  # fail before spending `seconds` on the core
 
     core = measure_core(hz, seconds, priority, core_factory)
-    ct = measure_cyclictest(cyclictest, period_us, cycles, priority)
+    ct = measure_cyclictest(cyclictest, period_us, cycles, priority, cpu)
     aio = measure_asyncio(hz, cycles)
 
     out: dict[str, Any] = {
@@ -69,6 +70,7 @@ def run(
         "cycles": cycles,
         "seconds": seconds,
         "priority": priority,
+        "cpu": cpu if cpu >= 0 else None,
         "core_p50_us": _r(core.get("latency_p50_us")),
         "core_p99_us": _r(core.get("latency_p99_us")),
         "core_max_us": _r(core.get("latency_max_us")),
@@ -146,13 +148,17 @@ def find_cyclictest() -> str:
     return path
 
 
-def cyclictest_command(path: str, period_us: int, cycles: int, priority: int) -> list[str]:
+def cyclictest_command(
+    path: str, period_us: int, cycles: int, priority: int, cpu: int = -1
+) -> list[str]:
     """`cyclictest -m -q -n -t1 -p<prio> -i<period_us> -l<cycles> -h <range>`; `-n` only where the
     installed version still accepts it (rt-tests 2.x always uses clock_nanosleep and dropped it)."""
     cmd = [path, "-m", "-q"]
     if _accepts_nanosleep_flag(path):
         cmd.append("-n")
     cmd += ["-t1", f"-p{priority}", f"-i{period_us}", f"-l{cycles}", "-h", str(HIST_RANGE_US)]
+    if cpu >= 0:
+        cmd.append(f"-a{cpu}")  # on the same CPU as the core's loop: a like-for-like baseline
     return cmd
 
 
@@ -161,9 +167,11 @@ def _accepts_nanosleep_flag(path: str) -> bool:
     return re.search(r"^\s*-n\b", proc.stdout + proc.stderr, re.MULTILINE) is not None
 
 
-def measure_cyclictest(path: str, period_us: int, cycles: int, priority: int) -> dict[str, Any]:
+def measure_cyclictest(
+    path: str, period_us: int, cycles: int, priority: int, cpu: int = -1
+) -> dict[str, Any]:
     """Run cyclictest and read its histogram."""
-    cmd = cyclictest_command(path, period_us, cycles, priority)
+    cmd = cyclictest_command(path, period_us, cycles, priority, cpu)
     timeout = cycles * period_us / 1e6 * 2 + 30
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     if proc.returncode != 0:

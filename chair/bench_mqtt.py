@@ -143,6 +143,9 @@ async def _controller(config: ChairConfig) -> AsyncIterator[tuple[Any, Probe, st
     """The real controller on the real-time core with the simulated chair, or a stand-in."""
     from chair.controller import Controller
 
+    from chair.driver import keep_off_rt_cpu
+
+    keep_off_rt_cpu(config)  # as `chair serve` does
     controller = Controller.create(config, hardware="sim", speed=None)
     async with controller:
         controller.serve()

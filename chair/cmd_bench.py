@@ -45,6 +45,7 @@ def handle(args: argparse.Namespace) -> int:
             priority=config.loop.rt_priority,
             quick=args.quick,
             core_factory=lambda: RealtimeChair(config),
+            cpu=config.loop.rt_cpu_resolved(),  # cyclictest on the core's CPU
         )
     if "mqtt" in only:
         try:

@@ -86,6 +86,10 @@ async def _main(
         from chair.controller import Controller  # written beside this module; see chair/api.py
     except ImportError as e:
         raise UsageError(f"the controller is not available: {e}") from None
+    if speed is None:  # the real-time core: keep the daemon's own threads off its CPU
+        from chair.driver import keep_off_rt_cpu
+
+        keep_off_rt_cpu(config)
     try:
         controller = Controller.create(config, hardware=hardware, speed=speed)
     except (ValueError, OSError) as e:  # a board link that cannot be opened, say

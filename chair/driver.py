@@ -35,6 +35,17 @@ class DriverStats:
     chunks: int = 0
 
 
+def keep_off_rt_cpu(config: ChairConfig) -> None:
+    """Move the calling thread (and the threads it starts later) off the real-time loop's CPU,
+    so the daemon's own work (MQTT, JSON, asyncio) never competes with the tick for it."""
+    import os
+
+    cpu = config.loop.rt_cpu_resolved()
+    others = set(os.sched_getaffinity(0)) - {cpu}
+    if cpu >= 0 and others:
+        os.sched_setaffinity(0, others)
+
+
 class CoreDriver:
     """Runs one `Core` in one pacing and hands its events and telemetry to the session."""
 
@@ -73,7 +84,9 @@ class CoreDriver:
 
     async def start(self) -> None:
         if self.pacing == "realtime":
-            self.loop_outcome = self.core.start_realtime(self.rt_priority)
+            self.loop_outcome = self.core.start_realtime(
+                self.rt_priority, self.config.loop.rt_cpu_resolved()
+            )
             loop = asyncio.get_running_loop()
             loop.add_reader(self.core.fileno(), self._on_eventfd)
             self._reader = True

@@ -208,6 +208,19 @@ class Faults(_Model):
 class Loop(_Model):
     tick_hz: int = Field(default=1000, ge=250, le=2000)
     rt_priority: int = Field(default=80, ge=1, le=99)
+    rt_cpu: int = Field(default=-2, ge=-2, le=1023)
+    """CPU the real-time loop is pinned to: -2 = the last CPU when there are two or more, -1 =
+    not pinned. A production board isolates that core (isolcpus) and keeps the rest off it."""
+
+    def rt_cpu_resolved(self) -> int:
+        """The CPU to pin to on this machine (-1: none)."""
+        if self.rt_cpu != -2:
+            return self.rt_cpu
+        import os
+
+        cpus = sorted(os.sched_getaffinity(0))
+        return cpus[-1] if len(cpus) >= 2 else -1
+
     heartbeat_ms: float = 100.0
     """How often the asyncio side feeds the core (must be well under the controller watchdog)."""
     limit_tolerance_rel: float = 1e-9

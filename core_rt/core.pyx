@@ -1030,9 +1030,10 @@ cdef class Core:
             return _mono_ns() - self.rt_epoch_ns
         return self.now_ns
 
-    def start_realtime(self, int priority=80):
+    def start_realtime(self, int priority=80, int cpu=-1):
         """Run the tick in a native thread on absolute CLOCK_MONOTONIC deadlines, continuing
-        from the current core time. Returns the loop's outcome (sched_fifo, mlocked, warning)."""
+        from the current core time, pinned to `cpu` if ≥ 0. Returns the loop's outcome
+        (sched_fifo, mlocked, pinned cpu, warning)."""
         if self.running_rt:
             raise RuntimeError("already running")
         if not 1 <= priority <= 99:
@@ -1043,6 +1044,7 @@ cdef class Core:
                 raise OSError(errno, "eventfd")
         rt_loop_init(&self.loop, self.lim.period_ns, priority, _rt_tick, <void*>self)
         self.loop.event_fd = self.efd
+        self.loop.cpu = cpu
         self.rt_epoch_set = 0
         cdef int rc
         with nogil:
@@ -1078,6 +1080,7 @@ cdef class Core:
             "sched_fifo": bool(self.loop.sched_fifo),
             "mlocked": bool(self.loop.mlocked),
             "timer_slack": bool(self.loop.timer_slack),
+            "cpu": self.loop.cpu if self.loop.pinned else None,
             "warning": self.loop.warning.decode("utf-8", "replace") if self.loop.warning[0] else "",
         }
 

@@ -37,12 +37,14 @@ cdef extern from "rt_loop.h" nogil:
         int event_fd               # -1: none
         int cpu_dma_latency_us     # >= 0: PM QoS request while running (default 0); -1: none
         size_t stack_bytes
+        int cpu                    # >= 0: pin the loop thread to this CPU
         int started
         # outcome of the last rt_loop_start
         int sched_fifo
         int mlocked
         int timer_slack
         int pm_qos
+        int pinned
         int sched_errno
         int mlock_errno
         int slack_errno

@@ -1031,3 +1031,31 @@ async def test_real_time_loop_runs_at_its_rate_and_wakes_asyncio(hz: int) -> Non
     idle = [e for e in woken if e[1] == "axis_idle"]
     assert idle and AXES[idle[0][2]] == "depth"
     assert not [e for e in woken if e[1] == "fault"]
+
+
+@pytest.mark.realtime
+def test_the_loop_runs_pinned_to_the_configured_cpu_and_says_so() -> None:
+    import os
+
+    cpus = sorted(os.sched_getaffinity(0))
+    core = Core(CFG, SimPlant(CFG, seed=1))
+    outcome = core.start_realtime(CFG.loop.rt_priority, cpus[-1])
+    try:
+        time.sleep(0.05)
+    finally:
+        core.stop_realtime()
+    assert outcome["cpu"] == cpus[-1]
+    assert core.loop_stats()["cycles"] > 0
+
+
+@pytest.mark.realtime
+def test_an_unavailable_cpu_runs_unpinned_with_a_warning() -> None:
+    core = Core(CFG, SimPlant(CFG, seed=1))
+    outcome = core.start_realtime(CFG.loop.rt_priority, 1000)
+    try:
+        time.sleep(0.05)
+    finally:
+        core.stop_realtime()
+    assert outcome["cpu"] is None
+    assert "CPU 1000" in outcome["warning"]
+    assert core.loop_stats()["cycles"] > 0

@@ -64,6 +64,7 @@ typedef struct rt_loop {
     int event_fd;           /* eventfd (opened EFD_NONBLOCK) to wake asyncio; -1: none */
     int cpu_dma_latency_us; /* >= 0: hold /dev/cpu_dma_latency at this while running; -1: don't */
     size_t stack_bytes;     /* loop thread stack */
+    int cpu;                /* >= 0: pin the loop thread to this CPU; -1: let the scheduler pick */
 
     /* ---- state (owned by rt_loop_start/stop) ---- */
     atomic_int stop;
@@ -77,6 +78,7 @@ typedef struct rt_loop {
     int mlocked;     /* 1: mlockall(MCL_CURRENT|MCL_FUTURE) succeeded (process-wide, stays on) */
     int timer_slack; /* 1: PR_SET_TIMERSLACK 1 ns accepted for the loop thread */
     int pm_qos;      /* 1: /dev/cpu_dma_latency request held while running */
+    int pinned;      /* 1: the loop thread is pinned to `cpu` */
     int sched_errno, mlock_errno, slack_errno, pm_qos_errno; /* 0 or the errno of the refusal */
     char warning[RT_WARNING_LEN]; /* "" or human text about what was refused and what to do */
 
@@ -291,6 +293,7 @@ static inline void rt_loop_init(rt_loop *L, int64_t period_ns, int priority, rt_
     L->event_fd = -1;
     L->cpu_dma_latency_us = 0;
     L->stack_bytes = RT_DEFAULT_STACK_BYTES;
+    L->cpu = -1;
     L->pm_qos_fd = -1;
     atomic_init(&L->stop, 0);
     atomic_init(&L->ready, 0);
@@ -346,7 +349,28 @@ static inline int rt_loop_start(rt_loop *L)
     pthread_attr_setinheritsched(&attr, PTHREAD_EXPLICIT_SCHED);
     pthread_attr_setschedpolicy(&attr, SCHED_FIFO);
     pthread_attr_setschedparam(&attr, &sp);
+    if (L->cpu >= 0 && L->cpu < CPU_SETSIZE) {
+        cpu_set_t set;
+        CPU_ZERO(&set);
+        CPU_SET(L->cpu, &set);
+        if (pthread_attr_setaffinity_np(&attr, sizeof(set), &set) == 0)
+            L->pinned = 1;
+        else
+            rt_warn_(L, "could not pin the loop to CPU %d: running unpinned", L->cpu);
+    }
     int rc = pthread_create(&L->thread, &attr, rt_loop_main_, L);
+    if (rc == EINVAL && L->pinned) { /* no such CPU here: run unpinned rather than not at all */
+        L->pinned = 0;
+        rt_warn_(L, "CPU %d is not available: running unpinned", L->cpu);
+        pthread_attr_destroy(&attr);
+        pthread_attr_init(&attr);
+        if (L->stack_bytes >= 65536)
+            pthread_attr_setstacksize(&attr, L->stack_bytes);
+        pthread_attr_setinheritsched(&attr, PTHREAD_EXPLICIT_SCHED);
+        pthread_attr_setschedpolicy(&attr, SCHED_FIFO);
+        pthread_attr_setschedparam(&attr, &sp);
+        rc = pthread_create(&L->thread, &attr, rt_loop_main_, L);
+    }
     if (rc == EPERM) {
         L->sched_errno = EPERM;
         rt_warn_(L, "SCHED_FIFO not permitted (EPERM): running without real-time priority; expect "
