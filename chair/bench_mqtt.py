@@ -142,7 +142,6 @@ def _percentiles(values: list[float]) -> tuple[float, float]:
 async def _controller(config: ChairConfig) -> AsyncIterator[tuple[Any, Probe, str]]:
     """The real controller on the real-time core with the simulated chair, or a stand-in."""
     from chair.controller import Controller
-
     from chair.driver import keep_off_rt_cpu
 
     keep_off_rt_cpu(config)  # as `chair serve` does
