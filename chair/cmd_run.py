@@ -155,7 +155,9 @@ def handle(args: argparse.Namespace) -> int:
             json.dump(summary, f, indent=2)
             f.write("\n")
     if args.plot:
-        write_plot(args.plot, session_tlm, summary, result, config.heater.trip_c)
+        write_plot(
+            args.plot, session_tlm, summary, result, config.heater.trip_c, config.depth.retracted_mm
+        )
     if args.json:
         print(json.dumps(summary, indent=2))
     elif not args.quiet:

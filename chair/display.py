@@ -98,7 +98,12 @@ class LiveView:
             t.add_row(
                 "fault", Text(f"{st['fault']['code']}: {st['fault']['message']}", style="bold red")
             )
-        bar = track_bar(self.config, zones, tl.get("y_mm"), (tl.get("depth_mm") or 0) > 1)
+        bar = track_bar(
+            self.config,
+            zones,
+            tl.get("y_mm"),
+            (tl.get("depth_mm") or 0) > self.config.depth.retracted_mm,
+        )
         legend = Text(
             "  ".join(f"{ZONE_MARK[z]} {z}" for z in ZONES if z in zones)
             + "   ● pressing  ○ not pressing",

@@ -120,6 +120,7 @@ def write_plot(
     summary: dict[str, Any],
     result: SessionResult,
     trip_c: float,
+    retracted_mm: float,
 ) -> None:
     """A PNG: roller over the zone bands with the steps, lateral contact vs the spine band, heat."""
     import matplotlib
@@ -136,8 +137,8 @@ def write_plot(
         ax1.axhspan(lo, hi, color=c, alpha=0.8, lw=0)
         ax1.text(t[-1] if t else 0, (lo + hi) / 2, f" {z}", va="center", fontsize=8)
     ax1.plot(t, [s["y_mm"] for s in samples], color="#1f3b73", lw=0.7, label="roller y")
-    pressing = [s["y_mm"] if s["depth_mm"] > 1 else None for s in samples]
-    ax1.plot(t, pressing, color="#c0392b", lw=0.9, label="pressing (depth > 1 mm)")
+    pressing = [s["y_mm"] if s["depth_mm"] > retracted_mm else None for s in samples]
+    ax1.plot(t, pressing, color="#c0392b", lw=0.9, label=f"pressing (depth > {retracted_mm:g} mm)")
     if result.plan is not None and samples:
         t_start = next((s["t"] for s in samples if s["state"] == "running"), 0.0)
         for st in result.plan.steps:

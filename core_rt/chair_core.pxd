@@ -123,6 +123,7 @@ cdef extern from "chair_core.h" nogil:
         double zone_knead_max_rpm[7]
         double retracted_depth_mm
         double heat_trip_c
+        double heat_max_target_c
         double thermistor_min_c, thermistor_max_c
         int64_t heater_refresh_ns
         double heater_kp, heater_ki
@@ -139,6 +140,7 @@ cdef extern from "chair_core.h" nogil:
         int64_t occupant_ns
         int64_t link_lost_ns
         int64_t controller_watchdog_ns
+        double overtravel_mm
         double tracking_error_max_mm[3]
 
     ctypedef struct chair_command:

@@ -104,6 +104,8 @@ class Tapping(_Model):
 class Heater(_Model):
     levels_c: dict[str, float] = {"low": 38.0, "medium": 42.0, "high": 45.0}
     trip_c: float = 48.0
+    max_target_c: float = 45.0
+    """The highest target the heater accepts (the high level); the core refuses more."""
     steady_band_c: float = 1.0
     thermistor_min_c: float = -10.0
     thermistor_max_c: float = 90.0
@@ -200,6 +202,8 @@ class Faults(_Model):
     occupant_ms: float = 300.0
     link_lost_ms: float = 50.0
     controller_watchdog_ms: float = 500.0
+    overtravel_mm: float = 1.0
+    """Carriage encoder this far past a track end is a limit-switch fault."""
     tracking_error_max_mm: tuple[float, float, float] = (40.0, 15.0, 10.0)
     """Carriage, width, depth: encoder this far from its setpoint is a fault (above what an axis
     travels in one stall window plus its brake, so a jam is reported as the stall it is)."""

@@ -710,8 +710,8 @@ cdef class Core:
         if st.limit_low and st.limit_high:
             self._fault(CHAIR_FAULT_LIMIT_SWITCH, 2, 0)
         x = &self.ax[CHAIR_AXIS_CARRIAGE]
-        if (st.pos_mm[0] < self.lim.axis[0].min_mm - 1.0
-                or st.pos_mm[0] > self.lim.axis[0].max_mm + 1.0):
+        if (st.pos_mm[0] < self.lim.axis[0].min_mm - self.lim.overtravel_mm
+                or st.pos_mm[0] > self.lim.axis[0].max_mm + self.lim.overtravel_mm):
             self._fault(CHAIR_FAULT_LIMIT_SWITCH, st.pos_mm[0], 0)
         # stall and tracking, per position axis. Stall: over a window of at least stall_ns,
         # the setpoint travelled stall_min_mm or more while the encoder followed less than a
@@ -911,7 +911,7 @@ cdef class Core:
         """Set (and refresh) the pad target temperature; 0 turns the heater off. The core turns
         the heater off on its own if this is not refreshed within the heater timeout."""
         target_c = _number("target_c", target_c)
-        _check_range("target_c", target_c, 0.0, self.lim.heat_trip_c - 1.0)
+        _check_range("target_c", target_c, 0.0, self.lim.heat_max_target_c)
         self._simple(CHAIR_CMD_HEAT, 0, target_c, _time_ns("at_ns", at_ns),
                      _time_ns("sent_ns", sent_ns))
 
@@ -1255,6 +1255,7 @@ cdef void _fill_limits(chair_limits* L, c) except *:
     L.retracted_depth_mm = c.depth.retracted_mm
     h = c.heater
     L.heat_trip_c = h.trip_c
+    L.heat_max_target_c = h.max_target_c
     L.thermistor_min_c = h.thermistor_min_c
     L.thermistor_max_c = h.thermistor_max_c
     L.heater_refresh_ns = <int64_t>(h.refresh_timeout_s * 1e9)
@@ -1279,3 +1280,4 @@ cdef void _fill_limits(chair_limits* L, c) except *:
     L.controller_watchdog_ns = <int64_t>(f.controller_watchdog_ms * ms)
     for i in range(CHAIR_N_POSITION_AXES):
         L.tracking_error_max_mm[i] = f.tracking_error_max_mm[i]
+    L.overtravel_mm = f.overtravel_mm

@@ -94,6 +94,7 @@ typedef struct {
     double retracted_depth_mm; /* at or below this depth the heads do not press */
     /* heat */
     double heat_trip_c;
+    double heat_max_target_c;  /* highest target the heater may be given */
     double thermistor_min_c, thermistor_max_c;
     int64_t heater_refresh_ns;     /* heater output off if its target is not refreshed */
     double heater_kp, heater_ki;   /* PI on the pad thermistor, duty per °C, per °C·s */
@@ -111,6 +112,7 @@ typedef struct {
     int64_t occupant_ns;
     int64_t link_lost_ns;
     int64_t controller_watchdog_ns;
+    double overtravel_mm;      /* carriage encoder this far past a track end: limit fault */
     double tracking_error_max_mm[CHAIR_N_POSITION_AXES]; /* measured vs commanded position */
 } chair_limits;
 
