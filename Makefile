@@ -47,13 +47,13 @@ bench: $(STAMP) rt-tests mosquitto
 	$(VENV)/bin/chair bench
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check chair core_rt sim tests bench
-	$(VENV)/bin/ruff format --check chair core_rt sim tests bench
+	$(VENV)/bin/ruff check chair core_rt sim tests setup.py
+	$(VENV)/bin/ruff format --check chair core_rt sim tests setup.py
 	$(VENV)/bin/mypy
 
 fmt: $(STAMP)
-	$(VENV)/bin/ruff format chair core_rt sim tests bench
-	$(VENV)/bin/ruff check --fix chair core_rt sim tests bench
+	$(VENV)/bin/ruff format chair core_rt sim tests setup.py
+	$(VENV)/bin/ruff check --fix chair core_rt sim tests setup.py
 
 clean:
 	rm -rf build *.egg-info core_rt/*.c core_rt/*.so sim/*.c sim/*.so $(VENV) out
