@@ -8,7 +8,6 @@ built-in program, body height and intensity.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -137,7 +136,3 @@ def _collapse(seq: Iterable[str]) -> list[str]:
         if not out or out[-1] != z:
             out.append(z)
     return out
-
-
-def finite(x: Any) -> bool:
-    return isinstance(x, int | float) and math.isfinite(x)

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from chair import __version__
+from core_rt.config import ChairConfig, load_config
 
 COMMANDS = ("programs", "show", "schema", "validate", "run", "serve", "remote", "board", "bench")
 EXIT_OK, EXIT_USAGE, EXIT_SAFETY, EXIT_FAULT = 0, 1, 2, 3
@@ -28,6 +29,21 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:  # argparse's own exit code is 2; ours is 1
         self.print_usage(sys.stderr)
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def chair_config(args: argparse.Namespace) -> ChairConfig:
+    """The chair config of `--config` (the reference chair without it); a bad file is a
+    UsageError naming it."""
+    try:
+        return load_config(getattr(args, "config", None))
+    except ValueError as e:
+        raise UsageError(str(e)) from e
+
+
+def check_body_height(config: ChairConfig, height_cm: float) -> None:
+    b = config.body
+    if not b.height_min_cm <= height_cm <= b.height_max_cm:
+        raise UsageError(f"--body-height must be {b.height_min_cm:g}..{b.height_max_cm:g} cm")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -6,6 +6,8 @@ import argparse
 import json
 from typing import Any
 
+from chair.cli import chair_config
+
 SECTIONS = ("planner", "sim", "jitter", "mqtt", "hil")
 
 
@@ -20,9 +22,8 @@ def register(sub: Any) -> list[str]:
 
 
 def handle(args: argparse.Namespace) -> int:
-    from core_rt.config import load_config
 
-    config = load_config(args.config)
+    config = chair_config(args)
     out: dict[str, Any] = {}
     only = set(args.only or SECTIONS)
     if "planner" in only:

@@ -19,7 +19,7 @@ import sys
 from types import FrameType
 from typing import Any
 
-from chair.cli import EXIT_OK, UsageError
+from chair.cli import EXIT_OK, UsageError, chair_config, check_body_height
 
 
 def register(sub: Any) -> list[str]:
@@ -78,16 +78,10 @@ def register(sub: Any) -> list[str]:
 
 
 def handle(args: argparse.Namespace) -> int:
-    from core_rt.config import load_config
     from sim.board import BoardEmulator, ControlServer, PtyLink, TcpLink, parse_faults
 
-    try:
-        config = load_config(args.config)
-    except ValueError as e:
-        raise UsageError(str(e)) from e
-    b = config.body
-    if not b.height_min_cm <= args.body_height <= b.height_max_cm:
-        raise UsageError(f"--body-height must be {b.height_min_cm:g}..{b.height_max_cm:g} cm")
+    config = chair_config(args)
+    check_body_height(config, args.body_height)
     if args.tcp is not None and not 0 <= args.tcp <= 65535:
         raise UsageError("--tcp PORT must be 0..65535")
     try:

@@ -15,7 +15,7 @@ import json
 import sys
 from typing import Any
 
-from chair.cli import EXIT_OK, EXIT_USAGE, UsageError
+from chair.cli import EXIT_OK, EXIT_USAGE, UsageError, chair_config
 from chair.program import (
     Program,
     ProgramError,
@@ -24,7 +24,7 @@ from chair.program import (
     program_json_schema,
 )
 from chair.validate import validate_file
-from core_rt.config import ChairConfig, load_config
+from core_rt.config import ChairConfig
 
 
 def register(sub: Any) -> list[str]:
@@ -50,10 +50,7 @@ def register(sub: Any) -> list[str]:
 
 
 def _config(args: argparse.Namespace) -> ChairConfig:
-    try:
-        return load_config(getattr(args, "config", None))
-    except ValueError as e:
-        raise UsageError(str(e).splitlines()[0]) from e
+    return chair_config(args)
 
 
 def _load(name: str) -> Program:

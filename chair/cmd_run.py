@@ -13,7 +13,7 @@ import sys
 import time
 from typing import Any
 
-from chair.cli import EXIT_FAULT, EXIT_OK, EXIT_SAFETY, UsageError
+from chair.cli import EXIT_FAULT, EXIT_OK, EXIT_SAFETY, UsageError, chair_config, check_body_height
 
 
 def register(sub: Any) -> list[str]:
@@ -71,15 +71,10 @@ def handle(args: argparse.Namespace) -> int:
     from chair.driver import Pacing
     from chair.program import ProgramError, load_program
     from chair.report import write_plot, write_telemetry
-    from core_rt.config import load_config
 
-    try:
-        config = load_config(args.config)
-    except ValueError as e:
-        raise UsageError(str(e)) from e
-    b, s = config.body, config.session
-    if not b.height_min_cm <= args.body_height <= b.height_max_cm:
-        raise UsageError(f"--body-height must be {b.height_min_cm:g}..{b.height_max_cm:g} cm")
+    config = chair_config(args)
+    s = config.session
+    check_body_height(config, args.body_height)
     if args.minutes is not None and not s.min_minutes <= args.minutes <= s.max_minutes:
         raise UsageError(f"--minutes must be {s.min_minutes:g}..{s.max_minutes:g}")
     if not 1 <= args.intensity <= 5:
@@ -149,7 +144,7 @@ def handle(args: argparse.Namespace) -> int:
     summary["safety"]["violations"] = violations
     summary["safety"]["ok"] = summary["safety"]["ok"] and not violations
     if args.telemetry:
-        write_telemetry(args.telemetry, session_tlm, args.telemetry_hz, config.loop.tick_hz)
+        write_telemetry(args.telemetry, session_tlm)
     if args.summary:
         with open(args.summary, "w", encoding="utf-8") as f:
             json.dump(summary, f, indent=2)

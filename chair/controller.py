@@ -501,7 +501,7 @@ class Controller:
 
     async def _settle_requests(self) -> None:
         for _ in range(200):
-            if self.session is None or not self.session._requests:
+            if self.session is None or not self.session.requests_pending:
                 return
             await asyncio.sleep(0.005)
 

@@ -93,10 +93,8 @@ def _r(x: float | None) -> float | None:
     return None if x is None else round(x, 4)
 
 
-def write_telemetry(
-    path: str | Path, samples: Sequence[dict[str, Any]], hz: float, tick_hz: int
-) -> int:
-    """Write samples at `hz` (the session records at its own rate; decimate if needed)."""
+def write_telemetry(path: str | Path, samples: Sequence[dict[str, Any]]) -> int:
+    """Write the session's samples (recorded by the core at `--telemetry-hz`) as JSON Lines."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     n = 0

@@ -171,6 +171,11 @@ class Session:
     # requests (from the controller / CLI; same event loop)
     # ------------------------------------------------------------------------------------------
 
+    @property
+    def requests_pending(self) -> bool:
+        """Requests queued and not yet handled by the session."""
+        return bool(self._requests)
+
     def request(self, what: str, value: Any = None) -> None:
         """Queue a request: pause, resume, stop, estop, intensity, heat, adjust."""
         self._requests.append((what, value))

@@ -856,8 +856,6 @@ cdef class Core:
     cdef void _send(self, chair_command* c) except *:
         if spsc_push(&self.cmd_ring, c) != 0:
             raise RuntimeError("core command ring full: the tick is not consuming commands")
-        if self.running_rt == 0:
-            pass
 
     def move(self, axis, goal, *, v_max=None, a_max=None, j_max=None,
              at_ns=0, hold_s=0.0, sent_ns=0):

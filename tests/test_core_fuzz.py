@@ -16,14 +16,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from core_rt.config import ZONES, ChairConfig
-from core_rt.core import FAULT_CODES, MODES, TELEMETRY_FIELDS, Core
+from core_rt.core import FAULT_CODES, MODES, Core
 from sim import SimPlant
 
 CFG = ChairConfig()
@@ -50,30 +50,7 @@ BANDS = CFG.zones_for_shoulder(900.0)
 TOL = 1e-9
 
 
-class Rec(NamedTuple):
-    """One telemetry record (the core's TELEMETRY_FIELDS, checked at import)."""
-
-    t_ns: int
-    mode: int
-    fault: int
-    zone: int
-    flags: int
-    y_mm: float
-    v_mm_s: float
-    a_mm_s2: float
-    width_mm: float
-    left_x_mm: float
-    right_x_mm: float
-    depth_mm: float
-    knead_rpm: float
-    tap_hz: float
-    heat_target_c: float
-    heat_c: float
-    heater_duty: float
-    y_meas_mm: float
-
-
-assert Rec._fields == TELEMETRY_FIELDS
+from tests.test_core import Rec  # noqa: E402  (one record type for the core's telemetry)
 
 
 def new_core(telemetry_hz: float = 50.0) -> Core:
