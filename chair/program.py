@@ -514,7 +514,9 @@ def _is_union_member(part: str) -> bool:
     return part.startswith("literal[") or part in ("constrained-float", "float", "int", "str")
 
 
-PROFILES_PACKAGE = "profiles"
+PROFILES_PACKAGE = "chair.profiles"
+PROFILES_LABEL = "profiles"
+"""Where built-in programs are named from in messages (the folder they are written in)."""
 
 
 def builtin_programs() -> list[str]:
@@ -545,7 +547,7 @@ def program_source(path_or_name: str | Path) -> tuple[str, str]:
     if not looks_like_path:
         res = resources.files(PROFILES_PACKAGE) / f"{s}.toml"
         if res.is_file():
-            return f"{PROFILES_PACKAGE}/{s}.toml", res.read_text(encoding="utf-8")
+            return f"{PROFILES_LABEL}/{s}.toml", res.read_text(encoding="utf-8")
         names = ", ".join(builtin_programs())
         raise ProgramError(
             [Issue(s, "-", "unknown-program", f"no such built-in program (built-ins: {names})")]

@@ -1,0 +1,1 @@
+"""The built-in massage programs (one TOML file each), installed as `chair.profiles`."""

@@ -159,7 +159,7 @@ async def test_chair_serve_with_the_real_controller(broker: Mosquitto) -> None:
 
 
 async def test_bench_mqtt_quick(broker: Mosquitto) -> None:
-    from chair.bench_mqtt import run
+    from chair.bench.mqtt import run
 
     result = await asyncio.to_thread(run, commands=50, broker_url=broker.url)
     assert result["commands"] == 50

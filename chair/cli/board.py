@@ -19,7 +19,7 @@ import sys
 from types import FrameType
 from typing import Any
 
-from chair.cli import EXIT_OK, UsageError, chair_config, check_body_height
+from chair.cli.common import EXIT_OK, UsageError, chair_config, check_body_height
 
 
 def register(sub: Any) -> list[str]:

@@ -15,7 +15,7 @@ import signal
 from typing import Any
 
 from chair.api import ControllerAPI
-from chair.cli import EXIT_OK, UsageError
+from chair.cli.common import EXIT_OK, UsageError
 from chair.mqtt import MqttBridge, MqttSettings, add_broker_arguments, settings_from_args
 from core_rt.config import ChairConfig, load_config
 

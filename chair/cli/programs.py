@@ -15,7 +15,7 @@ import json
 import sys
 from typing import Any
 
-from chair.cli import EXIT_OK, EXIT_USAGE, UsageError, chair_config
+from chair.cli.common import EXIT_OK, EXIT_USAGE, UsageError, chair_config
 from chair.program import (
     Program,
     ProgramError,

@@ -3,7 +3,7 @@
 Both planners are driven from Python, so the numbers include each binding's call overhead, which is
 what tooling pays. Durations must agree (ruckig is the time-optimal reference)::
 
-    PYTHONPATH=. .venv/bin/python -m chair.bench_planner
+    PYTHONPATH=. .venv/bin/python -m chair.bench.planner
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from chair.cli import EXIT_OK, EXIT_USAGE, UsageError
+from chair.cli.common import EXIT_OK, EXIT_USAGE, UsageError
 from chair.mqtt import ACTIONS, MqttSettings, add_broker_arguments, settings_from_args
 
 ACTION_CHOICES = (*ACTIONS, "watch")

@@ -6,7 +6,7 @@ import argparse
 import json
 from typing import Any
 
-from chair.cli import chair_config
+from chair.cli.common import chair_config
 
 SECTIONS = ("planner", "sim", "jitter", "mqtt", "hil")
 
@@ -27,18 +27,18 @@ def handle(args: argparse.Namespace) -> int:
     out: dict[str, Any] = {}
     only = set(args.only or SECTIONS)
     if "planner" in only:
-        from chair.bench_core import tick_cost
-        from chair.bench_planner import run as planner
+        from chair.bench.core import tick_cost
+        from chair.bench.planner import run as planner
 
         out["planner"] = planner(moves=5000 if args.quick else 20000)
         out["planner"].update(tick_cost(config, seconds=10 if args.quick else 60))
     if "sim" in only:
-        from chair.bench_sim import run as sim
+        from chair.bench.sim import run as sim
 
         out["sim"] = sim(config, quick=args.quick)
     if "jitter" in only:
-        from chair.bench_core import RealtimeChair
-        from chair.bench_jitter import run as jitter
+        from chair.bench.core import RealtimeChair
+        from chair.bench.jitter import run as jitter
 
         out["jitter"] = jitter(
             hz=config.loop.tick_hz,
@@ -50,7 +50,7 @@ def handle(args: argparse.Namespace) -> int:
         )
     if "mqtt" in only:
         try:
-            from chair.bench_mqtt import run as mqtt
+            from chair.bench.mqtt import run as mqtt
         except ImportError as e:  # pragma: no cover - present once the MQTT layer lands
             out["mqtt"] = {"error": f"not available: {e}"}
         else:
@@ -61,7 +61,7 @@ def handle(args: argparse.Namespace) -> int:
                 out["mqtt"]["core_p99_with_daemon_over_cyclictest_p99"] = round(ratio, 3)
     if "hil" in only:
         try:
-            from chair.bench_hil import run as hil
+            from chair.bench.hil import run as hil
         except ImportError as e:
             out["hil"] = {"error": f"not available: {e}"}
         else:

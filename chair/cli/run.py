@@ -13,7 +13,14 @@ import sys
 import time
 from typing import Any
 
-from chair.cli import EXIT_FAULT, EXIT_OK, EXIT_SAFETY, UsageError, chair_config, check_body_height
+from chair.cli.common import (
+    EXIT_FAULT,
+    EXIT_OK,
+    EXIT_SAFETY,
+    UsageError,
+    chair_config,
+    check_body_height,
+)
 
 
 def register(sub: Any) -> list[str]:
