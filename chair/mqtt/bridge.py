@@ -1,0 +1,607 @@
+"""`MqttBridge`: the chair on the broker (docs/mqtt.md, "Commands and replies", "Broker loss and
+reconnection").
+
+The bridge joins a `ControllerAPI` to a broker. It is a guest of the controller, never the other
+way round: controller callbacks only append to in-memory queues, commands are validated in full
+(`chair.mqtt.commands`) before anything reaches the controller, and a lost broker only pauses the
+bridge's own tasks while sessions carry on. It owns the connection's life (connect, announce,
+serve, reconnect with back-off), executes commands one at a time, answers every one (idempotent by
+id) and publishes state, telemetry and events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import copy
+import json
+import logging
+import math
+import random
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiomqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.subscribeoptions import SubscribeOptions
+
+from chair.api import CommandError, ControllerAPI
+from chair.mqtt.commands import BadCommand, Command, CommandLimits, _short, parse_command
+from chair.mqtt.discovery import discovery_config
+from chair.mqtt.settings import MqttSettings
+from core_rt.config import ChairConfig
+
+log = logging.getLogger("chair.mqtt")  # the package's logger, one name for all of the bridge
+
+IDEMPOTENCY_S = 600.0
+"""A command id seen within this window is answered from memory, not executed again."""
+IDEMPOTENCY_MAX_IDS = 10_000
+"""Memory bound of the id window (oldest forgotten first)."""
+TELEMETRY_STATES = ("scanning", "adjusting", "running", "paused", "settling")
+"""States in which telemetry is published (the chair is in a session and may move)."""
+_OUT_QUEUE_MAX = 5000
+
+
+def dumps(obj: Any) -> bytes:
+    """Compact JSON; non-finite floats become null (JSON has no NaN)."""
+    try:
+        text = json.dumps(obj, separators=(",", ":"), allow_nan=False, default=str)
+    except ValueError:
+        text = json.dumps(_finite(obj), separators=(",", ":"), default=str)
+    return text.encode("utf-8")
+
+
+def _finite(obj: Any) -> Any:
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+def _significant(state: Mapping[str, Any]) -> dict[str, Any]:
+    """The state without what changes continuously (clocks, pad temperature)."""
+    view = {k: v for k, v in state.items() if k not in ("elapsed_s", "remaining_s")}
+    heat = view.get("heat")
+    if isinstance(heat, dict):
+        view["heat"] = {k: v for k, v in heat.items() if k != "temp_c"}
+    return view
+
+
+@dataclass
+class _Outgoing:
+    topic: str
+    payload: bytes
+    qos: int
+    retain: bool = False
+    properties: Properties | None = None
+
+
+@dataclass
+class _Seen:
+    """A command id within the idempotency window: its reply, once known."""
+
+    t: float
+    reply: dict[str, Any] | None = None
+    waiters: list[tuple[str | None, bytes | None]] = field(default_factory=list)
+
+
+class MqttBridge:
+    """The chair on the broker: availability, state, telemetry, events, commands and replies.
+
+    ``await bridge.run()`` connects and serves until `stop()`; it reconnects on its own after any
+    broker loss. The controller is never blocked: its callbacks only queue work for this loop.
+    """
+
+    def __init__(
+        self,
+        controller: ControllerAPI,
+        settings: MqttSettings,
+        *,
+        config: ChairConfig | None = None,
+    ) -> None:
+        self.controller = controller
+        self.settings = settings
+        self.config = config if config is not None else ChairConfig()
+        self.topics = settings.topics
+        self.limits = CommandLimits.from_config(self.config)
+        self.connected = asyncio.Event()
+        """Set while connected and announced (subscribed, availability ``online`` published)."""
+        self.connections = 0
+        """Successful connections so far (1 + reconnects)."""
+        self._client: aiomqtt.Client | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread = 0
+        self._out: collections.deque[_Outgoing] = collections.deque()
+        self._out_ready = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._seen: collections.OrderedDict[str, _Seen] = collections.OrderedDict()
+        self._busy = False
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._latest_state: dict[str, Any] | None = None
+        self._last_sig: dict[str, Any] | None = None
+        self._last_state_payload: bytes | None = None
+        self._last_state_t = 0.0
+        self._minor_timer: asyncio.TimerHandle | None = None
+        self._telemetry_next: _Outgoing | None = None
+        self._preset: dict[str, Any] = {}
+        self._started = False
+
+    # ---- life cycle ----------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Serve until `stop()`: connect, announce, serve, and reconnect with back-off."""
+        if self._started:
+            raise RuntimeError("MqttBridge.run() is not reentrant")
+        self._started = True
+        self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
+        self._init_preset()
+        self.controller.on_change(self._on_change)
+        self.controller.on_event(self._on_event)
+        s = self.settings
+        will = aiomqtt.Will(self.topics.availability, b"offline", qos=1, retain=True)
+        identifier = s.client_id or f"{s.prefix.replace('/', '-')}-{s.chair_id}"
+        tls_context = s.ssl_context()  # a bad certificate or key fails here, once, clearly
+        failures = 0
+        while not self._stopping.is_set():
+            attempt = asyncio.create_task(
+                self._connection(s.client(identifier, will, tls_context=tls_context), failures)
+            )
+            stopping = asyncio.create_task(self._stopping.wait())
+            try:
+                await asyncio.wait({attempt, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            except asyncio.CancelledError:  # run() itself cancelled: take the attempt along
+                attempt.cancel()
+                raise
+            finally:
+                stopping.cancel()
+            if not attempt.done() and not self.connected.is_set():
+                attempt.cancel()  # still connecting: nothing to say goodbye to
+            try:
+                up_s = await attempt
+            except asyncio.CancelledError:
+                if not self._stopping.is_set():
+                    raise
+                break
+            if self._stopping.is_set():
+                break
+            if up_s is not None and up_s > 10.0:
+                failures = 0  # a long-lived connection ends the back-off streak
+            delay = min(s.reconnect_max_s, s.reconnect_min_s * 2.0**failures)
+            failures += 1
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), delay * random.uniform(0.8, 1.0))
+        log.info("stopped")
+
+    async def _connection(self, client: aiomqtt.Client, failures: int) -> float | None:
+        """One connection, from connect to loss; how long it was up (None: never)."""
+        s = self.settings
+        up_since: float | None = None
+        try:
+            async with client:
+                up_since = time.monotonic()
+                self.connections += 1
+                if failures:
+                    log.info("reconnected to %s:%d", s.host, s.port)
+                else:
+                    log.info("connected to %s:%d as %s", s.host, s.port, client.identifier)
+                await self._serve(client)
+        except aiomqtt.MqttError as e:
+            what = "lost the broker" if up_since is not None else "cannot reach the broker"
+            if failures == 0 or up_since is not None:
+                log.warning("%s (%s:%d): %s; retrying", what, s.host, s.port, e)
+        except Exception:  # a bug in the bridge must not take the daemon (or a session) down
+            log.exception("MQTT bridge error; reconnecting")
+        finally:
+            self._client = None
+            self.connected.clear()
+        return None if up_since is None else time.monotonic() - up_since
+
+    async def stop(self, timeout_s: float = 3.0) -> None:
+        """Publish ``offline``, disconnect and make `run()` return."""
+        self._stopping.set()
+        client = self._client
+        if client is not None and self.connected.is_set():
+            with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
+                await client.publish(
+                    self.topics.availability, b"offline", qos=1, retain=True, timeout=timeout_s
+                )
+        self._out_ready.set()
+
+    async def _serve(self, client: aiomqtt.Client) -> None:
+        t, s = self.topics, self.settings
+        if s.v5:
+            # Retained commands are stale: never sent to us, and flagged when published live.
+            options = SubscribeOptions(
+                qos=1,
+                retainAsPublished=True,
+                retainHandling=SubscribeOptions.RETAIN_DO_NOT_SEND,
+            )
+            await client.subscribe(t.cmd, options=options)
+        else:
+            await client.subscribe(t.cmd, qos=1)
+        if s.discovery:
+            await client.subscribe(f"{s.discovery_prefix}/status", qos=1)
+        self._client = client
+        # Fresh announcement: whatever was queued for the last connection is stale except
+        # replies and events.
+        self._out = collections.deque(o for o in self._out if o.retain is False)
+        self._telemetry_next = None
+        for item in self._announcement():
+            await client.publish(item.topic, item.payload, item.qos, item.retain)
+        self.connected.set()
+        tasks = [
+            asyncio.create_task(self._read(client), name="mqtt-read"),
+            asyncio.create_task(self._send(client), name="mqtt-send"),
+            asyncio.create_task(self._stopping.wait(), name="mqtt-stop"),
+        ]
+        if s.telemetry_hz > 0:
+            tasks.append(asyncio.create_task(self._telemetry(), name="mqtt-telemetry"))
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            self._client = None
+            self._out_ready.set()  # wakes the sender to see it
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        self.connected.clear()
+        for task in done:
+            if not task.cancelled() and task.exception() is not None:
+                raise task.exception()  # type: ignore[misc]
+        if self._stopping.is_set():
+            # stop() published offline already when it could; say it again in case a reply or
+            # state was in flight, then leave cleanly (no last will after a clean disconnect).
+            with contextlib.suppress(aiomqtt.MqttError):
+                await client.publish(t.availability, b"offline", qos=1, retain=True, timeout=2.0)
+
+    def _announcement(self) -> list[_Outgoing]:
+        """Discovery, state, then availability: when ``online`` arrives, all else is in place."""
+        items = []
+        if self.settings.discovery:
+            topic, payload = discovery_config(self.settings, self._programs(), self.config)
+            items.append(_Outgoing(topic, dumps(payload), 1, retain=True))
+        state = self._state_payload()
+        self._last_state_payload = dumps(state)
+        self._last_sig = _significant(state)
+        self._last_state_t = time.monotonic()
+        items.append(_Outgoing(self.topics.state, self._last_state_payload, 1, retain=True))
+        items.append(_Outgoing(self.topics.availability, b"online", 1, retain=True))
+        return items
+
+    # ---- inbound -------------------------------------------------------------------------------
+
+    async def _read(self, client: aiomqtt.Client) -> None:
+        ha_status = f"{self.settings.discovery_prefix}/status"
+        async for msg in client.messages:
+            topic = msg.topic.value
+            try:
+                if topic == self.topics.cmd:
+                    self._on_command(msg)
+                elif topic == ha_status and msg.payload == b"online" and not msg.retain:
+                    log.info("Home Assistant is online: discovery sent again")
+                    for item in self._announcement():
+                        self._enqueue(item)
+            except Exception:  # a bug here must not end the connection or the session
+                log.exception("while handling a message on %s", topic)
+
+    def _on_command(self, msg: aiomqtt.Message) -> None:
+        if msg.retain:
+            log.warning("ignored a retained command on %s (stale by definition)", msg.topic)
+            return
+        payload = msg.payload if isinstance(msg.payload, bytes) else str(msg.payload).encode()
+        response_topic, correlation = self._response_props(msg)
+        try:
+            cmd = parse_command(payload, self.limits)
+        except BadCommand as e:
+            log.debug("refused command (%s): %s", e.code, e.message)  # a flood must not flood logs
+            self._send_reply(self._reply(e.id, e.action, e), response_topic, correlation)
+            return
+        if cmd.action == "status":
+            self._send_reply(self._reply(cmd.id, cmd.action), response_topic, correlation)
+            return
+        if cmd.id is not None:
+            self._forget_old()
+            seen = self._seen.get(cmd.id)
+            if seen is not None:
+                log.info("command id %r seen before: not executed again", cmd.id)
+                if seen.reply is None:
+                    seen.waiters.append((response_topic, correlation))
+                else:
+                    self._send_reply(seen.reply, response_topic, correlation)
+                return
+        # An e-stop is never refused as busy; a preset only touches the bridge.
+        exclusive = cmd.action not in ("estop", "preset")
+        if exclusive and self._busy:
+            error = CommandError("busy", "another command is being executed; try again")
+            self._send_reply(self._reply(cmd.id, cmd.action, error), response_topic, correlation)
+            return
+        if cmd.id is not None:
+            self._seen[cmd.id] = _Seen(time.monotonic(), waiters=[(response_topic, correlation)])
+        if exclusive:
+            self._busy = True
+        task = asyncio.create_task(
+            self._execute(cmd, exclusive, response_topic, correlation), name=f"cmd-{cmd.action}"
+        )
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _execute(
+        self,
+        cmd: Command,
+        exclusive: bool,
+        response_topic: str | None,
+        correlation: bytes | None,
+    ) -> None:
+        error: CommandError | None = None
+        try:
+            await self._dispatch(cmd)
+        except CommandError as e:
+            error = e
+        except Exception as e:
+            log.exception("controller failed on %s", cmd.action)
+            error = CommandError("internal", f"{cmd.action} failed: {type(e).__name__}: {e}")
+        finally:
+            if exclusive:
+                self._busy = False
+        if error is None:
+            log.info("command %s done (id %s)", cmd.action, cmd.id)
+        else:
+            log.info("command %s refused (%s): %s", cmd.action, error.code, error.message)
+        reply = self._reply(cmd.id, cmd.action, error)
+        seen = self._seen.get(cmd.id) if cmd.id is not None else None
+        if seen is None:
+            self._send_reply(reply, response_topic, correlation)
+            return
+        seen.reply = reply
+        waiters, seen.waiters = seen.waiters, []
+        for rt, cd in waiters:
+            self._send_reply(reply, rt, cd)
+
+    async def _dispatch(self, cmd: Command) -> None:
+        ctl, a = self.controller, cmd.args
+        match cmd.action:
+            case "start":
+                program = a.get("program") or self._preset.get("program")
+                if not program:
+                    raise CommandError("bad_field", "start needs a program (none preset)")
+                self._check_program(program)
+                await ctl.start(
+                    program,
+                    minutes=a.get("minutes", self._preset.get("minutes")),
+                    intensity=a.get("intensity"),
+                    heat=a.get("heat"),
+                )
+            case "pause":
+                await ctl.pause()
+            case "resume":
+                await ctl.resume()
+            case "stop":
+                await ctl.stop()
+            case "estop":
+                await ctl.estop()
+            case "reset":
+                await ctl.reset()
+            case "set":
+                await ctl.set(intensity=a.get("intensity"), heat=a.get("heat"))
+            case "adjust_shoulder":
+                await ctl.adjust_shoulder(a["mm"])
+            case "preset":
+                if "program" in a:
+                    self._check_program(a["program"])
+                self._preset.update(a)
+                self._state_changed(ctl.state())
+            case _:  # parse_command admits only ACTIONS
+                raise CommandError("unknown_action", f"unknown action {cmd.action!r}")
+
+    def _check_program(self, program: str) -> None:
+        programs = self._programs()
+        if program not in programs:
+            raise CommandError(
+                "unknown_program",
+                f"no program {_short(program)}; one of {', '.join(programs)}",
+            )
+
+    def _programs(self) -> list[str]:
+        try:
+            return list(self.controller.programs())
+        except Exception:
+            log.exception("controller.programs() failed")
+            return []
+
+    def _forget_old(self) -> None:
+        horizon = time.monotonic() - IDEMPOTENCY_S
+        while self._seen:
+            oldest = next(iter(self._seen.values()))
+            if oldest.t >= horizon and len(self._seen) < IDEMPOTENCY_MAX_IDS:
+                break
+            if oldest.reply is None and oldest.t >= horizon:
+                break  # still executing: keep it
+            self._seen.popitem(last=False)
+
+    def _response_props(self, msg: aiomqtt.Message) -> tuple[str | None, bytes | None]:
+        props = msg.properties
+        if props is None:
+            return None, None
+        topic = getattr(props, "ResponseTopic", None)
+        correlation = getattr(props, "CorrelationData", None)
+        if topic is not None and not self._response_topic_ok(topic):
+            log.warning("ignored response topic %s", _short(topic, 80))
+            topic = None
+        return topic, bytes(correlation) if correlation is not None else None
+
+    def _response_topic_ok(self, topic: str) -> bool:
+        """A client's own topic, or one under ``<base>/reply/``; never one of ours to clobber."""
+        t = self.topics
+        if not topic or len(topic) > 256 or topic.startswith("$"):
+            return False
+        if any(c in topic for c in "+#\0"):
+            return False
+        if topic == t.reply:
+            return False  # the reply goes there anyway
+        if topic.startswith(t.base + "/") and not topic.startswith(t.reply + "/"):
+            return False
+        return not topic.startswith(self.settings.discovery_prefix + "/")
+
+    # ---- outbound ------------------------------------------------------------------------------
+
+    def _reply(
+        self, cmd_id: str | None, action: str | None, error: CommandError | None = None
+    ) -> dict[str, Any]:
+        return {
+            "id": cmd_id,
+            "action": action,
+            "ok": error is None,
+            "state": self._state_payload(),
+            "error": None if error is None else {"code": error.code, "message": error.message},
+        }
+
+    def _send_reply(
+        self, reply: dict[str, Any], response_topic: str | None, correlation: bytes | None
+    ) -> None:
+        payload = dumps(reply)
+        props = None
+        if self.settings.v5 and correlation is not None:
+            props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+            props.CorrelationData = correlation
+        self._enqueue(_Outgoing(self.topics.reply, payload, 1, properties=props))
+        if response_topic is not None:
+            self._enqueue(_Outgoing(response_topic, payload, 1, properties=props))
+
+    def _enqueue(self, item: _Outgoing) -> None:
+        if len(self._out) >= _OUT_QUEUE_MAX:
+            dropped = self._out.popleft()
+            log.warning("outgoing queue full: dropped a message for %s", dropped.topic)
+        self._out.append(item)
+        self._out_ready.set()
+
+    async def _send(self, client: aiomqtt.Client) -> None:
+        # Ends when the connection does (`self._client` moves on), not only by cancellation:
+        # Python 3.11's asyncio.wait_for (inside aiomqtt's publish) can swallow a cancel.
+        while True:
+            while not self._out and self._telemetry_next is None and self._client is client:
+                self._out_ready.clear()
+                await self._out_ready.wait()
+            if self._client is not client:
+                return
+            if self._telemetry_next is not None:
+                item, self._telemetry_next = self._telemetry_next, None
+            else:
+                item = self._out.popleft()
+            try:
+                await client.publish(
+                    item.topic, item.payload, item.qos, item.retain, properties=item.properties
+                )
+            except aiomqtt.MqttCodeError as e:  # e.g. over the broker's packet size: drop it
+                log.warning("publish to %s failed: %s", item.topic, e)
+
+    def _state_payload(self, state: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        if state is None:
+            try:
+                state = self.controller.state()
+            except Exception:
+                log.exception("controller.state() failed")
+                state = self._latest_state or {"state": None}
+        return {**state, "preset": dict(self._preset)}
+
+    def _init_preset(self) -> None:
+        """Until told otherwise, a ``start`` without a program starts the first one, for the
+        program's own default length."""
+        programs = self._programs()
+        self._preset = {"program": programs[0] if programs else None, "minutes": None}
+
+    # ---- controller callbacks (may come from any thread; never block) --------------------------
+
+    def _post(self, fn: Callable[..., Any], arg: Any) -> None:
+        loop = self._loop
+        if loop is None:
+            return
+        if threading.get_ident() == self._loop_thread:
+            fn(arg)
+        else:
+            with contextlib.suppress(RuntimeError):  # loop closed: nobody to tell
+                loop.call_soon_threadsafe(fn, copy.deepcopy(arg))
+
+    def _on_change(self, state: dict[str, Any]) -> None:
+        try:
+            self._post(self._state_changed, state)
+        except Exception:
+            log.exception("on_change")
+
+    def _on_event(self, event: dict[str, Any]) -> None:
+        try:
+            self._post(self._event, event)
+        except Exception:
+            log.exception("on_event")
+
+    def _event(self, event: dict[str, Any]) -> None:
+        self._enqueue(_Outgoing(self.topics.event, dumps(event), 1))
+
+    def _state_changed(self, state: dict[str, Any]) -> None:
+        """Publish at once when something but the clocks changed; clocks at most every
+        `state_interval_s`."""
+        self._latest_state = state
+        payload = self._state_payload(state)
+        sig = _significant(payload)
+        if sig != self._last_sig:
+            self._last_sig = sig
+            self._publish_state(payload)
+            return
+        if self._minor_timer is None and self._loop is not None:
+            wait = self._last_state_t + self.settings.state_interval_s - time.monotonic()
+            self._minor_timer = self._loop.call_later(max(0.0, wait), self._publish_latest)
+
+    def _publish_latest(self) -> None:
+        self._minor_timer = None
+        if self._latest_state is not None:
+            self._publish_state(self._state_payload(self._latest_state))
+
+    def _publish_state(self, payload: dict[str, Any]) -> None:
+        if self._minor_timer is not None:
+            self._minor_timer.cancel()
+            self._minor_timer = None
+        data = dumps(payload)
+        if data == self._last_state_payload:
+            return
+        self._last_state_payload = data
+        self._last_state_t = time.monotonic()
+        if self._client is not None:  # else the state goes out with the next announcement
+            self._enqueue(_Outgoing(self.topics.state, data, 1, retain=True))
+
+    async def _telemetry(self) -> None:
+        period = 1.0 / self.settings.telemetry_hz
+        loop = asyncio.get_running_loop()
+        next_t = loop.time()
+        last_key: tuple[Any, Any] | None = None
+        last_active = False
+        while True:
+            next_t += period
+            now = loop.time()
+            if next_t < now - period:
+                next_t = now  # fell behind (busy machine): skip, don't burst
+            await asyncio.sleep(max(0.0, next_t - now))
+            try:
+                sample = self.controller.telemetry()
+            except Exception:
+                log.exception("controller.telemetry() failed")
+                continue
+            if sample is None:
+                continue
+            key = (sample.get("t"), sample.get("state"))
+            active = sample.get("state") in TELEMETRY_STATES
+            if key == last_key or not (active or last_active):
+                continue
+            last_key, last_active = key, active
+            if self._client is not None:
+                # One slot, sent ahead of the queue: a flood of replies cannot delay telemetry,
+                # and a slow link drops samples rather than piling them up.
+                self._telemetry_next = _Outgoing(self.topics.telemetry, dumps(sample), 0)
+                self._out_ready.set()
