@@ -30,7 +30,8 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from chair.mqtt import MqttBridge, MqttSettings
+from chair.mqtt.bridge import MqttBridge
+from chair.mqtt.settings import MqttSettings
 from core_rt.config import ChairConfig
 
 Probe = Callable[[], tuple[int, int]]

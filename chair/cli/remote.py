@@ -22,7 +22,8 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from chair.cli.common import EXIT_OK, EXIT_USAGE, UsageError
-from chair.mqtt import ACTIONS, MqttSettings, add_broker_arguments, settings_from_args
+from chair.mqtt.commands import ACTIONS
+from chair.mqtt.settings import MqttSettings, add_broker_arguments, settings_from_args
 
 ACTION_CHOICES = (*ACTIONS, "watch")
 _FIELDS = ("program", "minutes", "intensity", "heat", "mm")

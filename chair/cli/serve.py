@@ -16,7 +16,8 @@ from typing import Any
 
 from chair.api import ControllerAPI
 from chair.cli.common import EXIT_OK, UsageError
-from chair.mqtt import MqttBridge, MqttSettings, add_broker_arguments, settings_from_args
+from chair.mqtt.bridge import MqttBridge
+from chair.mqtt.settings import MqttSettings, add_broker_arguments, settings_from_args
 from core_rt.config import ChairConfig, load_config
 
 log = logging.getLogger("chair.serve")
