@@ -17,7 +17,8 @@ import pytest
 import pytest_asyncio
 
 from chair.api import ControllerAPI
-from chair.mqtt import MqttBridge, MqttSettings
+from chair.mqtt.bridge import MqttBridge
+from chair.mqtt.settings import MqttSettings
 from core_rt.config import ChairConfig
 from tests.mqtt_broker import Mosquitto, have_mosquitto
 from tests.mqtt_helpers import Chair, ChairFactory, ControllerFactory, Observer

@@ -23,7 +23,8 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from chair.api import ControllerAPI
-from chair.mqtt import MqttBridge, MqttSettings
+from chair.mqtt.bridge import MqttBridge
+from chair.mqtt.settings import MqttSettings
 from tests.mqtt_broker import Mosquitto
 
 ControllerFactory = Callable[..., Awaitable[ControllerAPI]]
@@ -253,6 +254,15 @@ class Chair:
 
 
 ChairFactory = Callable[..., Awaitable[Chair]]
+
+
+# ---- the state payload --------------------------------------------------------------------------
+
+STATE_FIELDS = {
+    "state", "program", "step", "technique", "zone", "elapsed_s", "remaining_s", "intensity",
+    "heat", "shoulder_mm", "fault", "session_id",
+}  # fmt: skip
+"""Fields every state payload carries (docs/mqtt.md, "State")."""
 
 
 # ---- hand-written bad input ---------------------------------------------------------------------

@@ -1,22 +1,20 @@
-"""The MQTT daemon against a real mosquitto: actions, sessions, replies, discovery (§3)."""
+"""The MQTT daemon against a real mosquitto: actions in every state, a whole session, bad input,
+replies, idempotency, retained and busy commands (docs/mqtt.md, "Commands and replies")."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-import re
 import shutil
-from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from chair.api import ERROR_CODES, STATES
-from chair.mqtt import CommandLimits, parse_command
-from core_rt.config import ChairConfig
 from tests.mqtt_broker import Mosquitto
 from tests.mqtt_helpers import (
     BAD_PAYLOADS,
+    STATE_FIELDS,
     Chair,
     ChairFactory,
     Observer,
@@ -28,17 +26,12 @@ from tests.mqtt_helpers import (
 
 pytest_plugins = ["tests.mqtt_fixtures"]
 pytestmark = pytest.mark.broker
-LIMITS = CommandLimits.from_config(ChairConfig())
 
 SESSION = ("scanning", "adjusting", "running", "paused")
 TELEMETRY_FIELDS = {
     "t", "state", "step", "technique", "zone", "y_mm", "v_mm_s", "a_mm_s2", "width_mm",
     "left_x_mm", "right_x_mm", "depth_mm", "knead_rpm", "tap_hz", "heat_target_c", "heat_c",
     "fault",
-}  # fmt: skip
-STATE_FIELDS = {
-    "state", "program", "step", "technique", "zone", "elapsed_s", "remaining_s", "intensity",
-    "heat", "shoulder_mm", "fault", "session_id",
 }  # fmt: skip
 
 
@@ -360,83 +353,6 @@ async def test_busy_is_transient_and_estop_is_never_busy(chair_factory: ChairFac
     assert paused["error"]["code"] == "not_allowed"  # the e-stop came first
     retry = await obs.cmd("set", id="b1", intensity=5)  # busy was not remembered for the id
     assert retry["error"]["code"] == "not_allowed"
-
-
-# ---- Home Assistant -----------------------------------------------------------------------------
-
-
-def render(template: str, value: Any) -> str:
-    """The few Jinja forms our command templates use."""
-    forms: dict[str, Callable[[Any], str]] = {
-        "{{ value | tojson }}": json.dumps,
-        "{{ value | int }}": lambda v: str(int(v)),
-    }
-    for form, fn in forms.items():
-        if form in template:
-            template = template.replace(form, fn(value))
-    return template.replace("{{ value }}", str(value))
-
-
-async def test_home_assistant_discovery(chair: Chair) -> None:
-    obs, ctl = chair.obs, chair.ctl
-    topic = "homeassistant/device/massagechair_chair1/config"
-    async with Observer(chair.broker.url, subscriptions=(topic,)) as late:  # sees it retained
-        msg = await late.wait_for(topic)
-    assert msg.retain
-    cfg = msg.json()
-    assert cfg["dev"]["ids"] and cfg["dev"]["name"] and cfg["o"]["name"]
-    cmps = cfg["cmps"]
-    need = {
-        "program": "select", "intensity": "number", "heat": "select", "start": "button",
-        "pause": "button", "resume": "button", "stop": "button", "estop": "button",
-        "state": "sensor", "zone": "sensor", "remaining": "sensor",
-        "pad_temperature": "sensor", "fault": "binary_sensor",
-    }  # fmt: skip
-    assert {k: cmps[k]["p"] for k in need} == need
-    assert cmps["program"]["options"] == ctl.programs()
-    assert cmps["fault"]["device_class"] == "problem"
-    assert len({c["unique_id"] for c in cmps.values()}) == len(cmps)
-    for c in cmps.values():
-        assert c["availability_topic"] == "massagechair/chair1/availability"
-        assert c.get("state_topic", "massagechair/chair1/state") == "massagechair/chair1/state"
-        for key in ("value_template",):
-            if key in c:
-                fields = re.findall(r"value_json\.(\w+)", c[key])
-                assert set(fields) <= STATE_FIELDS | {"preset"}, c[key]
-        if c["p"] == "button":
-            parse_command(c["payload_press"].encode(), LIMITS)
-            assert c["command_topic"] == "massagechair/chair1/cmd"
-
-    # Drive the chair the way Home Assistant does.
-    other = ctl.programs()[-1]
-    mark = obs.mark()
-    await obs.send(render(cmps["program"]["command_template"], other))
-    await obs.wait_for("state", lambda m: m.json()["preset"]["program"] == other, since=mark)
-    await obs.send(render(cmps["intensity"]["command_template"], 4.0))
-    await obs.wait_for("state", lambda m: m.json()["intensity"] == 4, since=mark)
-    await obs.send(render(cmps["heat"]["command_template"], "medium"))
-    await obs.wait_for("state", lambda m: m.json()["heat"]["level"] == "medium", since=mark)
-    await obs.send(cmps["start"]["payload_press"])
-    started = await obs.wait_state("scanning", since=mark)
-    assert started["program"] == other and started["intensity"] == 4
-    await obs.send(cmps["estop"]["payload_press"])
-    await obs.wait_state("estop", since=mark)
-    assert all(r["ok"] for r in obs.json_on("reply", mark)), obs.json_on("reply", mark)
-
-    # Re-sent when Home Assistant comes back online.
-    mark = obs.mark()
-    await obs.publish("homeassistant/status", "online")
-    again = await obs.wait_for(topic, since=mark)
-    assert again.json()["cmps"].keys() == cmps.keys()
-    await obs.wait_for("availability", lambda m: m.payload == b"online", since=mark)
-
-
-async def test_no_discovery(chair_factory: ChairFactory) -> None:
-    chair = await chair_factory(discovery=False)
-    obs = chair.obs
-    await obs.publish("homeassistant/status", "online")
-    await obs.cmd("status")
-    assert not [m for m in obs.messages if m.topic.startswith("homeassistant/device/")]
 
 
 # ---- the command-line clients of mosquitto ------------------------------------------------------

@@ -62,7 +62,8 @@ async def test_daemon_waits_for_a_broker_that_is_not_there_yet(
 ) -> None:
     if not have_mosquitto():
         pytest.skip("mosquitto is not installed")
-    from chair.mqtt import MqttBridge, MqttSettings
+    from chair.mqtt.bridge import MqttBridge
+    from chair.mqtt.settings import MqttSettings
 
     late = Mosquitto(tmp_path / "late")
     ctl = await controller_factory()
@@ -111,7 +112,8 @@ async def test_acl_a_client_without_write_rights_cannot_start_the_chair(
 ) -> None:
     if not have_mosquitto():
         pytest.skip("mosquitto is not installed")
-    from chair.mqtt import MqttBridge, MqttSettings
+    from chair.mqtt.bridge import MqttBridge
+    from chair.mqtt.settings import MqttSettings
 
     caplog.set_level(logging.DEBUG)
     broker = Mosquitto(tmp_path / "acl", allow_anonymous=False, users=USERS, acl=ACL)
@@ -154,7 +156,8 @@ async def test_wrong_password_keeps_retrying_quietly(
 ) -> None:
     if not have_mosquitto():
         pytest.skip("mosquitto is not installed")
-    from chair.mqtt import MqttBridge, MqttSettings
+    from chair.mqtt.bridge import MqttBridge
+    from chair.mqtt.settings import MqttSettings
 
     caplog.set_level(logging.DEBUG)
     broker = Mosquitto(tmp_path / "pw", allow_anonymous=False, users=USERS, acl=ACL)
@@ -184,7 +187,8 @@ async def test_tls_with_client_certificate(
 ) -> None:
     if not have_mosquitto():
         pytest.skip("mosquitto is not installed")
-    from chair.mqtt import MqttBridge, MqttSettings
+    from chair.mqtt.bridge import MqttBridge
+    from chair.mqtt.settings import MqttSettings
 
     try:
         tls = make_certificates(tmp_path / "certs")
