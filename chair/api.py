@@ -7,8 +7,10 @@ session's own checks.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any, Protocol
+
+from chair.lifecycle import SessionState
 
 # Stable error codes of command replies (documented in docs/mqtt.md).
 ERROR_CODES: dict[str, str] = {
@@ -22,19 +24,12 @@ ERROR_CODES: dict[str, str] = {
     "unknown_program": "no such program",
     "not_allowed": "the action is not allowed in the current state",
     "busy": "another command is being executed",
+    "timeout": "the chair did not reach the command's outcome in time (it is reported; watch the "
+    "state)",
     "internal": "the controller could not execute the command (reported, nothing changed)",
 }
 
-STATES = ("idle", "scanning", "adjusting", "running", "paused", "settling", "fault", "estop")
-EVENTS = (
-    "session_started",
-    "shoulder_detected",
-    "step_started",
-    "session_finished",
-    "fault",
-    "estop",
-    "reset",
-)
+STATES = tuple(SessionState)  # TODO(restructure): tests still import it; removed after the move
 
 
 class CommandError(Exception):
@@ -63,7 +58,7 @@ class ControllerAPI(Protocol):
         """Call `callback(state)` whenever the state payload changes."""
 
     def on_event(self, callback: Callable[[dict[str, Any]], None]) -> None:
-        """Call `callback({"event": name, ...})` for every event in EVENTS."""
+        """Call `callback({"event": name, ...})` for every `SessionEvent`."""
 
     async def start(
         self,
@@ -87,3 +82,12 @@ class ControllerAPI(Protocol):
     async def set(self, intensity: int | None = None, heat: str | None = None) -> None: ...
 
     async def adjust_shoulder(self, mm: float) -> None: ...
+
+    async def wait_for_state(
+        self,
+        done: Callable[[SessionState], bool] | Collection[SessionState],
+        *,
+        timeout_s: float = ...,
+        what: str = ...,
+    ) -> SessionState:
+        """Wait for a state (checked now and at every transition); CommandError("timeout")."""

@@ -1,8 +1,13 @@
 """The controller: one chair (core + hardware), at most one session at a time.
 
 It is what `chair run` and `chair serve` drive, and what remote control sees through
-`chair.api.ControllerAPI`: every request is checked here against the life cycle (DOMAIN §4) and
-refused with a stable error code when it does not fit; the core's guard checks again every tick.
+`chair.api.ControllerAPI`: every request is checked here (`chair.requests`) and against the life
+cycle (docs/chair.md §4), and refused with a stable error code when it does not fit; the core's
+guard checks again every tick.
+
+Every action waits for its outcome on the session's state changes: each transition is offered to
+the waiting actions the moment it happens (`wait_for_state`), so none is missed however fast the
+chair runs, and a wait that runs out raises `CommandError("timeout")` — never a silent timeout.
 """
 
 from __future__ import annotations
@@ -11,30 +16,40 @@ import asyncio
 import contextlib
 import itertools
 import logging
-import math
 import time
 import uuid
-from collections.abc import Callable, Sequence
-from collections.abc import Set as AbstractSet
-from typing import Any
+from collections.abc import Callable, Collection, Sequence
+from typing import Any, ClassVar
 
 from chair.api import CommandError
+from chair.checker import check_session
 from chair.driver import CoreDriver, Pacing
+from chair.lifecycle import IN_SESSION, LATCHED, SessionEvent, SessionState
 from chair.program import Program, ProgramError, builtin_programs, load_program
 from chair.report import build_summary
+from chair.requests import AdjustRequest, SetRequest, StartRequest, parse_request
 from chair.session import Session, SessionResult, telemetry_sample
 from core_rt.config import ChairConfig
-from core_rt.core import AXES, FAULT_CODES, FAULT_MESSAGES, Core, mono_ns
+from core_rt.core import FAULT_CODES, FAULT_MESSAGES, Core, mono_ns
 
 log = logging.getLogger("chair.controller")
 
 IDLE_STEP_NS = 100_000_000
-GRACE_S = 3.0
-"""Simulated seconds a command may use while the clock is held (test hook)."""
+"""Between sessions the runner advances the core in steps this long (it wakes at once on a
+command or a core event)."""
+ACTION_TIMEOUT_S = 10.0
+"""Longest wait for an action's outcome (a state change) before it is reported as timed out."""
+RESET_TIMEOUT_S = 2.0
+"""Longest wait for the core's answer to a reset."""
+
+StatePredicate = Callable[[SessionState], bool]
 
 
 class Controller:
     """Owns the core, the hardware and the current session; implements ControllerAPI."""
+
+    driver_class: ClassVar[type[CoreDriver]] = CoreDriver
+    """The driver `create` builds (the testing controller's holds its clock)."""
 
     def __init__(self, config: ChairConfig, core: Core, driver: CoreDriver, hardware: Any) -> None:
         self.config = config
@@ -45,9 +60,9 @@ class Controller:
         self.last_result: SessionResult | None = None
         self.last_telemetry: list[dict[str, Any]] = []
         self.last_summary: dict[str, Any] | None = None
-        self._state = "idle"
+        self._state = SessionState.IDLE  # the chair's own state between sessions
         self._fault: dict[str, str] | None = None
-        self._intensity = 3
+        self._intensity = config.session.default_intensity
         self._heat = "off"
         self._change_cbs: list[Callable[[dict[str, Any]], None]] = []
         self._event_cbs: list[Callable[[dict[str, Any]], None]] = []
@@ -56,6 +71,8 @@ class Controller:
         self._session_done = asyncio.Event()
         self._ids = itertools.count(1)
         self._last_state: dict[str, Any] | None = None
+        self._last_name = SessionState.IDLE
+        self._waiters: list[tuple[StatePredicate, asyncio.Future[SessionState]]] = []
         self._reset_result: asyncio.Future[bool] | None = None
         self.telemetry_sinks = driver.telemetry_sinks
         self._latest_tlm: dict[str, Any] | None = None
@@ -102,11 +119,11 @@ class Controller:
                 )
             if pacing != "realtime":
                 raise ValueError("a board link runs in real time: use --realtime (or no --speed)")
-            from chair.board_link import open_board_link  # the HIL board driver
+            from core_rt.board.link import open_board_link  # the HIL board driver
 
             hw = open_board_link(hardware, config)
         core = Core(config, hw, telemetry_hz=telemetry_hz)
-        driver = CoreDriver(core, config, pacing, speed or 60.0)
+        driver = cls.driver_class(core, config, pacing, speed or 60.0)
         c = cls(config, core, driver, hw)
         c.session_faults = session_faults
         driver.telemetry_sinks.append(c._on_telemetry)
@@ -115,40 +132,43 @@ class Controller:
     # ---- status (ControllerAPI) --------------------------------------------------------------
 
     @property
-    def state_name(self) -> str:
-        if self.session is not None and self._state not in ("fault", "estop"):
+    def state_name(self) -> SessionState:
+        if self.session is not None and not self._state.latched:
             return self.session.state
         return self._state
 
     def state(self) -> dict[str, Any]:
-        if self.session is not None:
-            d = self.session.status()
-            if self._state in ("fault", "estop"):
-                d["state"] = self._state
-                d["fault"] = self._fault
-            return d
-        tl = self._latest_tlm
-        last = self.last_result
-        return {
-            "state": self._state,
-            "program": None,
-            "step": None,
-            "technique": None,
-            "zone": None,
-            "elapsed_s": 0.0,
-            "remaining_s": 0.0,
-            "intensity": self._intensity,
-            "heat": {
-                "level": self._heat,
-                "target_c": 0.0,
-                "temp_c": None if tl is None else round(tl["heat_c"], 2),
-            },
-            "shoulder_mm": None
-            if last is None or last.shoulder_mm is None
-            else round(last.shoulder_mm, 1),
-            "fault": self._fault,
-            "session_id": None,
-        }
+        """The state payload (docs/mqtt.md): the same keys in every state, gathered from the
+        session's status when one runs, else from the chair between sessions."""
+        s = self.session
+        latched = self._state.latched
+        if s is not None:
+            st = s.status()
+            fault = self._fault if latched else st["fault"]
+        else:
+            tl = self._latest_tlm
+            last = self.last_result
+            st = {
+                "program": None,
+                "step": None,
+                "technique": None,
+                "zone": None,
+                "elapsed_s": 0.0,
+                "remaining_s": 0.0,
+                "intensity": self._intensity,
+                "heat": {
+                    "level": self._heat,
+                    "target_c": 0.0,
+                    "temp_c": None if tl is None else round(tl["heat_c"], 2),
+                },
+                "shoulder_mm": None
+                if last is None or last.shoulder_mm is None
+                else round(last.shoulder_mm, 1),
+                "session_id": None,
+                "zones": {},
+            }
+            fault = self._fault
+        return {"state": str(self.state_name), **st, "fault": fault}
 
     def telemetry(self) -> dict[str, Any] | None:
         if self.session is not None and self.session.last_telemetry is not None:
@@ -172,17 +192,60 @@ class Controller:
         return self.core.last_command_latency()
 
     def _changed(self) -> None:
+        """Called on every change of the session or the chair: offers a new state to the waiting
+        actions at once, then tells the listeners when the payload changed."""
+        name = self.state_name
+        if name != self._last_name:
+            self._last_name = name
+            self._offer(name)
         st = self.state()
         if st != self._last_state:
             self._last_state = st
             for cb in self._change_cbs:
                 cb(st)
 
+    def _offer(self, name: SessionState) -> None:
+        still: list[tuple[StatePredicate, asyncio.Future[SessionState]]] = []
+        for done, fut in self._waiters:
+            if fut.done():
+                continue
+            if done(name):
+                fut.set_result(name)
+            else:
+                still.append((done, fut))
+        self._waiters = still
+
+    async def wait_for_state(
+        self,
+        done: StatePredicate | Collection[SessionState],
+        *,
+        timeout_s: float = ACTION_TIMEOUT_S,
+        what: str = "waiting",
+    ) -> SessionState:
+        """Wait until the chair is in a state for which `done` holds (or one of the states
+        given); the state is checked now and at every transition, so none is missed. Raises
+        `CommandError("timeout")` when `timeout_s` runs out first."""
+        pred: StatePredicate = done if callable(done) else frozenset(done).__contains__
+        name = self.state_name
+        if pred(name):
+            return name
+        fut: asyncio.Future[SessionState] = asyncio.get_running_loop().create_future()
+        self._waiters.append((pred, fut))
+        try:
+            return await asyncio.wait_for(fut, timeout_s)
+        except TimeoutError:
+            raise CommandError(
+                "timeout", f"{what}: still {self.state_name} after {timeout_s:g} s"
+            ) from None
+        finally:
+            if not fut.done():
+                fut.cancel()
+
     def _event(self, e: dict[str, Any]) -> None:
         for cb in self._event_cbs:
             cb(e)
 
-    def _on_telemetry(self, records: list[tuple[Any, ...]]) -> None:
+    def _on_telemetry(self, records: list[Any]) -> None:
         # between sessions: the chair's own telemetry, `t` on the core's clock
         self._latest_tlm = telemetry_sample(records[-1], 0, self._state)
 
@@ -233,7 +296,7 @@ class Controller:
         except Exception:  # never lose the chair to a bug in a session: stop it safely
             log.exception("session crashed; e-stopping the chair")
             self.core.estop()
-            self._state = "estop"
+            self._state = SessionState.ESTOP
             self._fault = {"code": "internal", "message": "session crashed"}
             self.session = None
             self._session_done.set()
@@ -241,23 +304,15 @@ class Controller:
             raise
         self.last_result = result
         self.last_telemetry = session.telemetry
-        self.last_summary = build_summary(
-            result,
-            self.config,
-            program=session.program.name,
-            minutes=session.minutes,
-            body_height_cm=getattr(self.hardware, "body_height_cm", None),
-            ticks=round(result.sim_seconds * 1e9 / self.core.period_ns),
-            wall_seconds=time.perf_counter() - wall0,
-        )
+        self.last_summary = await self._summary(session, result, time.perf_counter() - wall0)
         # the summary rides on the event, so remote tools can check a session like `chair run`
         session._emit(
-            "session_finished",
+            SessionEvent.SESSION_FINISHED,
             completed=result.completed,
             end_reason=result.end_reason,
             summary=self.last_summary,
         )
-        if session.state in ("fault", "estop"):
+        if session.state.latched:
             self._state = session.state
             f = session.fault
             self._fault = (
@@ -266,37 +321,72 @@ class Controller:
                 else {"code": "estop", "message": "emergency stop"}
             )
         else:
-            self._state = "idle"
+            self._state = SessionState.IDLE
         self.session = None
         self._session_done.set()
         self._changed()
         return result
 
-    def _idle_events(self, events: list[tuple[int, str, int, float, float]]) -> None:
+    async def _summary(
+        self, session: Session, result: SessionResult, wall_seconds: float
+    ) -> dict[str, Any]:
+        """The session's one summary (docs/interfaces.md §2), with the independent checker's
+        verdict in ``safety`` (run off the event loop: it reads the whole telemetry)."""
+        summary = build_summary(
+            result,
+            self.config,
+            session_id=session.session_id,
+            program=session.program.name,
+            minutes=session.minutes,
+            intensity=session.intensity,
+            heat=session.heat_level,
+            body_height_cm=getattr(self.hardware, "body_height_cm", None),
+            ticks=round(result.sim_seconds * 1e9 / self.core.period_ns),
+            wall_seconds=wall_seconds,
+        )
+        safety = summary["safety"]
+        if session.keep_telemetry:
+            violations = await asyncio.to_thread(
+                check_session, session.telemetry, summary, self.config
+            )
+            safety["violations"] = violations
+            safety["ok"] = safety["ok"] and not violations
+            safety["checked"] = True
+        else:  # a benchmark that keeps no telemetry: the guard's verdict alone
+            safety["checked"] = False
+        return summary
+
+    def _idle_events(self, events: list[Any]) -> None:
         for _t, kind, code, v0, _v1 in events:
             if kind == "fault":
                 name = FAULT_CODES[code] or "unknown"
-                self._state = "fault"
+                self._state = SessionState.FAULT
                 self._fault = {
                     "code": name,
                     "message": f"{FAULT_MESSAGES.get(name, name)} (value {v0:g})",
                 }
-                self._event({"event": "fault", "code": name, "message": self._fault["message"]})
+                self._event(
+                    {"event": SessionEvent.FAULT, "code": name, "message": self._fault["message"]}
+                )
             elif kind == "estop":
-                self._state = "estop"
+                self._state = SessionState.ESTOP
                 self._fault = {"code": "estop", "message": "emergency stop"}
-                self._event({"event": "estop"})
+                self._event({"event": SessionEvent.ESTOP})
             elif kind == "reset":
                 if code == 1:
-                    self._state = "idle"
+                    self._state = SessionState.IDLE
                     self._fault = None
-                    self._event({"event": "reset"})
+                    self._event({"event": SessionEvent.RESET})
                 if self._reset_result is not None and not self._reset_result.done():
                     self._reset_result.set_result(code == 1)
 
-    async def run_session(self, program: str | Program, **kw: Any) -> SessionResult:
-        """Run one whole session in the caller's task (the CLI's `chair run`)."""
+    async def run_session(
+        self, program: str | Program, *, keep_telemetry: bool = True, **kw: Any
+    ) -> SessionResult:
+        """Run one whole session in the caller's task (the CLI's `chair run`). Without
+        `keep_telemetry` (benchmarks) the summary carries the guard's verdict only."""
         session = self._make_session(program, **kw)
+        session.keep_telemetry = keep_telemetry
         self.session = session
         return await self._run_session(session)
 
@@ -307,6 +397,16 @@ class Controller:
         intensity: int | None = None,
         heat: str | None = None,
     ) -> Session:
+        req = parse_request(
+            StartRequest,
+            {
+                "program": program if isinstance(program, str) else None,
+                "minutes": minutes,
+                "intensity": intensity,
+                "heat": heat,
+            },
+            self.config,
+        )
         if isinstance(program, str):
             try:
                 prog = load_program(program)
@@ -314,29 +414,14 @@ class Controller:
                 raise CommandError("unknown_program", str(e)) from e
         else:
             prog = program
-        s = self.config.session
-        if minutes is not None and not (
-            isinstance(minutes, int | float)
-            and math.isfinite(minutes)
-            and s.min_minutes <= minutes <= s.max_minutes
-        ):
-            raise CommandError(
-                "out_of_range", f"minutes must be {s.min_minutes:g}..{s.max_minutes:g}"
-            )
-        if intensity is None:
-            intensity = self._intensity
-        if heat is None:
-            heat = self._heat
-        self._check_intensity(intensity)
-        self._check_heat(heat)
         sid = f"{uuid.uuid4().hex[:8]}-{next(self._ids)}"
         session = Session(
             self.config,
             self.driver,
             prog,
-            minutes=minutes,
-            intensity=intensity,
-            heat=heat,
+            minutes=req.minutes,
+            intensity=self._intensity if req.intensity is None else req.intensity,
+            heat=self._heat if req.heat is None else req.heat,
             session_id=sid,
             on_change=self._changed,
             on_event=self._event,
@@ -347,52 +432,25 @@ class Controller:
             self.hardware.set_epoch(self.driver.now_ns())  # --fault times count from here
         return session
 
-    def _check_intensity(self, intensity: Any) -> None:
-        if isinstance(intensity, bool) or not isinstance(intensity, int) or not 1 <= intensity <= 5:
-            raise CommandError("out_of_range", "intensity must be an integer 1..5")
+    def _kick(self) -> None:
+        """A request was made: the runner acts on it at once (it is interrupted by the session's
+        request or the core command). The testing controller also lets its held clock run."""
+        self.driver.interrupt()
 
-    def _check_heat(self, heat: Any) -> None:
-        levels = ("off", *self.config.heater.levels_c)
-        if heat not in levels:
-            raise CommandError("out_of_range", f"heat must be one of {', '.join(levels)}")
-
-    # ---- test hooks (simulated chair, paced clock) -------------------------------------------
-
-    def hold(self) -> None:
-        """Freeze simulated time: the controller stays in its state; commands still apply."""
-        self.driver.hold()
-
-    def release(self) -> None:
-        self.driver.release()
-
-    async def advance_until(self, state: str, timeout: float = 30.0) -> None:
-        """Let simulated time run until the controller is in `state`, then hold it there."""
-        self.driver.hold_when = lambda: self.state_name == state
-        self.driver.release()
-        loop = asyncio.get_running_loop()
-        end = loop.time() + timeout
-        while self.state_name != state:
-            if loop.time() > end:
-                raise TimeoutError(f"never reached {state} (at {self.state_name})")
-            await asyncio.sleep(0.002)
-        self.driver.hold()
-        self.driver.hold_when = None
-
-    async def inject_fault(self, code: str = "board") -> None:
-        """Latch a fault from above (the core's controlled stop follows), as a test hook."""
-        self.core.raise_fault(code)
-        self._grant()
-        await self._await_state({"fault"})
-
-    def _grant(self) -> None:
-        if self.driver.held:
-            self.driver.grant(GRACE_S)
-
-    def _require(self, *states: str) -> None:
+    def _require(self, *states: SessionState) -> None:
         if self.state_name not in states:
             raise CommandError(
                 "not_allowed", f"not allowed while {self.state_name} (needs {' or '.join(states)})"
             )
+
+    async def _requested(self, *acks: asyncio.Future[bool]) -> None:
+        """Wait until the session has taken the requests (or ended without them)."""
+        try:
+            await asyncio.wait_for(asyncio.gather(*acks), ACTION_TIMEOUT_S)
+        except TimeoutError:
+            raise CommandError(
+                "timeout", f"the session did not take the request within {ACTION_TIMEOUT_S:g} s"
+            ) from None
 
     # ---- actions (ControllerAPI) -------------------------------------------------------------
 
@@ -403,59 +461,66 @@ class Controller:
         intensity: int | None = None,
         heat: str | None = None,
     ) -> None:
-        self._require("idle")
+        self._require(SessionState.IDLE)
         if self._pending is not None:
             raise CommandError("busy", "a session is already starting")
         session = self._make_session(program, minutes, intensity, heat)
         self._pending = session
         self.session = session
-        self.driver.interrupt()
-        self._grant()
+        self._kick()
         self._changed()
-        await self._await_state({"scanning", "fault", "estop", "idle"} - {"idle"})
+        # answered as soon as the session has left idle (scanning), or if it could not start
+        await self.wait_for_state(
+            lambda s: s != SessionState.IDLE or self.session is not session,
+            what="start",
+        )
 
     async def pause(self) -> None:
-        self._require("running")
+        self._require(SessionState.RUNNING)
         assert self.session is not None
         self.session.request("pause")
-        self._grant()
-        await self._await_state({"paused", "fault", "estop", "idle", "settling"})
+        self._kick()
+        await self.wait_for_state(
+            lambda s: s not in (SessionState.RUNNING,) or self.session is None, what="pause"
+        )
 
     async def resume(self) -> None:
-        self._require("paused")
+        self._require(SessionState.PAUSED)
         assert self.session is not None
         self.session.request("resume")
-        self._grant()
-        await self._await_state({"running", "fault", "estop", "idle", "settling"})
+        self._kick()
+        await self.wait_for_state(
+            lambda s: s not in (SessionState.PAUSED,) or self.session is None, what="resume"
+        )
 
     async def stop(self) -> None:
-        self._require("scanning", "adjusting", "running", "paused")
+        self._require(*IN_SESSION)
         assert self.session is not None
         self.session.request("stop")
-        self._grant()
-        await self._await_state({"settling", "idle", "fault", "estop"})
+        self._kick()
+        await self.wait_for_state(lambda s: not s.in_session, what="stop")
 
     async def estop(self) -> None:
         self.core.estop(sent_ns=mono_ns())
-        self.driver.interrupt()
-        self._grant()
         if self.session is not None:
             self.session.request("estop")
-        await self._await_state({"estop"})
+        self._kick()
+        await self.wait_for_state({SessionState.ESTOP}, what="estop")
 
     async def reset(self) -> None:
-        self._require("fault", "estop")
+        self._require(*LATCHED)
         if self.moving():
             raise CommandError("not_allowed", "the chair is still coming to rest")
         loop = asyncio.get_running_loop()
         self._reset_result = loop.create_future()
         self.core.reset()
-        self.driver.interrupt()
-        self._grant()
+        self._kick()
         try:
-            ok = await asyncio.wait_for(self._reset_result, timeout=2.0)
+            ok = await asyncio.wait_for(self._reset_result, timeout=RESET_TIMEOUT_S)
         except TimeoutError:
-            ok = False
+            raise CommandError(
+                "timeout", f"the core did not answer the reset within {RESET_TIMEOUT_S:g} s"
+            ) from None
         finally:
             self._reset_result = None
         if not ok:
@@ -463,56 +528,35 @@ class Controller:
         self._changed()
 
     async def set(self, intensity: int | None = None, heat: str | None = None) -> None:
-        if intensity is None and heat is None:
+        req = parse_request(SetRequest, {"intensity": intensity, "heat": heat}, self.config)
+        if req.intensity is None and req.heat is None:
             raise CommandError("bad_field", "set needs intensity and/or heat")
-        self._require("idle", "scanning", "adjusting", "running", "paused")
-        if intensity is not None:
-            self._check_intensity(intensity)
-        if heat is not None:
-            self._check_heat(heat)
+        self._require(SessionState.IDLE, *IN_SESSION)
         if self.session is None:
-            if intensity is not None:
-                self._intensity = intensity
-            if heat is not None:
-                self._heat = heat
+            if req.intensity is not None:
+                self._intensity = req.intensity
+            if req.heat is not None:
+                self._heat = req.heat
             self._changed()
             return
-        if intensity is not None:
-            self.session.request("intensity", intensity)
-        if heat is not None:
-            self.session.request("heat", heat)
-        self._grant()
-        await self._settle_requests()
+        acks = []
+        if req.intensity is not None:
+            acks.append(self.session.request("intensity", req.intensity))
+        if req.heat is not None:
+            acks.append(self.session.request("heat", req.heat))
+        self._kick()
+        await self._requested(*acks)
 
     async def adjust_shoulder(self, mm: float) -> None:
-        self._require("adjusting")
-        lim = self.config.body.adjust_mm
-        if (
-            isinstance(mm, bool)
-            or not isinstance(mm, int | float)
-            or not math.isfinite(mm)
-            or (abs(mm) > lim)
-        ):
-            raise CommandError("out_of_range", f"mm must be a number in -{lim:g}..{lim:g}")
+        self._require(SessionState.ADJUSTING)
+        req = parse_request(AdjustRequest, {"mm": mm}, self.config)
         assert self.session is not None
-        self.session.request("adjust", float(mm))
-        self._grant()
-        await self._settle_requests()
-
-    async def _settle_requests(self) -> None:
-        for _ in range(200):
-            if self.session is None or not self.session.requests_pending:
-                return
-            await asyncio.sleep(0.005)
-
-    async def _await_state(self, states: AbstractSet[str], timeout: float = 10.0) -> None:
-        loop = asyncio.get_running_loop()
-        end = loop.time() + timeout
-        while self.state_name not in states and loop.time() < end:
-            await asyncio.sleep(0.005)
+        ack = self.session.request("adjust", req.mm)
+        self._kick()
+        await self._requested(ack)
 
     async def wait_session(self) -> None:
         await self._session_done.wait()
 
 
-__all__ = ["AXES", "Controller"]
+__all__ = ["Controller"]

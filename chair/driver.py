@@ -25,6 +25,9 @@ from core_rt.config import ChairConfig
 from core_rt.core import Core
 
 Pacing = Literal["fast", "paced", "realtime"]
+PACE_GRANULARITY_S = 0.002
+"""Shortest wall-clock sleep of the paced clock: at high speeds it runs the core in chunks of
+at least this much wall time rather than spinning tick by tick."""
 Event = tuple[int, str, int, float, float]
 Record = tuple[Any, ...]
 
@@ -73,10 +76,6 @@ class CoreDriver:
         self._reader = False
         self._pace_origin: tuple[float, int] | None = None
         self._timers: list[tuple[int, int, Callable[[], None]]] = []
-        # test hook (paced pacing only): a held clock advances only within granted time
-        self.held = False
-        self._grace_until_ns = 0
-        self.hold_when: Callable[[], bool] | None = None
         self._timer_seq = 0
         self.loop_outcome: dict[str, Any] = {}
 
@@ -165,17 +164,12 @@ class CoreDriver:
             if self._timers:
                 target = min(target, max(self._timers[0][0], now + 1))
             if self.pacing == "paced":
-                if self.hold_when is not None and self.hold_when():
-                    self.hold_when = None
-                    self.hold()
-                target = min(target, self._paced_limit())
-                if self.held:
-                    target = min(target, self._grace_until_ns)
+                target = min(target, self._clock_limit_ns())
                 if target <= now:
+                    # the next tick is not due yet: sleep until it is, or until interrupted
                     self._wake.clear()
-                    wait_s = max(self.period_ns / self.speed / 1e9, 0.002)
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._wake.wait(), timeout=wait_s)
+                        await asyncio.wait_for(self._wake.wait(), timeout=self._due_in_s(now))
                     if self._wake.is_set():
                         self._wake.clear()
                         return self._deliver()
@@ -195,29 +189,28 @@ class CoreDriver:
             if self.pacing == "fast" and self.stats.chunks % 64 == 0:
                 await asyncio.sleep(0)  # let other tasks breathe, even in a fast run
 
-    # ---- test hooks: hold the simulated clock (paced pacing) ---------------------------------
+    # ---- the paced clock -------------------------------------------------------------------
 
-    def hold(self) -> None:
-        """Stop simulated time where it is; `grant` lets it run a little (for commands)."""
-        self.held = True
-        self._grace_until_ns = self.core.now_ns
-
-    def release(self) -> None:
-        self.held = False
-        self._pace_origin = None  # re-anchor: no catching up on the held wall time
-        self.interrupt()
-
-    def grant(self, seconds: float) -> None:
-        """With the clock held, allow `seconds` of simulated time from now."""
-        self._grace_until_ns = max(self._grace_until_ns, self.core.now_ns + int(seconds * 1e9))
-        self.interrupt()
-
-    def _paced_limit(self) -> int:
+    def _clock_limit_ns(self) -> int:
+        """How far core time may run now: `speed` × the wall time since the pace was anchored."""
         wall = time.monotonic()
         if self._pace_origin is None:
             self._pace_origin = (wall, self.core.now_ns)
         w0, c0 = self._pace_origin
         return c0 + int((wall - w0) * self.speed * 1e9)
+
+    def _due_in_s(self, now_ns: int) -> float | None:
+        """Wall seconds until the tick after `now_ns` is due, at least `PACE_GRANULARITY_S`
+        (None: only an interrupt moves the clock on)."""
+        if self._pace_origin is None:
+            return PACE_GRANULARITY_S
+        w0, c0 = self._pace_origin
+        due = w0 + (now_ns + self.period_ns - c0) / (self.speed * 1e9)
+        return max(PACE_GRANULARITY_S, due - time.monotonic())
+
+    def re_anchor(self) -> None:
+        """Pace from here on without catching up on the wall time that passed (after a hold)."""
+        self._pace_origin = None
 
     async def _advance_realtime(self, until_ns: int) -> list[Event]:
         while True:

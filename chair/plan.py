@@ -44,12 +44,8 @@ from typing import Any
 
 import core_rt
 from chair.program import TRAVEL_SPEED_FRACTION, Program, StepSettings
-from core_rt.config import ZONES, ChairConfig, MotionLimits
+from core_rt.config import RATE_AXES, ZONES, ChairConfig, MotionLimits
 
-AXES: tuple[str, ...] = ("carriage", "width", "depth", "kneading", "tapping")
-"""Axis names in the core's order (position axes first)."""
-POSITION_AXES: tuple[str, ...] = AXES[:3]
-RATE_AXES: tuple[str, ...] = AXES[3:]
 HEATER = "heater"
 
 ZONE_MARGIN_MM = 5.0
@@ -62,15 +58,9 @@ DURATION_TOLERANCE_S = 0.5
 HEAT_OFF_C = 0.0
 
 
-INTENSITIES: tuple[int, ...] = (1, 2, 3, 4, 5)
 Depths = tuple[float, ...]
-"""A depth (mm) at each intensity 1..5."""
+"""A depth (mm) at each of the chair's intensities (`config.session.intensities`), lowest first."""
 _Snap = tuple[int, float, dict[str, float], dict[str, float], int, Depths]
-
-
-def depth_factor(intensity: int) -> float:
-    """Scale of every depth at an intensity 1..5: (intensity + 5) / 10 (5 -> exactly the level)."""
-    return (intensity + 5) / 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,11 +252,11 @@ class _Builder:
     ) -> None:
         self.cfg = config
         self.zones = zones
-        self.k = intensity - 1
+        self.k = config.session.intensities.index(intensity)
         self.t = 0.0
         self.pos = {"carriage": y, "width": width}
         # depth is tracked at every intensity at once: the timeline is sized for all of them
-        self.depth: Depths = (depth,) * len(INTENSITIES)
+        self.depth: Depths = (depth,) * len(config.session.intensities)
         self.rate_now = {"kneading": 0.0, "tapping": 0.0}
         self.heat_now = HEAT_OFF_C
         self.actions: list[Action] = []
@@ -306,7 +296,8 @@ class _Builder:
     def levels(self, level: int) -> Depths:
         """A depth level's mm at every intensity."""
         mm = self.cfg.depth.level_mm(level)
-        return tuple(mm * depth_factor(i) for i in INTENSITIES)
+        s = self.cfg.session
+        return tuple(mm * s.depth_factor(i) for i in s.intensities)
 
     def move(self, axis: str, goal: float, v_max: float | None = None, hold: float = 0.0) -> int:
         """Append a carriage or width move; returns its index (-1 if the axis is already there)."""
@@ -508,10 +499,12 @@ def build_plan(
         raise ValueError(
             f"minutes must be in {sess.min_minutes:g}..{sess.max_minutes:g}, got {minutes:g}"
         )
-    if intensity not in (1, 2, 3, 4, 5):
-        raise ValueError(f"intensity must be 1..5, got {intensity!r}")
-    if heat_level != "off" and heat_level not in config.heater.levels_c:
-        raise ValueError(f"heat must be off or one of {sorted(config.heater.levels_c)}")
+    if intensity not in sess.intensities:
+        raise ValueError(
+            f"intensity must be {sess.min_intensity}..{sess.max_intensity}, got {intensity!r}"
+        )
+    if heat_level not in config.heater.level_names:
+        raise ValueError(f"heat must be one of {', '.join(config.heater.level_names)}")
     zones = config.zones_for_shoulder(shoulder_mm)
     y0 = shoulder_mm if start_y_mm is None else start_y_mm
     w0 = config.width.park_mm if start_width_mm is None else start_width_mm

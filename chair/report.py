@@ -38,13 +38,19 @@ def build_summary(
     result: SessionResult,
     config: ChairConfig,
     *,
+    session_id: str,
     program: str,
     minutes: float,
+    intensity: int,
+    heat: str,
     body_height_cm: float | None,
     ticks: int,
     wall_seconds: float,
+    user: str | None = None,
     violations: Sequence[str] = (),
 ) -> dict[str, Any]:
+    """The summary JSON (docs/interfaces.md §2) of a finished session. ``safety.ok`` holds the
+    guard's verdict and `violations` (the independent checker's, `chair.checker`)."""
     st = result.stats
     plan = result.plan
     planned = plan.zone_seconds if plan is not None else {}
@@ -55,8 +61,12 @@ def build_summary(
     b = config.body
     guard_ok = not result.faults or all(f.code == "estop" for f in result.faults)
     return {
+        "session_id": session_id,
+        "user": user,
         "program": program,
         "minutes": minutes,
+        "intensity": intensity,
+        "heat": heat,
         "completed": result.completed,
         "end_reason": result.end_reason,
         "tick_hz": config.loop.tick_hz,

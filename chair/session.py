@@ -15,6 +15,7 @@ Safety does not live here: the core's guard checks every tick whatever the sessi
 
 from __future__ import annotations
 
+import asyncio
 import bisect
 import math
 from collections.abc import Callable
@@ -22,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from chair.driver import CoreDriver, Record
+from chair.lifecycle import SessionEvent, SessionState
 from chair.plan import Action, SessionPlan, build_plan
 from chair.program import Program
 from core_rt.config import ZONES, ChairConfig
@@ -31,7 +33,10 @@ S = 1_000_000_000
 LOOKAHEAD_NS = 500_000_000
 """Timed commands are sent this far ahead of their start (the core starts them on the tick)."""
 
-STATES = ("idle", "scanning", "adjusting", "running", "paused", "settling", "fault", "estop")
+IDLE, SCANNING, ADJUSTING = SessionState.IDLE, SessionState.SCANNING, SessionState.ADJUSTING
+RUNNING, PAUSED, SETTLING = SessionState.RUNNING, SessionState.PAUSED, SessionState.SETTLING
+PROGRAM_STATES = (RUNNING, PAUSED)
+"""States in which the program's clock, steps and zones count."""
 
 
 def telemetry_sample(
@@ -105,7 +110,7 @@ class Session:
         program: Program,
         *,
         minutes: float | None = None,
-        intensity: int = 3,
+        intensity: int | None = None,
         heat: str = "off",
         session_id: str = "",
         on_change: Callable[[], None] | None = None,
@@ -120,10 +125,12 @@ class Session:
         self.minutes = float(minutes if minutes is not None else program.default_minutes)
         if not s.min_minutes <= self.minutes <= s.max_minutes:
             raise ValueError(f"minutes must be in {s.min_minutes:g}..{s.max_minutes:g}")
-        if intensity not in range(1, 6):
-            raise ValueError("intensity must be 1..5")
-        if heat not in ("off", *config.heater.levels_c):
-            raise ValueError(f"heat must be off/{'/'.join(config.heater.levels_c)}")
+        if intensity is None:
+            intensity = s.default_intensity
+        if intensity not in s.intensities:  # checked above too: no layer trusts the one above
+            raise ValueError(f"intensity must be {s.min_intensity}..{s.max_intensity}")
+        if heat not in config.heater.level_names:
+            raise ValueError(f"heat must be one of {', '.join(config.heater.level_names)}")
         self.intensity = intensity
         self.heat_level = heat
         self.session_id = session_id
@@ -133,7 +140,7 @@ class Session:
             if kind == "estop":
                 driver.call_at(driver.now_ns() + round(at_s * S), self._scripted_estop)
 
-        self.state = "idle"
+        self.state = IDLE
         self.step: int | None = None
         self.shoulder_mm: float | None = None
         self.zones: dict[str, tuple[float, float]] = {}
@@ -156,7 +163,7 @@ class Session:
         self._run_since_ns: int | None = None
         self._next_action = 0
         self._sent: list[Action] = []
-        self._requests: list[tuple[str, Any]] = []
+        self._requests: list[tuple[str, Any, asyncio.Future[bool]]] = []
         self._step_marks: list[int] = []
         self._step_of_mark: list[int | None] = []
         self._pause_started_ns: int | None = None
@@ -176,10 +183,24 @@ class Session:
         """Requests queued and not yet handled by the session."""
         return bool(self._requests)
 
-    def request(self, what: str, value: Any = None) -> None:
-        """Queue a request: pause, resume, stop, estop, intensity, heat, adjust."""
-        self._requests.append((what, value))
+    def request(self, what: str, value: Any = None) -> asyncio.Future[bool]:
+        """Queue a request: pause, resume, stop, estop, intensity, heat, adjust. The future
+        resolves when the session has taken it: True, or False when the session ended or began
+        to settle without acting on it."""
+        ack: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._requests.append((what, value, ack))
         self.driver.interrupt()
+        return ack
+
+    def _drop_requests(self, keep: tuple[str, ...] = ()) -> None:
+        """Forget the queued requests but `keep`; their futures say they were not acted on."""
+        kept = []
+        for r in self._requests:
+            if r[0] in keep:
+                kept.append(r)
+            elif not r[2].done():
+                r[2].set_result(False)
+        self._requests = kept
 
     # ------------------------------------------------------------------------------------------
     # status
@@ -195,7 +216,7 @@ class Session:
         return ns / S
 
     def remaining_s(self) -> float:
-        if self.state in ("idle", "fault", "estop") and self._done:
+        if (self.state == IDLE or self.state.latched) and self._done:
             return 0.0
         return max(0.0, self.minutes * 60.0 - self.program_seconds())
 
@@ -233,9 +254,9 @@ class Session:
             "zones": {z: [round(a, 1), round(b, 1)] for z, (a, b) in self.zones.items()},
         }
 
-    def _set_state(self, state: str) -> None:
+    def _set_state(self, state: SessionState | str) -> None:
         if state != self.state:
-            self.state = state
+            self.state = SessionState(state)
             self._on_change()
 
     def _emit(self, event: str, **fields: Any) -> None:
@@ -258,7 +279,7 @@ class Session:
         for r in records:
             t_ns = r[0]
             step: int | None = None
-            if marks and state in ("running", "paused"):
+            if marks and state in PROGRAM_STATES:
                 k = bisect.bisect_right(marks, t_ns) - 1
                 if k >= 0:
                     step = self._step_of_mark[k]
@@ -269,7 +290,7 @@ class Session:
         if d is not None:
             self.last_telemetry = d
             self.heat_c = d["heat_c"]
-            self.zone = d["zone"] if state in ("running", "paused") else None
+            self.zone = d["zone"] if state in PROGRAM_STATES else None
 
     # ------------------------------------------------------------------------------------------
     # the story
@@ -278,7 +299,7 @@ class Session:
     async def run(self) -> SessionResult:
         """Run the whole session; returns how it ended (never raises for chair faults)."""
         self._emit(
-            "session_started",
+            SessionEvent.SESSION_STARTED,
             program=self.program.name,
             minutes=self.minutes,
             intensity=self.intensity,
@@ -292,19 +313,20 @@ class Session:
             self.end_reason = self.end_reason or "completed"
         except SessionAborted as e:
             self.end_reason = e.reason
-            if self.state not in ("fault", "estop"):
+            if not self.state.latched:
                 self.notes.append(e.message)
                 try:
                     await self._settle()
                 except SessionAborted as again:  # a fault while settling: latched, stop there
                     self.end_reason = again.reason
-            if self.state in ("fault", "estop"):
+            if self.state.latched:
                 await self._until_at_rest()
         finally:
             self._done = True
             self._stop_program_clock()
-        if self.state not in ("fault", "estop"):
-            self._set_state("idle")
+        self._drop_requests()
+        if not self.state.latched:
+            self._set_state(IDLE)
             # a last tenth of a second at rest, so the telemetry ends on the settled chair
             try:
                 self._handle_events(await self.driver.advance(self.driver.now_ns() + S // 10))
@@ -409,14 +431,16 @@ class Session:
 
     async def _handle_requests(self) -> None:
         while self._requests:
-            what, value = self._requests.pop(0)
+            what, value, ack = self._requests.pop(0)
+            if not ack.done():
+                ack.set_result(True)  # taken: the state change (if any) is what callers await
             if what == "estop":
                 self.core.estop()
             elif what == "stop":
                 raise SessionAborted("stopped", "stopped by the user")
-            elif what == "pause" and self.state == "running":
+            elif what == "pause" and self.state == RUNNING:
                 await self._pause()
-            elif what == "resume" and self.state == "paused":
+            elif what == "resume" and self.state == PAUSED:
                 self._resume_requested = True
             elif what == "intensity":
                 self.intensity = int(value)
@@ -426,7 +450,7 @@ class Session:
                 self.heat_level = str(value)
                 self._replan()
                 self._on_change()
-            elif what == "adjust" and self.state == "adjusting":
+            elif what == "adjust" and self.state == ADJUSTING:
                 lim = self.config.body.adjust_mm
                 self._adjust_mm = max(-lim, min(lim, self._adjust_mm + float(value)))
                 self._on_change()
@@ -436,7 +460,7 @@ class Session:
     async def _scan(self) -> None:
         cfg = self.config
         b = cfg.body
-        self._set_state("scanning")
+        self._set_state(SCANNING)
         core = self.core
         core.program(False)
         core.set_body(None)
@@ -482,11 +506,11 @@ class Session:
         core.move("depth", cfg.depth.min_mm)
         await self._wait_idle({"depth"})
         self.shoulder_mm = min(shoulder, top)
-        self._emit("shoulder_detected", shoulder_mm=round(self.shoulder_mm, 1))
+        self._emit(SessionEvent.SHOULDER_DETECTED, shoulder_mm=round(self.shoulder_mm, 1))
         self._on_change()
 
     async def _adjust(self) -> None:
-        self._set_state("adjusting")
+        self._set_state(ADJUSTING)
         self._adjust_mm = 0.0
         end = self.driver.now_ns() + int(self.config.body.adjust_window_s * S)
         await self._wait(end)
@@ -533,7 +557,7 @@ class Session:
             raise RuntimeError("plan timeline changed with intensity/heat")
         self.plan = new
         # heat applies at once
-        if self.state in ("running", "paused"):
+        if self.state in PROGRAM_STATES:
             self._send_heat_now()
 
     def _core_ns(self, t_s: float) -> int:
@@ -586,7 +610,7 @@ class Session:
                 target = a.value
         paused_ns = (
             None
-            if self.state != "paused" or self._pause_started_ns is None
+            if self.state != PAUSED or self._pause_started_ns is None
             else self.driver.now_ns() - self._pause_started_ns
         )
         if paused_ns is not None and paused_ns >= self.config.heater.pause_hold_s * S:
@@ -601,7 +625,7 @@ class Session:
         core.program(True)
         self._program_start_ns = self.driver.now_ns() + 2 * self.driver.period_ns
         self._shift_ns = 0
-        self._set_state("running")
+        self._set_state(RUNNING)
         self._run_since_ns = self._program_start_ns
         self._next_action = 0
         for s in plan.steps:
@@ -625,7 +649,9 @@ class Session:
             if step != self.step and step is not None:
                 self.step = step
                 s = plan.steps[step]
-                self._emit("step_started", step=step, technique=s.technique, zones=list(s.zones))
+                self._emit(
+                    SessionEvent.STEP_STARTED, step=step, technique=s.technique, zones=list(s.zones)
+                )
                 self._on_change()
             done = t_plan >= plan.duration_s and self._next_action >= len(plan.actions)
             if done and not self._busy(set(AXES)):
@@ -672,7 +698,7 @@ class Session:
         core.program(False)  # paused time is not program time: no zone accounting
         self._stop_program_clock()
         self._pause_started_ns = now
-        self._set_state("paused")
+        self._set_state(PAUSED)
         # what was sent but had not finished: moves in progress are re-issued on resume, the rest
         # goes back to the to-send list
         unfinished = [a for a in self._sent if a.kind != "heat" and a.t_s + a.duration_s > t_pause]
@@ -750,7 +776,7 @@ class Session:
             if s.start_s > t_now:
                 self._step_marks.append(self._core_ns(s.start_s))
                 self._step_of_mark.append(s.index)
-        self._set_state("running")
+        self._set_state(RUNNING)
 
     # ---- settle ------------------------------------------------------------------------------
 
@@ -759,9 +785,9 @@ class Session:
         retracts, the carriage walks to park."""
         cfg = self.config
         core = self.core
-        self._set_state("settling")
+        self._set_state(SETTLING)
         self._stop_program_clock()
-        self._requests = [r for r in self._requests if r[0] in ("estop",)]
+        self._drop_requests(keep=("estop",))
         core.program(False)
         core.heat(0.0)
         core.brake()

@@ -32,7 +32,8 @@ claim):
 
 - Zone caps, rates, widths, speeds and stroke directions are judged per zone *name*; which zones
   a step touches does not depend on the body. Intensity only scales depths down
-  (`depth_factor` ≤ 1, exactly 1 at intensity 5), so checking levels at intensity 5 covers 1-5.
+  (`config.session.depth_factor` ≤ 1, exactly 1 at the highest intensity), so checking levels
+  at the highest intensity covers them all.
 - Zone edges are affine in the shoulder line (and the shoulder line in the body height), clamped
   to the track. A band's length is therefore piecewise affine in height, with kinks only where an
   edge meets a track end: checking every whole cm *and* every such kink height finds its minimum.
@@ -54,11 +55,8 @@ from typing import Any
 
 import core_rt
 from chair.plan import (
-    AXES,
     DURATION_TOLERANCE_S,
     MIN_SPAN_MM,
-    POSITION_AXES,
-    RATE_AXES,
     ZONE_MARGIN_MM,
     PlanError,
     SessionPlan,
@@ -74,7 +72,7 @@ from chair.program import (
     parse_program,
     program_source,
 )
-from core_rt.config import ZONES, ChairConfig, MotionLimits
+from core_rt.config import AXES, POSITION_AXES, RATE_AXES, ZONES, ChairConfig, MotionLimits
 
 __all__ = [
     "Issue",
@@ -136,7 +134,7 @@ def _static_issues(program: Program, config: ChairConfig, file: str) -> list[Iss
         zs = s.zones
         where = f"{p}.{step.where_field}"
 
-        # depth against every zone the step touches (intensity 5 = the level exactly)
+        # depth against every zone the step touches (the highest intensity = the level exactly)
         cap_d = min(caps[z].depth_level for z in zs)
         if s.depth_level > cap_d:
             worst = [z for z in zs if caps[z].depth_level == cap_d]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -25,7 +25,14 @@ ZONES: tuple[str, ...] = (
 )
 """Body zones, bottom to top (the index is the core's zone number)."""
 
+AXES: tuple[str, ...] = ("carriage", "width", "depth", "kneading", "tapping")
+"""The chair's axes in the core's order: the position axes first, then the rate axes."""
+POSITION_AXES: tuple[str, ...] = AXES[:3]
+RATE_AXES: tuple[str, ...] = AXES[3:]
+
 HeatLevel = Literal["off", "low", "medium", "high"]
+"""The heat key's words; `Heater.levels_c` gives each one but ``off`` its pad temperature."""
+HEAT_OFF: HeatLevel = "off"
 
 
 class _Model(BaseModel):
@@ -118,8 +125,22 @@ class Heater(_Model):
     """Shorter than the 60 s deadline so the check fires in time after the duty saturates."""
     pause_hold_s: float = 300.0
 
+    @model_validator(mode="after")
+    def _check(self) -> Heater:
+        words = set(get_args(HeatLevel)) - {HEAT_OFF}
+        if set(self.levels_c) != words:
+            raise ValueError(f"heater.levels_c needs exactly {sorted(words)}")
+        if max(self.levels_c.values()) > self.max_target_c:
+            raise ValueError("heater.levels_c: a level is above max_target_c")
+        return self
+
+    @property
+    def level_names(self) -> tuple[str, ...]:
+        """Every heat level a user may choose, ``off`` first."""
+        return (HEAT_OFF, *self.levels_c)
+
     def target_c(self, level: str) -> float:
-        return 0.0 if level == "off" else self.levels_c[level]
+        return 0.0 if level == HEAT_OFF else self.levels_c[level]
 
 
 class ZoneCaps(_Model):
@@ -239,6 +260,21 @@ class Session(_Model):
     min_minutes: float = 5.0
     max_minutes: float = 30.0
     """Hard cap: nothing can exceed it."""
+    min_intensity: int = Field(default=1, ge=1)
+    max_intensity: int = 5
+    """Intensity scales every depth: level_mm × (intensity + max) / (2 · max), so the highest
+    intensity presses exactly the program's level (never past the zone's cap)."""
+    default_intensity: int = 3
+    """What a session runs at when nobody chooses."""
+
+    @property
+    def intensities(self) -> tuple[int, ...]:
+        """Every intensity a user may choose, lowest first."""
+        return tuple(range(self.min_intensity, self.max_intensity + 1))
+
+    def depth_factor(self, intensity: int) -> float:
+        """Scale of every depth at `intensity` (1 at the highest)."""
+        return (intensity + self.max_intensity) / (2.0 * self.max_intensity)
 
 
 class ChairConfig(_Model):
@@ -266,8 +302,11 @@ class ChairConfig(_Model):
         w = self.width
         if not w.min_mm <= w.narrow_mm <= w.medium_mm <= w.wide_mm <= w.max_mm:
             raise ValueError("width: stops must lie in min_mm..max_mm, narrow <= medium <= wide")
-        if self.session.max_minutes > 30.0:
+        s = self.session
+        if s.max_minutes > 30.0:
             raise ValueError("session.max_minutes: 30 min is a hard cap")
+        if not s.min_intensity <= s.default_intensity <= s.max_intensity:
+            raise ValueError("session: need min_intensity <= default_intensity <= max_intensity")
         return self
 
     # ---- derived numbers used by several floors -------------------------------------------------

@@ -35,9 +35,9 @@ async def controller_factory() -> AsyncIterator[ControllerFactory]:
     made: list[Any] = []
 
     async def make(speed: float = 600.0) -> ControllerAPI:
-        from chair.controller import Controller
+        from chair.testing import TestingController  # the real controller, holdable clock
 
-        real = Controller.create(ChairConfig(), speed=speed)
+        real = TestingController.create(ChairConfig(), speed=speed)
         await real.open()
         real.serve()
         made.append(real)

@@ -8,10 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from chair.checker import check_session
 from chair.controller import Controller
 from chair.program import Program, load_program
-from chair.report import build_summary
 from chair.session import S, Session, SessionResult
 from core_rt.config import ChairConfig
 
@@ -67,18 +65,11 @@ def run_session(
             return await controller._run_session(session)
 
     result = asyncio.run(main())
-    m = minutes if minutes is not None else prog.default_minutes
-    summary = build_summary(
-        result,
-        config,
-        program=prog.name,
-        minutes=m,
-        body_height_cm=height,
-        ticks=round(result.sim_seconds * config.loop.tick_hz),
-        wall_seconds=0.0,
-    )
+    # the controller's one summary: the independent checker's verdict is in it
+    summary = controller.last_summary
+    assert summary is not None
     telemetry = controller.last_telemetry
-    violations = check_session(telemetry, summary, config)
+    violations = list(summary["safety"]["violations"])
     return Run(result, summary, telemetry, violations, controller)
 
 

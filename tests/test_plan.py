@@ -14,9 +14,7 @@ import pytest
 
 import core_rt
 from chair.plan import (
-    AXES,
     DURATION_TOLERANCE_S,
-    POSITION_AXES,
     Action,
     PlanError,
     SessionPlan,
@@ -25,7 +23,7 @@ from chair.plan import (
 )
 from chair.program import Program, builtin_programs, load_program
 from chair.validate import check_plan
-from core_rt.config import ZONES, ChairConfig
+from core_rt.config import AXES, POSITION_AXES, ZONES, ChairConfig
 
 CONFIG = ChairConfig()
 HEIGHTS = (140, 155, 175, 190, 200)

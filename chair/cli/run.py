@@ -32,8 +32,8 @@ def register(sub: Any) -> list[str]:
     )
     p.add_argument("program", metavar="PROGRAM_OR_PATH")
     p.add_argument("--minutes", type=float, help="session length, 5–30 (default: the program's)")
-    p.add_argument("--intensity", type=int, default=3, help="1..5 (default 3)")
-    p.add_argument("--heat", default="off", choices=["off", "low", "medium", "high"])
+    p.add_argument("--intensity", type=int, help="1..5 (default 3)")
+    p.add_argument("--heat", help="off (default), low, medium or high")
     p.add_argument(
         "--body-height",
         type=float,
@@ -73,19 +73,20 @@ def register(sub: Any) -> list[str]:
 
 
 def handle(args: argparse.Namespace) -> int:
-    from chair.checker import check_session
+    from chair.api import CommandError
     from chair.controller import Controller
     from chair.driver import Pacing
     from chair.program import ProgramError, load_program
     from chair.report import write_plot, write_telemetry
+    from chair.requests import StartRequest, parse_request
 
     config = chair_config(args)
-    s = config.session
     check_body_height(config, args.body_height)
-    if args.minutes is not None and not s.min_minutes <= args.minutes <= s.max_minutes:
-        raise UsageError(f"--minutes must be {s.min_minutes:g}..{s.max_minutes:g}")
-    if not 1 <= args.intensity <= 5:
-        raise UsageError("--intensity must be 1..5")
+    try:  # the same request model as the controller and MQTT: one check, one message
+        choices = {"minutes": args.minutes, "intensity": args.intensity, "heat": args.heat}
+        req = parse_request(StartRequest, choices, config, prefix="--")
+    except CommandError as e:
+        raise UsageError(e.message) from None
     if not 0 < args.telemetry_hz <= config.loop.tick_hz:
         raise UsageError(f"--telemetry-hz must be in (0, {config.loop.tick_hz}]")
     if not 0 < args.speed <= 1e6:
@@ -119,7 +120,9 @@ def handle(args: argparse.Namespace) -> int:
         )
     except (ValueError, OSError) as e:
         raise UsageError(str(e)) from e
-    minutes = args.minutes if args.minutes is not None else program.default_minutes
+    minutes = req.minutes if req.minutes is not None else program.default_minutes
+    intensity = req.intensity if req.intensity is not None else config.session.default_intensity
+    heat = req.heat if req.heat is not None else "off"
     live = (
         None
         if (args.quiet or args.json or (not sys.stdout.isatty() and pacing == "fast"))
@@ -129,9 +132,7 @@ def handle(args: argparse.Namespace) -> int:
     async def main() -> Any:
         async with controller:
             task = asyncio.ensure_future(
-                controller.run_session(
-                    program, minutes=minutes, intensity=args.intensity, heat=args.heat
-                )
+                controller.run_session(program, minutes=minutes, intensity=intensity, heat=heat)
             )
             if live:
                 from chair.display import LiveView
@@ -145,11 +146,7 @@ def handle(args: argparse.Namespace) -> int:
     session_tlm = controller.last_telemetry
     summary = dict(controller.last_summary or {})
     summary["wall_seconds"] = round(wall, 4)  # the whole command, set-up included
-    if args.hardware == "sim":
-        summary["body"]["height_cm"] = args.body_height
-    violations = check_session(session_tlm, summary, config)
-    summary["safety"]["violations"] = violations
-    summary["safety"]["ok"] = summary["safety"]["ok"] and not violations
+    violations = summary["safety"]["violations"]
     if args.telemetry:
         write_telemetry(args.telemetry, session_tlm)
     if args.summary:

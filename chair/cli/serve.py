@@ -14,15 +14,15 @@ import re
 import signal
 from typing import Any
 
-from chair.api import ControllerAPI
+from chair.api import CommandError, ControllerAPI
 from chair.cli.common import EXIT_OK, UsageError
+from chair.lifecycle import SessionState
 from chair.mqtt.bridge import MqttBridge
 from chair.mqtt.settings import MqttSettings, add_broker_arguments, settings_from_args
 from core_rt.config import ChairConfig, load_config
 
 log = logging.getLogger("chair.serve")
 
-IN_SESSION = ("scanning", "adjusting", "running", "paused")
 SETTLE_TIMEOUT_S = 120.0
 """Longest wait for a stopped session to settle before the daemon exits anyway."""
 _HARDWARE = re.compile(r"^(sim|serial:.+|tcp:[^:]+:\d{1,5})$")
@@ -84,7 +84,7 @@ async def _main(
     settings: MqttSettings, config: ChairConfig, hardware: str, speed: float | None
 ) -> int:
     try:
-        from chair.controller import Controller  # written beside this module; see chair/api.py
+        from chair.controller import Controller
     except ImportError as e:
         raise UsageError(f"the controller is not available: {e}") from None
     if speed is None:  # the real-time core: keep the daemon's own threads off its CPU
@@ -148,15 +148,16 @@ async def serve(
 
 async def settle(controller: ControllerAPI, timeout_s: float = SETTLE_TIMEOUT_S) -> None:
     """Stop a session in progress and wait until the chair has settled (or faulted)."""
-    try:
-        if controller.state().get("state") in IN_SESSION:
+    if SessionState(controller.state()["state"]).in_session:
+        try:
             await controller.stop()
-    except Exception:
-        log.exception("could not stop the session")
-        return
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    while controller.state().get("state") in (*IN_SESSION, "settling"):
-        if asyncio.get_running_loop().time() > deadline:
-            log.error("the session did not settle within %.0f s", timeout_s)
-            return
-        await asyncio.sleep(0.05)
+        except CommandError as e:  # it ended or settles already: wait for that below
+            log.info("stop before exit: %s", e.message)
+    try:
+        await controller.wait_for_state(
+            lambda s: not s.in_session and s != SessionState.SETTLING,
+            timeout_s=timeout_s,
+            what="settle before exit",
+        )
+    except CommandError as e:
+        log.error("the session did not settle: %s", e.message)

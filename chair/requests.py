@@ -1,0 +1,193 @@
+"""What a user may ask of a session, checked once for every door (CLI, controller, MQTT).
+
+Each request is a pydantic model validated against the chair's config (passed as the validation
+context), so the ranges — session minutes, intensity, heat levels, the shoulder nudge — have one
+source, `core_rt.config.ChairConfig`, and one check, here::
+
+    req = parse_request(StartRequest, {"program": "relax", "intensity": 4}, config)
+    req.intensity  # 4
+
+A refused field raises `chair.api.CommandError` with a stable code (docs/mqtt.md): ``bad_field``
+for a wrong type or an unknown field, ``out_of_range`` for a value outside its range,
+``unknown_program`` for a name that cannot be a program. The message names the field and the value.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo, field_validator
+from pydantic_core import PydanticCustomError
+
+from chair.api import CommandError
+from core_rt.config import ChairConfig
+
+MAX_PROGRAM_CHARS = 64
+"""Longest program name a request may carry (a longer one cannot be a program)."""
+
+
+def _config(info: ValidationInfo) -> ChairConfig:
+    ctx = info.context
+    if not isinstance(ctx, dict) or not isinstance(ctx.get("config"), ChairConfig):
+        raise TypeError("validate requests with parse_request(model, data, config)")
+    return ctx["config"]
+
+
+def _number(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise PydanticCustomError("bad_field", "must be a number")
+    try:
+        return float(value)
+    except OverflowError:  # an integer too large for a float
+        return math.inf
+
+
+def check_program(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise PydanticCustomError("bad_field", "must be a string")
+    if not 0 < len(value) <= MAX_PROGRAM_CHARS:
+        raise PydanticCustomError("unknown_program", "is not a program name")
+    return value
+
+
+def check_minutes(value: Any, config: ChairConfig) -> float | None:
+    if value is None:
+        return None
+    minutes = _number(value)
+    s = config.session
+    if not s.min_minutes <= minutes <= s.max_minutes:
+        raise PydanticCustomError(
+            "out_of_range",
+            "must be {lo}..{hi} min",
+            {"lo": f"{s.min_minutes:g}", "hi": f"{s.max_minutes:g}"},
+        )
+    return minutes
+
+
+def check_intensity(value: Any, config: ChairConfig) -> int | None:
+    if value is None:
+        return None
+    _number(value)
+    if isinstance(value, float) and not value.is_integer():
+        raise PydanticCustomError("bad_field", "must be a whole number")
+    s = config.session
+    if not s.min_intensity <= value <= s.max_intensity:
+        raise PydanticCustomError(
+            "out_of_range", "must be {lo}..{hi}", {"lo": s.min_intensity, "hi": s.max_intensity}
+        )
+    return int(value)
+
+
+def check_heat(value: Any, config: ChairConfig) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise PydanticCustomError("bad_field", "must be a string")
+    levels = config.heater.level_names
+    if value not in levels:
+        raise PydanticCustomError(
+            "out_of_range", "must be one of {levels}", {"levels": ", ".join(levels)}
+        )
+    return value
+
+
+def check_adjust_mm(value: Any, config: ChairConfig) -> float:
+    mm = _number(value)
+    lim = config.body.adjust_mm
+    if not -lim <= mm <= lim:
+        raise PydanticCustomError("out_of_range", "must be within ±{lim} mm", {"lim": f"{lim:g}"})
+    return mm
+
+
+class _Request(BaseModel):
+    """Every field of every request has one check, whichever request carries it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @field_validator("program", mode="before", check_fields=False)
+    @classmethod
+    def _program(cls, v: Any) -> str | None:
+        return check_program(v)
+
+    @field_validator("minutes", mode="before", check_fields=False)
+    @classmethod
+    def _minutes(cls, v: Any, info: ValidationInfo) -> float | None:
+        return check_minutes(v, _config(info))
+
+    @field_validator("intensity", mode="before", check_fields=False)
+    @classmethod
+    def _intensity(cls, v: Any, info: ValidationInfo) -> int | None:
+        return check_intensity(v, _config(info))
+
+    @field_validator("heat", mode="before", check_fields=False)
+    @classmethod
+    def _heat(cls, v: Any, info: ValidationInfo) -> str | None:
+        return check_heat(v, _config(info))
+
+    @field_validator("mm", mode="before", check_fields=False)
+    @classmethod
+    def _mm(cls, v: Any, info: ValidationInfo) -> float:
+        return check_adjust_mm(v, _config(info))
+
+
+class StartRequest(_Request):
+    """Start a session: a program (None: the preset one) and what the user chose; what is None
+    falls back to the chair's remembered choice, then the program's or the chair's default."""
+
+    program: str | None = None
+    minutes: float | None = None
+    intensity: int | None = None
+    heat: str | None = None
+
+
+class SetRequest(_Request):
+    """Change a session's intensity and/or heat (between sessions: the next session's)."""
+
+    intensity: int | None = None
+    heat: str | None = None
+
+
+class PresetRequest(_Request):
+    """Remember a program and minutes for a later ``start`` that names none (Home Assistant)."""
+
+    program: str | None = None
+    minutes: float | None = None
+
+
+class AdjustRequest(_Request):
+    """Nudge the scanned shoulder line during the adjusting window."""
+
+    mm: float
+
+
+R = TypeVar("R", bound=_Request)
+
+
+def _short(value: Any, n: int = 40) -> str:
+    text = repr(value)
+    return text if len(text) <= n else text[: n - 3] + "..."
+
+
+def parse_request(
+    model: type[R], data: Mapping[str, Any], config: ChairConfig, *, prefix: str = ""
+) -> R:
+    """`data` as a `model` checked against `config`; the first refused field raises CommandError
+    (its message starts with `prefix` + the field's name, e.g. ``start.intensity``)."""
+    try:
+        return model.model_validate(dict(data), context={"config": config})
+    except ValidationError as e:
+        err = e.errors(include_url=False)[0]
+        name = ".".join(str(p) for p in err["loc"]) or "request"
+        code = err["type"]
+        if code == "extra_forbidden":
+            raise CommandError("bad_field", f"unknown field {prefix}{name}") from None
+        if code == "missing":
+            raise CommandError("bad_field", f"{prefix}{name} is required") from None
+        if code not in ("bad_field", "out_of_range", "unknown_program"):
+            code = "bad_field"
+        msg = f"{prefix}{name} {err['msg']}, got {_short(err.get('input'))}"
+        raise CommandError(code, msg) from None
