@@ -21,7 +21,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from chair import bench_jitter
+from chair.bench import MissingToolError
+from chair.bench import jitter as bench_jitter
 from core_rt.rtloop import Ring, TimerLoop, hist_percentile, ring_stress
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -375,7 +376,7 @@ def test_cyclictest_command_uses_the_same_priority_interval_and_cycles() -> None
 
 def test_missing_cyclictest_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(shutil, "which", lambda *a, **k: None)
-    with pytest.raises(bench_jitter.MissingToolError, match="apt-get install rt-tests"):
+    with pytest.raises(MissingToolError, match="apt-get install rt-tests"):
         bench_jitter.run(quick=True)
 
 

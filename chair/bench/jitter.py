@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import asyncio
 import re
-import shutil
 import subprocess
 import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from chair.bench import find_tool
 from core_rt.rtloop import TimerLoop, check_rate, hist_percentile
 
 HIST_RANGE_US = 20_000  # the core's latency histogram: 1 us bins over [0, 20 ms) + overflow
@@ -36,10 +36,6 @@ class RealtimeLoop(Protocol):
     def start(self) -> None: ...
     def stop(self) -> None: ...
     def stats(self) -> dict[str, Any]: ...
-
-
-class MissingToolError(RuntimeError):
-    """A benchmark baseline needs a program that is not installed."""
 
 
 def run(
@@ -139,13 +135,7 @@ def measure_core(
 
 def find_cyclictest() -> str:
     """Path of cyclictest, or MissingToolError saying how to install it."""
-    path = shutil.which("cyclictest") or shutil.which("cyclictest", path="/usr/sbin:/usr/bin")
-    if path is None:
-        raise MissingToolError(
-            "cyclictest not found: the jitter baseline needs rt-tests. Install it with "
-            "'sudo apt-get install rt-tests' (`make bench` installs it)."
-        )
-    return path
+    return find_tool("cyclictest", "rt-tests", "the jitter baseline")
 
 
 def cyclictest_command(

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 import socket
 import subprocess
 import tempfile
@@ -30,6 +29,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+from chair.bench import find_tool
 from chair.mqtt.bridge import MqttBridge
 from chair.mqtt.settings import MqttSettings
 from core_rt.config import ChairConfig
@@ -155,12 +155,17 @@ async def _controller(config: ChairConfig) -> AsyncIterator[tuple[Any, Probe, st
 # ---- the broker ---------------------------------------------------------------------------------
 
 
+def find_mosquitto() -> str:
+    """Path of mosquitto, or MissingToolError saying how to install it."""
+    return find_tool("mosquitto", "mosquitto", "the MQTT benchmark's private broker")
+
+
 @asynccontextmanager
 async def _broker(url: str | None) -> AsyncIterator[str]:
     if url is not None:
         yield url
         return
-    exe = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+    exe = find_mosquitto()
     with tempfile.TemporaryDirectory(prefix="chair-bench-") as tmp:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
