@@ -56,4 +56,4 @@ fmt: $(STAMP)
 	$(VENV)/bin/ruff check --fix chair core_rt sim tests setup.py
 
 clean:
-	rm -rf build *.egg-info core_rt/*.c core_rt/*.so sim/*.c sim/*.so $(VENV) out
+	rm -rf build *.egg-info core_rt/*.c core_rt/*.so core_rt/board/*.c core_rt/board/*.so sim/*.c sim/*.so $(VENV) out

@@ -1,6 +1,7 @@
 """Build of the compiled parts: the real-time core (core_rt) and the simulator's plant (sim).
 
-Every ``*.pyx`` under core_rt/ and sim/ becomes an extension module. There is no pure-Python
+Every ``*.pyx`` under core_rt/ and sim/ (subpackages too) becomes an extension module, named
+by its path (core_rt/board/mailbox.pyx: ``core_rt.board.mailbox``). There is no pure-Python
 fallback for the core: without a C compiler the build stops with a message saying what to install.
 ``CHAIR_ONLY=core_rt.motion,sim.plant`` limits a development build to some modules.
 """
@@ -32,7 +33,7 @@ def _extensions() -> list[Extension]:
 
     only = {m for m in os.environ.get("CHAIR_ONLY", "").split(",") if m}
     exts = []
-    for pyx in sorted([*HERE.glob("core_rt/*.pyx"), *HERE.glob("sim/*.pyx")]):
+    for pyx in sorted([*HERE.glob("core_rt/**/*.pyx"), *HERE.glob("sim/**/*.pyx")]):
         rel = pyx.relative_to(HERE)
         name = ".".join(rel.with_suffix("").parts)
         if only and name not in only:

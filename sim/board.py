@@ -5,10 +5,11 @@ simulator's plant (`sim.plant.SimPlant`) inside. It runs at its own real-time pa
 stepped in 1 ms ticks against the wall clock (catching up after a late wake-up), a STATUS goes out
 after every tick, and each valid SETPOINT is applied as it arrives (extrapolated by its velocity
 for at most `EXTRAPOLATE_NS`, then held). The controller sees it as it would see a real board, over
-a pseudo-terminal (`PtyLink`) or a loopback TCP socket (`TcpLink`). See docs/board-protocol.md.
+a pseudo-terminal (`PtyLink`) or a loopback TCP socket (`TcpLink`), both raw ports of
+`core_rt.board.transport`, the controller's own. See docs/board-protocol.md.
 
 **Its own watchdog.** After the first valid SETPOINT, no valid SETPOINT for `watchdog_ms`
-(default 90 ms, so that the stop lands within DOMAIN's 100 ms despite the 1 ms tick) de-energises
+(default 90 ms, so that the stop lands within 100 ms despite the 1 ms tick) de-energises
 every drive and the heater and sets the WATCHDOG fault bit. The board then stays off until the
 controller acknowledges with a SETPOINT whose enable is 0 (the bit clears), and re-energises only
 on a later enable = 1: nothing resumes by itself.
@@ -17,7 +18,7 @@ on a later enable = 1: nothing resumes by itself.
 control channel injects them while it runs. ``link_loss`` cuts the link for good (as
 ``link cut``); ``estop`` is the controller's own and is refused here.
 
-**Control channel** (`ControlServer`): a Unix stream socket taking one command per line and
+**Control channel** (`sim.board_control`): a Unix stream socket taking one command per line and
 answering one line, ``ok {json}`` or ``error message``. Every ``ok`` carries ``t_ns``, the
 CLOCK_MONOTONIC time the command took effect (tests measure detection times from it):
 
@@ -46,24 +47,19 @@ core's loop) and runs as a normal process when that is not permitted (``state`` 
 
 from __future__ import annotations
 
-import contextlib
 import errno
-import json
 import math
 import os
 import random
 import re
 import select
-import socket
-import termios
 import time
-import tty
 from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from core_rt.board_protocol import (
+from core_rt.board.protocol import (
     CONTROLLER_TO_BOARD,
     ECHO_NONE,
     FAULT_OVERTEMP,
@@ -81,9 +77,13 @@ from core_rt.board_protocol import (
     Status,
     encode,
 )
+from core_rt.board.transport import Port, Pty, TcpListener
 from core_rt.config import ChairConfig
 from sim.faults import FaultSpec, parse_fault
 from sim.model import PlantParams
+
+if TYPE_CHECKING:
+    from sim.board_control import ControlServer
 
 MS = 1_000_000
 EXTRAPOLATE_NS = 10 * MS
@@ -139,16 +139,12 @@ def thermal_params(scale: float) -> PlantParams:
 
 class PtyLink:
     """A pseudo-terminal pair: the board holds the master, the controller opens `path` (the
-    slave) as it would a USB serial adapter. Both ends are raw (no echo, no line discipline)."""
+    slave) as it would a USB serial adapter. Both ends are raw (no echo, no line discipline).
+    A frame the line cannot take at once is dropped, never queued (counted in `tx_dropped`)."""
 
     def __init__(self) -> None:
-        self.master, self._slave = os.openpty()
-        tty.setraw(self._slave)  # raw before anyone opens it: no echo of what the controller sends
-        attrs = termios.tcgetattr(self._slave)
-        attrs[4] = attrs[5] = termios.B921600  # harmless on a pty; what a real line would use
-        termios.tcsetattr(self._slave, termios.TCSANOW, attrs)
-        os.set_blocking(self.master, False)
-        self.path = os.ttyname(self._slave)
+        self.pty = Pty(max_backlog=0)
+        self.path = self.pty.path
         self.tx_dropped = 0
 
     @property
@@ -156,49 +152,33 @@ class PtyLink:
         return f"serial:{self.path}"
 
     def fds(self) -> list[int]:
-        return [self.master]
+        return [self.pty.port.fileno()]
 
     def readable(self, fd: int) -> tuple[bytes, bool]:
         """Bytes read from `fd` and whether a new peer connected (never for a pty)."""
-        try:
-            return os.read(self.master, 4096), False
-        except (BlockingIOError, InterruptedError):
-            return b"", False
-        except OSError as e:  # EIO: nobody has the slave open
-            if e.errno == errno.EIO:
-                return b"", False
-            raise
+        # None (nobody has the slave open) is no hang-up here: the line stays for the next one
+        return self.pty.port.read() or b"", False
 
     def write(self, data: bytes) -> None:
         try:
-            n = os.write(self.master, data)
-        except (BlockingIOError, InterruptedError):
-            n = 0
-        except OSError as e:
+            self.tx_dropped += self.pty.port.write(data)
+        except OSError as e:  # EIO: nobody has the slave open; the frame is lost on the line
             if e.errno != errno.EIO:
                 raise
-            n = 0
-        if n < len(data):  # nobody reading: drop (the reader's decoder resynchronises)
-            self.tx_dropped += len(data) - n
+            self.tx_dropped += len(data)
 
     def close(self) -> None:
-        for fd in (self.master, self._slave):
-            with contextlib.suppress(OSError):
-                os.close(fd)
+        self.pty.close()
 
 
 class TcpLink:
     """A TCP listener on 127.0.0.1 (never another interface); one controller at a time, the
-    newest connection wins."""
+    newest connection wins. As on the pty, a frame the socket cannot take is dropped."""
 
     def __init__(self, port: int = 0) -> None:
-        self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.listener.bind(("127.0.0.1", port))
-        self.listener.listen(2)
-        self.listener.setblocking(False)
-        self.port = self.listener.getsockname()[1]
-        self.client: socket.socket | None = None
+        self.listener = TcpListener(port)
+        self.port = self.listener.port
+        self.client: Port | None = None
         self.tx_dropped = 0
 
     @property
@@ -213,42 +193,30 @@ class TcpLink:
 
     def readable(self, fd: int) -> tuple[bytes, bool]:
         if fd == self.listener.fileno():
-            try:
-                conn, _ = self.listener.accept()
-            except (BlockingIOError, InterruptedError):
+            conn = self.listener.accept(max_backlog=0)
+            if conn is None:
                 return b"", False
-            conn.setblocking(False)
-            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if self.client is not None:
                 self.client.close()
             self.client = conn
             return b"", True
         if self.client is None:
             return b"", False
-        try:
-            data = self.client.recv(4096)
-        except (BlockingIOError, InterruptedError):
-            return b"", False
-        except OSError:
-            data = b""
-        if not data:
+        data = self.client.read()
+        if data is None:  # the controller has gone
             self.client.close()
             self.client = None
+            return b"", False
         return data, False
 
     def write(self, data: bytes) -> None:
         if self.client is None:
             return
         try:
-            n = self.client.send(data)
-        except (BlockingIOError, InterruptedError):
-            n = 0
+            self.tx_dropped += self.client.write(data)
         except OSError:
             self.client.close()
             self.client = None
-            return
-        if n < len(data):
-            self.tx_dropped += len(data) - n
 
     def close(self) -> None:
         if self.client is not None:
@@ -743,107 +711,6 @@ class BoardEmulator:
 
     def stop(self) -> None:
         self.quit = True
-
-
-class ControlServer:
-    """The board's control channel: a Unix stream socket, one command per line, one reply line
-    per command (``ok {json}`` / ``error message``)."""
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
-        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.listener.bind(path)
-        self.listener.listen(4)
-        self.listener.setblocking(False)
-        self.clients: dict[int, tuple[socket.socket, bytearray]] = {}
-
-    def fds(self) -> list[int]:
-        return [self.listener.fileno(), *self.clients]
-
-    def readable(self, fd: int, board: BoardEmulator) -> None:
-        if fd == self.listener.fileno():
-            with contextlib.suppress(BlockingIOError, InterruptedError):
-                conn, _ = self.listener.accept()
-                conn.setblocking(True)
-                conn.settimeout(1.0)
-                self.clients[conn.fileno()] = (conn, bytearray())
-            return
-        conn, buf = self.clients[fd]
-        try:
-            data = conn.recv(4096)
-        except (BlockingIOError, InterruptedError, TimeoutError):
-            return
-        except OSError:
-            data = b""
-        if not data:
-            self._drop(fd)
-            return
-        buf += data
-        if len(buf) > 65536:
-            self._drop(fd)
-            return
-        while b"\n" in buf:
-            raw, _, rest = bytes(buf).partition(b"\n")
-            buf[:] = rest
-            line = raw.decode("utf-8", "replace").strip()
-            if not line:
-                continue
-            try:
-                reply = "ok " + json.dumps(board.command(line), separators=(",", ":"))
-            except ValueError as e:
-                reply = f"error {e}"
-            try:
-                conn.sendall(reply.encode() + b"\n")
-            except OSError:
-                self._drop(fd)
-                return
-
-    def _drop(self, fd: int) -> None:
-        conn, _ = self.clients.pop(fd)
-        conn.close()
-
-    def close(self) -> None:
-        for fd in list(self.clients):
-            self._drop(fd)
-        self.listener.close()
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.path)
-
-
-class ControlClient:
-    """A small client of the control channel (tests, `chair bench`): ``cmd(line) -> dict``."""
-
-    def __init__(self, path: str, timeout_s: float = 5.0) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(timeout_s)
-        self.sock.connect(path)
-        self._buf = b""
-
-    def cmd(self, line: str) -> dict[str, Any]:
-        """Send one command; return the ``ok`` data, or raise RuntimeError with the error."""
-        self.sock.sendall(line.encode() + b"\n")
-        while b"\n" not in self._buf:
-            chunk = self.sock.recv(65536)
-            if not chunk:
-                raise ConnectionError("the board closed its control channel")
-            self._buf += chunk
-        raw, _, self._buf = self._buf.partition(b"\n")
-        text = raw.decode()
-        if text.startswith("ok "):
-            data: dict[str, Any] = json.loads(text[3:])
-            return data
-        raise RuntimeError(text.removeprefix("error ").strip())
-
-    def close(self) -> None:
-        self.sock.close()
-
-    def __enter__(self) -> ControlClient:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def parse_faults(specs: Iterable[str]) -> list[FaultSpec]:

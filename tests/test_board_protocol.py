@@ -1,4 +1,4 @@
-"""The board protocol (core_rt.board_protocol): frames, CRC, messages and the total decoder."""
+"""The board protocol (core_rt.board.protocol): frames, CRC, messages and the total decoder."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from core_rt.board_protocol import (
+from core_rt.board.protocol import (
     BOARD_TO_CONTROLLER,
     CONTROLLER_TO_BOARD,
     COUNTERS,

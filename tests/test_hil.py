@@ -11,23 +11,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import selectors
 import signal
 import socket
 import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from chair.board_link import open_board_link
 from chair.controller import Controller
-from core_rt.board_protocol import (
+from core_rt.board.protocol import (
     BOARD_TO_CONTROLLER,
     FrameDecoder,
     Hello,
@@ -36,91 +34,17 @@ from core_rt.board_protocol import (
     encode,
 )
 from core_rt.config import ChairConfig
-from core_rt.core import FAULT_CODES, Core, mono_ns
-from sim.board import ControlClient
+from core_rt.core import FAULT_CODES, mono_ns
+from tests.board_helpers import ROOT, Board, board, child_env, read_first_line
 
 pytestmark = [pytest.mark.hil, pytest.mark.realtime]
 
-ROOT = Path(__file__).resolve().parents[1]
 MS = 1_000_000
 TICK_MS = ChairConfig().loop.period_ns / MS
 LINK_ALLOWANCE_MS = 4.0
 """What a link adds to a "1 tick" detection: the board's 1 ms tick, the STATUS on the wire and
 the core's next tick. The core itself decides on the very tick a status shows the fault."""
 THERMAL_SCALE = 20.0
-
-
-def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
-    return env
-
-
-class Board:
-    """`python -m chair board` as a subprocess with its control channel."""
-
-    def __init__(self, tmp: Path, *args: str, tcp: int | None = None) -> None:
-        self.sock = str(tmp / f"board-{time.monotonic_ns()}.sock")
-        where = ["--tcp", str(tcp)] if tcp is not None else ["--pty"]
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "chair", "board", *where, "--control", self.sock, *args],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=_env(),
-            cwd=ROOT,
-        )
-        first = _readline(self.proc, 15.0)
-        self.where = first
-        self.spec = f"tcp:127.0.0.1:{first}" if tcp is not None else f"serial:{first}"
-        self.ctl = ControlClient(self.sock)
-
-    def cmd(self, line: str) -> dict[str, Any]:
-        return self.ctl.cmd(line)
-
-    def state(self) -> dict[str, Any]:
-        return self.ctl.cmd("state")
-
-    def events(self, name: str, after_ns: int = 0) -> list[int]:
-        return [
-            e["t_ns"]
-            for e in self.state()["events"]
-            if e["event"] == name and e["t_ns"] >= after_ns
-        ]
-
-    def stop(self, sig: int = signal.SIGTERM) -> int:
-        self.ctl.close()
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-        try:
-            return self.proc.wait(10)
-        finally:
-            for s in (self.proc.stdout, self.proc.stderr):
-                if s is not None:
-                    s.close()
-
-
-def _readline(proc: subprocess.Popen[str], timeout_s: float) -> str:
-    assert proc.stdout is not None
-    sel = selectors.DefaultSelector()
-    sel.register(proc.stdout, selectors.EVENT_READ)
-    if not sel.select(timeout_s):
-        proc.kill()
-        err = proc.stderr.read() if proc.stderr else ""
-        raise AssertionError(f"no first line within {timeout_s} s: {err}")
-    line = proc.stdout.readline().strip()
-    assert line, f"board exited: {proc.wait()} {proc.stderr.read() if proc.stderr else ''}"
-    return line
-
-
-@contextlib.contextmanager
-def board(tmp: Path, *args: str, tcp: int | None = None) -> Iterator[Board]:
-    b = Board(tmp, *args, tcp=tcp)
-    try:
-        yield b
-    finally:
-        rc = b.stop()
-        assert rc == 0, f"chair board exited with {rc}"
 
 
 @dataclass
@@ -277,60 +201,12 @@ def test_board_refuses_bad_arguments_with_exit_1(args: list[str], message: str) 
         [sys.executable, "-m", "chair", "board", *args],
         capture_output=True,
         text=True,
-        env=_env(),
+        env=child_env(),
         cwd=ROOT,
         timeout=30,
     )
     assert r.returncode == 1
     assert message in r.stderr and "Traceback" not in r.stderr
-
-
-def test_no_board_answering_is_a_clear_error(tmp_path: Path) -> None:
-    with pytest.raises(OSError, match="No such file"):
-        open_board_link(f"serial:{tmp_path}/no-such-tty", ChairConfig())
-    a, b_ = os.openpty()  # a tty nobody answers on
-    try:
-        with pytest.raises(OSError, match="no board answering"):
-            open_board_link(f"serial:{os.ttyname(b_)}", ChairConfig(), timeout_s=0.3)
-    finally:
-        os.close(a)
-        os.close(b_)
-    with pytest.raises(ValueError, match="serial:PATH or tcp:HOST:PORT"):
-        open_board_link("usb:1", ChairConfig())
-
-
-def test_tcp_link_reconnects_after_the_board_restarts(tmp_path: Path) -> None:
-    """A core on a TCP link: board gone → stale within the link's budget; a board back on the
-    same port → the driver reconnects and says HELLO again; the core sees the link back."""
-    cfg = ChairConfig()
-    with board(tmp_path, tcp=0) as b:
-        port = int(b.where)
-        link = open_board_link(f"tcp:127.0.0.1:{port}", cfg)
-        core = Core(cfg, link)
-        core.start_realtime()
-
-        def stale_ticks_in(seconds: float) -> int:
-            s0 = link.link_counters()["stale_exchanges"]
-            time.sleep(seconds)
-            return int(link.link_counters()["stale_exchanges"] - s0)
-
-        try:
-            time.sleep(0.2)
-            assert stale_ticks_in(0.2) < 20  # fresh (a scheduling hiccup aside)
-            up = link.link_counters()["recoveries"]
-            b.stop()
-            time.sleep(0.1)
-            assert stale_ticks_in(0.2) >= 190  # every tick sees a stale status
-            with board(tmp_path, tcp=port):
-                deadline = time.monotonic() + 5
-                while link.link_counters()["recoveries"] == up and time.monotonic() < deadline:
-                    time.sleep(0.02)
-                assert stale_ticks_in(0.2) < 20
-                c = link.counters()
-                assert c["connects"] >= 2 and c["hellos_out"] >= 2 and c["hello_acks_in"] >= 2
-        finally:
-            core.stop_realtime()
-            link.close()
 
 
 # ---- a session against the board -----------------------------------------------------------------
@@ -638,11 +514,11 @@ def test_controller_killed_mid_motion_the_board_watchdog_stops_everything(tmp_pa
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
-            env=_env(),
+            env=child_env(),
             cwd=ROOT,
         )
         try:
-            assert _readline(proc, 20) == "moving"
+            assert read_first_line(proc, 20) == "moving"
             deadline = time.monotonic() + 5
             while time.monotonic() < deadline:
                 p = b.state()["plant"]

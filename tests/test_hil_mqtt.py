@@ -21,9 +21,9 @@ import pytest
 
 from chair.checker import check_session
 from core_rt.config import load_config
+from tests.board_helpers import board
 from tests.mqtt_broker import Mosquitto, have_mosquitto
 from tests.mqtt_helpers import Observer
-from tests.test_hil import board
 
 pytestmark = [pytest.mark.hil, pytest.mark.realtime, pytest.mark.broker]
 

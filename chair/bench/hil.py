@@ -34,7 +34,7 @@ def _percentile(values: list[float], q: float) -> float:
 
 def run(quick: bool = False) -> dict[str, Any]:
     """Run the benchmark (about 3 s quick, 11 s full) and return its numbers."""
-    from chair.board_link import open_board_link
+    from core_rt.board.link import open_board_link
     from core_rt.config import ChairConfig
     from core_rt.core import Core
 

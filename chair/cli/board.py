@@ -78,7 +78,8 @@ def register(sub: Any) -> list[str]:
 
 
 def handle(args: argparse.Namespace) -> int:
-    from sim.board import BoardEmulator, ControlServer, PtyLink, TcpLink, parse_faults
+    from sim.board import BoardEmulator, PtyLink, TcpLink, parse_faults
+    from sim.board_control import ControlServer
 
     config = chair_config(args)
     check_body_height(config, args.body_height)

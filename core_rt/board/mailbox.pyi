@@ -1,4 +1,4 @@
-# Type stub of the compiled board-link seam (core_rt/link.pyx).
+# Type stub of the compiled board-link seam (core_rt/board/mailbox.pyx).
 from collections.abc import Mapping, Sequence
 from typing import Any
 

@@ -526,5 +526,5 @@ def examples_markdown() -> str:
     return "\n".join(out)
 
 
-if __name__ == "__main__":  # pragma: no cover - `python -m core_rt.board_protocol` regenerates
+if __name__ == "__main__":  # pragma: no cover - `python -m core_rt.board.protocol` regenerates
     print(examples_markdown())

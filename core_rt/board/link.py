@@ -1,44 +1,42 @@
 """The board link driver: the controller's side of the board protocol (HIL, or a real chair).
 
 `open_board_link("serial:/dev/ttyUSB0", config)` (or ``tcp:HOST:PORT``) returns a `BoardLink`:
-the core's hardware seam (`core_rt.link.LinkHardware`, whose `exchange` the tick calls without the
-GIL) plus one plain `threading` thread doing the I/O, so the asyncio loop can never starve it:
+the core's hardware seam (`core_rt.board.mailbox.LinkHardware`, whose `exchange` the tick calls
+without the GIL) plus one plain `threading` thread doing the I/O on a raw port
+(`core_rt.board.transport`), so the asyncio loop can never starve it:
 
 - **Out**, every `period_s` (2 ms, 500 Hz): the latest setpoint the tick published, as a SETPOINT
   frame. Before the core's first tick it sends *priming* SETPOINTs (enable 0) so the board answers
   and the first tick already sees a fresh status. A setpoint older than `setpoint_max_age_ns`
   (the tick has stopped) is not sent: the board's own watchdog then stops the chair.
-- **In**: STATUS frames, decoded and validated (`core_rt.board_protocol.FrameDecoder`). A status
+- **In**: STATUS frames, decoded and validated (`core_rt.board.protocol.FrameDecoder`). A status
   counts only if it echoes a SETPOINT this link sent; the tick judges freshness from that
   SETPOINT's send time (a round trip), so silence in either direction makes the link stale.
 - **Engage, bumpless.** The driver passes the core's ``enable = 1`` to the board only once the
   commanded motion is (nearly) at rest and within `ENGAGE_TOLERANCE_MM` of the measured encoders;
-  until
-  then it sends enable 0. After the board reports a watchdog stop it disengages again (that
+  until then it sends enable 0. After the board reports a watchdog stop it disengages again (that
   enable 0 is also the acknowledgement the board waits for). So a board that stopped on its own
   never jumps back to a stale setpoint when the link returns: nothing resumes by itself.
 - **Reconnects** (tcp and serial): on EOF or an I/O error it reopens the port with back-off and
   says HELLO again; meanwhile the status goes stale and the core faults ``link_lost``.
 
 `BoardLink.counters()` has frames in/out, drops by reason, resyncs, round-trip times, reconnects
-(for `chair bench` and tests). `close()` stops the thread.
+(for `chair bench` and tests). `close()` stops the thread. The protocol and its timings:
+docs/board-protocol.md.
 """
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
 import random
-import select
-import socket
-import termios
 import threading
 import time
 from collections import deque
 from typing import Any
 
-from core_rt.board_protocol import (
+from core_rt.board.mailbox import DEFAULT_STALE_NS, LinkHardware
+from core_rt.board.protocol import (
     BOARD_TO_CONTROLLER,
     FAULT_WATCHDOG,
     PRIMING_BIT,
@@ -49,12 +47,13 @@ from core_rt.board_protocol import (
     Status,
     encode,
 )
+from core_rt.board.transport import Port, open_port, parse_spec
 from core_rt.config import ChairConfig
-from core_rt.link import DEFAULT_STALE_NS, LinkHardware
 
 MS = 1_000_000
 LINK_DEADLINE_MS = 100.0
-"""DOMAIN §6: a lost link is detected within this (stale time + config.faults.link_lost_ms)."""
+"""A lost link is detected within this (stale time + config.faults.link_lost_ms): link_lost's
+deadline in docs/core.md (The guard)."""
 ENGAGE_TOLERANCE_MM = 2.0
 """Commanded vs measured position (each axis) within which the driver lets the board energise."""
 ENGAGE_MAX_SPEED_MM_S = 5.0
@@ -66,108 +65,6 @@ LINK_RT_PRIORITY = 60
 """SCHED_FIFO priority of the I/O thread when permitted (the core's loop runs at 80)."""
 SENT_MEMORY = 512
 """SETPOINTs remembered for matching echoes (about 1 s at 500 Hz)."""
-
-
-def parse_spec(spec: str) -> tuple[str, str, int]:
-    """``serial:PATH`` → ("serial", PATH, 0); ``tcp:HOST:PORT`` → ("tcp", HOST, PORT)."""
-    kind, sep, rest = spec.partition(":")
-    if kind == "serial" and sep and rest:
-        return "serial", rest, 0
-    if kind == "tcp" and sep:
-        host, sep2, port = rest.rpartition(":")
-        if sep2 and host and port.isdigit() and 0 < int(port) < 65536:
-            return "tcp", host.strip("[]"), int(port)
-    raise ValueError(f"bad hardware {spec!r}: expected sim, serial:PATH or tcp:HOST:PORT")
-
-
-class _Port:
-    """A non-blocking byte port: a tty (raw, 921600 8N1) or a TCP socket."""
-
-    def __init__(self, kind: str, where: str, port: int) -> None:
-        self.kind = kind
-        self.sock: socket.socket | None = None
-        if kind == "serial":
-            fd = os.open(where, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK | os.O_CLOEXEC)
-            try:
-                if os.isatty(fd):
-                    _make_raw(fd)
-            except BaseException:
-                os.close(fd)
-                raise
-            self.fd = fd
-        else:
-            s = socket.create_connection((where, port), timeout=1.0)
-            s.setblocking(False)
-            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            self.sock = s
-            self.fd = s.fileno()
-        self.pending = bytearray()
-
-    def read(self) -> bytes | None:
-        """Bytes available (maybe none); None when the other end has gone."""
-        try:
-            data = self.sock.recv(8192) if self.sock is not None else os.read(self.fd, 8192)
-        except (BlockingIOError, InterruptedError):
-            return b""
-        except OSError:
-            return None
-        return data if data else None  # select said readable: zero bytes is a hang-up
-
-    def write(self, data: bytes) -> int:
-        """Queue and send; returns bytes dropped because the other end is not reading."""
-        self.pending += data
-        try:
-            n = (
-                self.sock.send(self.pending)
-                if self.sock is not None
-                else os.write(self.fd, self.pending)
-            )
-        except (BlockingIOError, InterruptedError):
-            n = 0
-        except OSError as e:
-            if e.errno in (errno.EAGAIN, errno.EWOULDBLOCK):
-                n = 0
-            else:
-                raise
-        del self.pending[:n]
-        if len(self.pending) > 4096:
-            dropped = len(self.pending)
-            self.pending.clear()
-            return dropped
-        return 0
-
-    def close(self) -> None:
-        if self.sock is not None:
-            self.sock.close()
-        else:
-            with contextlib.suppress(OSError):
-                os.close(self.fd)
-
-
-def _make_raw(fd: int) -> None:
-    """cfmakeraw + 921600 baud, 8N1, no flow control, non-blocking reads; flush stale input."""
-    iflag, oflag, cflag, lflag, _, _, cc = termios.tcgetattr(fd)
-    iflag &= ~(
-        termios.IGNBRK
-        | termios.BRKINT
-        | termios.PARMRK
-        | termios.ISTRIP
-        | termios.INLCR
-        | termios.IGNCR
-        | termios.ICRNL
-        | termios.IXON
-        | termios.IXOFF
-        | termios.IXANY
-    )
-    oflag &= ~termios.OPOST
-    lflag &= ~(termios.ECHO | termios.ECHONL | termios.ICANON | termios.ISIG | termios.IEXTEN)
-    cflag &= ~(termios.CSIZE | termios.PARENB | termios.CSTOPB | termios.CRTSCTS)
-    cflag |= termios.CS8 | termios.CREAD | termios.CLOCAL
-    cc[termios.VMIN] = 0
-    cc[termios.VTIME] = 0
-    speed = termios.B921600
-    termios.tcsetattr(fd, termios.TCSANOW, [iflag, oflag, cflag, lflag, speed, speed, cc])
-    termios.tcflush(fd, termios.TCIOFLUSH)
 
 
 def _percentile(values: list[float], q: float) -> float | None:
@@ -207,13 +104,13 @@ class BoardLink(LinkHardware):
         if not 0.0005 <= period_s <= 0.005:
             raise ValueError("period_s must be 0.5–5 ms (the board needs >= 200 frames/s)")
         self.spec = spec
-        self.kind, self.where, self.port = parse_spec(spec)
+        parse_spec(spec)  # a bad spec fails here, not later in the I/O thread
         self.send_period_ns = int(period_s * 1e9)
         self.setpoint_max_age_ns = setpoint_max_age_ns
         self._stop = threading.Event()
         self._ready = threading.Event()
         self._thread: threading.Thread | None = None
-        self._port: _Port | None = None
+        self._port: Port | None = None
         self._lock = threading.Lock()  # the decoder swap on reconnect vs. counters()
         self._rtt_ns: deque[int] = deque(maxlen=20000)
         self._rx_totals: dict[str, int] = {}
@@ -250,7 +147,7 @@ class BoardLink(LinkHardware):
 
     # ---- life cycle ------------------------------------------------------------------------
 
-    def start(self, first_port: _Port | None = None) -> None:
+    def start(self, first_port: Port | None = None) -> None:
         self.started_ns = time.monotonic_ns()
         self._thread = threading.Thread(
             target=self._run, args=(first_port,), name="board-link", daemon=True
@@ -274,7 +171,7 @@ class BoardLink(LinkHardware):
 
     # ---- the I/O thread --------------------------------------------------------------------
 
-    def _run(self, port: _Port | None) -> None:
+    def _run(self, port: Port | None) -> None:
         # a link is part of the control loop: ask for real-time priority (below the core's
         # tick), as the core's loop does; without the privilege it runs as a normal thread
         try:
@@ -288,7 +185,7 @@ class BoardLink(LinkHardware):
         while not self._stop.is_set():
             if port is None:
                 try:
-                    port = _Port(self.kind, self.where, self.port)
+                    port = open_port(self.spec)
                 except OSError as e:
                     self.c["connect_failures"] += 1
                     self.last_error = f"{self.spec}: {e.strerror or e}"
@@ -310,7 +207,7 @@ class BoardLink(LinkHardware):
                 self.c["disconnects"] += 1
                 self._stop.wait(0.05)
 
-    def _session(self, port: _Port) -> None:
+    def _session(self, port: Port) -> None:
         """One connection: HELLO until acknowledged, then SETPOINTs out and STATUSes in."""
         with self._lock:
             for k, v in self.decoder.counters.items():
@@ -341,12 +238,11 @@ class BoardLink(LinkHardware):
             now = time.monotonic_ns()
             due = next_send if acked else hello_due
             timeout = max(0.0, (due - now) / 1e9)
-            r, _, _ = select.select([port.fd], [], [], timeout)
+            data = port.read(timeout)
             now = time.monotonic_ns()
-            if r:
-                data = port.read()
-                if data is None:
-                    return
+            if data is None:
+                return
+            if data:
                 self.c["bytes_in"] += len(data)
                 for f in self.decoder.feed(data):
                     msg = f.msg
@@ -511,7 +407,7 @@ def open_board_link(
     answers within `timeout_s`."""
     link = BoardLink(spec, config, **kw)
     try:
-        port = _Port(link.kind, link.where, link.port)  # fail now, with the OS's reason
+        port = open_port(spec)  # fail now, with the OS's reason
     except OSError as e:
         raise OSError(e.errno, f"{spec}: {e.strerror or e}") from None
     link.start(port)

@@ -2,7 +2,7 @@
 """The tick side of a board link: `LinkHardware`, the core's hardware seam for a real board.
 
 The core calls `exchange` once per tick from its real-time thread, without the GIL. A link can't
-do I/O there, so `exchange` only touches two lock-free triple buffers (link.pxd):
+do I/O there, so `exchange` only touches two lock-free triple buffers (mailbox.pxd):
 
 - it publishes the tick's setpoint (with the CLOCK_MONOTONIC time it did so), and
 - it returns the latest status the link's I/O thread has published, with ``link_ok = 1`` only
@@ -14,7 +14,7 @@ When the status is stale, ``link_ok = 0`` (and the ``LINK_LOST`` bit is added to
 ``board_faults``); the core raises ``link_lost`` after ``config.faults.link_lost_ms`` more. So the
 time from the last good round trip to the fault is ``stale_ns + link_lost_ms`` plus a tick.
 
-The I/O side (`chair.board_link`) uses the Python methods: `take_setpoint()` for the latest
+The I/O side (`core_rt.board.link`) uses the Python methods: `take_setpoint()` for the latest
 setpoint and `put_status(...)` to hand over a decoded STATUS. There is exactly one I/O thread:
 each buffer has one writer and one reader.
 """
@@ -40,14 +40,15 @@ STATUS_FIELDS = (
 
 DEFAULT_STALE_NS = 30_000_000
 """30 ms: with the core's link_lost_ms = 50 the fault comes about 80 ms after the last good
-round trip, inside DOMAIN §6's 100 ms, while a single late frame (2 ms period) is harmless."""
+round trip, inside link_lost's 100 ms deadline (docs/core.md, The guard), while a single late
+frame (2 ms period) is harmless."""
 
 
 cdef class LinkHardware(Hardware):
     """The core's hardware seam for a board link (see the module docstring).
 
     ``LinkHardware(stale_ns=DEFAULT_STALE_NS)``. Subclass it in Python to add the I/O side
-    (`chair.board_link.BoardLink` does)."""
+    (`core_rt.board.link.BoardLink` does)."""
 
     def __cinit__(self, *args, **kwargs):
         link_sp_box_init(&self.spbox)

@@ -1,4 +1,4 @@
-# The tick side of a board link (see link.pyx): lock-free mailboxes between the real-time tick and
+# The tick side of a board link (see mailbox.pyx): lock-free mailboxes between the real-time tick and
 # the link's I/O thread.
 from libc.stdint cimport int64_t, uint64_t
 
