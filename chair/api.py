@@ -29,8 +29,6 @@ ERROR_CODES: dict[str, str] = {
     "internal": "the controller could not execute the command (reported, nothing changed)",
 }
 
-STATES = tuple(SessionState)  # TODO(restructure): tests still import it; removed after the move
-
 
 class CommandError(Exception):
     """A refused command: `code` is one of ERROR_CODES, `message` is for humans."""

@@ -12,7 +12,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from chair.program import Program
+from chair.programs.model import Program
 from core_rt.config import ZONES, ChairConfig
 
 ZONE_STYLE = {

@@ -29,10 +29,10 @@ MAX_PROGRAM_CHARS = 64
 
 
 def _config(info: ValidationInfo) -> ChairConfig:
-    ctx = info.context
-    if not isinstance(ctx, dict) or not isinstance(ctx.get("config"), ChairConfig):
+    config = info.context.get("config") if isinstance(info.context, dict) else None
+    if not isinstance(config, ChairConfig):
         raise TypeError("validate requests with parse_request(model, data, config)")
-    return ctx["config"]
+    return config
 
 
 def _number(value: Any) -> float:
@@ -103,7 +103,7 @@ def check_adjust_mm(value: Any, config: ChairConfig) -> float:
     return mm
 
 
-class _Request(BaseModel):
+class Request(BaseModel):
     """Every field of every request has one check, whichever request carries it."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -134,7 +134,7 @@ class _Request(BaseModel):
         return check_adjust_mm(v, _config(info))
 
 
-class StartRequest(_Request):
+class StartRequest(Request):
     """Start a session: a program (None: the preset one) and what the user chose; what is None
     falls back to the chair's remembered choice, then the program's or the chair's default."""
 
@@ -144,30 +144,31 @@ class StartRequest(_Request):
     heat: str | None = None
 
 
-class SetRequest(_Request):
+class SetRequest(Request):
     """Change a session's intensity and/or heat (between sessions: the next session's)."""
 
     intensity: int | None = None
     heat: str | None = None
 
 
-class PresetRequest(_Request):
+class PresetRequest(Request):
     """Remember a program and minutes for a later ``start`` that names none (Home Assistant)."""
 
     program: str | None = None
     minutes: float | None = None
 
 
-class AdjustRequest(_Request):
+class AdjustRequest(Request):
     """Nudge the scanned shoulder line during the adjusting window."""
 
     mm: float
 
 
-R = TypeVar("R", bound=_Request)
+R = TypeVar("R", bound="Request")
 
 
-def _short(value: Any, n: int = 40) -> str:
+def short_repr(value: Any, n: int = 40) -> str:
+    """`value`'s repr cut to `n` characters (for messages that echo what was sent)."""
     text = repr(value)
     return text if len(text) <= n else text[: n - 3] + "..."
 
@@ -189,5 +190,5 @@ def parse_request(
             raise CommandError("bad_field", f"{prefix}{name} is required") from None
         if code not in ("bad_field", "out_of_range", "unknown_program"):
             code = "bad_field"
-        msg = f"{prefix}{name} {err['msg']}, got {_short(err.get('input'))}"
+        msg = f"{prefix}{name} {err['msg']}, got {short_repr(err.get('input'))}"
         raise CommandError(code, msg) from None

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from chair.controller import Controller
-from chair.program import Program, load_program
+from chair.programs.model import Program, load_program
 from chair.session import S, Session, SessionResult
 from core_rt.config import ChairConfig
 

@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from chair.api import ERROR_CODES, STATES
+from chair.api import ERROR_CODES
+from chair.lifecycle import SessionState
 from tests.mqtt_broker import Mosquitto
 from tests.mqtt_helpers import (
     BAD_PAYLOADS,
@@ -44,6 +45,7 @@ def significant(state: dict[str, Any]) -> dict[str, Any]:
 # ---- every action in every state ----------------------------------------------------------------
 
 # action -> {state it is allowed in: the state it leads to}; everywhere else: not_allowed.
+STATES = tuple(SessionState)
 ALLOWED: dict[str, dict[str, str]] = {
     "start": {"idle": "scanning"},
     "pause": {"running": "paused"},

@@ -8,11 +8,11 @@ import json
 import pytest
 
 from chair.api import ERROR_CODES
-from chair.mqtt.commands import ACTIONS, BadCommand, CommandLimits, parse_command
+from chair.mqtt.commands import ACTIONS, BadCommand, parse_command
 from core_rt.config import ChairConfig
 from tests.mqtt_helpers import BAD_PAYLOADS
 
-LIMITS = CommandLimits.from_config(ChairConfig())
+CONFIG = ChairConfig()
 
 
 def test_at_least_30_distinct_bad_inputs() -> None:
@@ -23,7 +23,7 @@ def test_at_least_30_distinct_bad_inputs() -> None:
 @pytest.mark.parametrize(("payload", "code"), BAD_PAYLOADS, ids=lambda x: repr(x)[:40])
 def test_bad_payload_is_refused_with_its_code(payload: bytes, code: str) -> None:
     with pytest.raises(BadCommand) as e:
-        parse_command(payload, LIMITS)
+        parse_command(payload, CONFIG)
     assert e.value.code == code, e.value.message
     assert e.value.message
 
@@ -32,20 +32,21 @@ def test_valid_commands_parse_to_their_fields() -> None:
     cmd = parse_command(
         b'{"id":"r-1","action":"start","program":"relax","minutes":20,"intensity":4.0,'
         b'"heat":"medium"}',
-        LIMITS,
+        CONFIG,
     )
     assert cmd.id == "r-1" and cmd.action == "start"
     assert cmd.args == {"program": "relax", "minutes": 20.0, "intensity": 4, "heat": "medium"}
     assert isinstance(cmd.args["intensity"], int)
-    assert parse_command(b'{"action":"adjust_shoulder","mm":-50}', LIMITS).args == {"mm": -50.0}
-    assert parse_command(b'{"action":"status","id":null}', LIMITS).id is None
-    for action, (_fields, required, at_least_one) in ACTIONS.items():
+    assert parse_command(b'{"action":"adjust_shoulder","mm":-50}', CONFIG).args == {"mm": -50.0}
+    assert parse_command(b'{"action":"status","id":null}', CONFIG).id is None
+    for action, spec in ACTIONS.items():
+        required, at_least_one = spec.required, spec.at_least_one
         if not required and not at_least_one:
-            assert parse_command(json.dumps({"action": action}).encode(), LIMITS).action == action
+            assert parse_command(json.dumps({"action": action}).encode(), CONFIG).action == action
 
 
 def test_refusal_echoes_what_it_could_read() -> None:
     with pytest.raises(BadCommand) as e:
-        parse_command(b'{"id":"q","action":"set","intensity":9}', LIMITS)
+        parse_command(b'{"id":"q","action":"set","intensity":9}', CONFIG)
     assert (e.value.id, e.value.action, e.value.code) == ("q", "set", "out_of_range")
     assert "1..5" in e.value.message

@@ -10,14 +10,14 @@ from typing import Any
 
 import pytest
 
-from chair.mqtt.commands import CommandLimits, parse_command
+from chair.mqtt.commands import parse_command
 from chair.mqtt.discovery import discovery_config
 from chair.mqtt.settings import MqttSettings
 from core_rt.config import ChairConfig
 from tests.mqtt_helpers import STATE_FIELDS, Chair, ChairFactory, Observer
 
 pytest_plugins = ["tests.mqtt_fixtures"]
-LIMITS = CommandLimits.from_config(ChairConfig())
+CONFIG = ChairConfig()
 
 
 # ---- the message --------------------------------------------------------------------------------
@@ -86,7 +86,7 @@ async def test_home_assistant_discovery(chair: Chair) -> None:
                 fields = re.findall(r"value_json\.(\w+)", c[key])
                 assert set(fields) <= STATE_FIELDS | {"preset"}, c[key]
         if c["p"] == "button":
-            parse_command(c["payload_press"].encode(), LIMITS)
+            parse_command(c["payload_press"].encode(), CONFIG)
             assert c["command_topic"] == "massagechair/chair1/cmd"
 
     # Drive the chair the way Home Assistant does.

@@ -19,18 +19,15 @@ OWNER = {
     "parse_command": "commands",
     "Command": "commands",
     "BadCommand": "commands",
-    "CommandLimits": "commands",
     "ACTIONS": "commands",
-    "HEAT_LEVELS": "commands",
+    "ActionSpec": "commands",
     "MAX_PAYLOAD_BYTES": "commands",
     "MAX_ID_CHARS": "commands",
-    "MAX_PROGRAM_CHARS": "commands",
     "discovery_config": "discovery",
     "MqttBridge": "bridge",
     "dumps": "bridge",
     "IDEMPOTENCY_S": "bridge",
     "IDEMPOTENCY_MAX_IDS": "bridge",
-    "TELEMETRY_STATES": "bridge",
 }
 """Every public name with the module that owns it."""
 

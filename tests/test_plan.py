@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 
 import core_rt
-from chair.plan import (
+from chair.programs.model import Program, builtin_programs, load_program
+from chair.programs.plan import (
     DURATION_TOLERANCE_S,
     Action,
     PlanError,
@@ -21,8 +22,7 @@ from chair.plan import (
     build_plan,
     zone_of,
 )
-from chair.program import Program, builtin_programs, load_program
-from chair.validate import check_plan
+from chair.programs.validate import check_plan
 from core_rt.config import AXES, POSITION_AXES, ZONES, ChairConfig
 
 CONFIG = ChairConfig()
@@ -119,7 +119,7 @@ def sample_plan(plan: SessionPlan, config: ChairConfig, dt: float = 0.5) -> Iter
 
 
 def assert_plan_sound(plan: SessionPlan, program: Program, config: ChairConfig) -> None:
-    """Everything the brief asks of a plan, checked independently of chair.validate."""
+    """Everything the brief asks of a plan, checked independently of chair.programs.validate."""
     minutes = plan.minutes
     # duration and steps: program order, contiguous, proportions kept
     assert abs(plan.duration_s - minutes * 60) <= DURATION_TOLERANCE_S

@@ -17,8 +17,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from chair.cli import main
-from chair.plan import build_plan, step_time_bounds
-from chair.program import (
+from chair.programs.model import (
     TECHNIQUE_SPECS,
     TECHNIQUES,
     Program,
@@ -27,7 +26,8 @@ from chair.program import (
     load_program,
     parse_program,
 )
-from chair.validate import check_plan, validate_file, validate_program
+from chair.programs.plan import build_plan, step_time_bounds
+from chair.programs.validate import check_plan, validate_file, validate_program
 from core_rt.config import ZONES, ChairConfig
 from tests.test_plan import assert_plan_sound
 

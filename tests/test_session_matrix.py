@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from chair.program import builtin_programs
+from chair.programs.model import builtin_programs
 from tests.session_helpers import run_session
 
 HEIGHTS = (140.0, 155.0, 175.0, 190.0, 200.0)
@@ -37,7 +37,7 @@ def test_builtin_program_is_safe_for_every_body_and_intensity(program: str, heig
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from chair.program import Program  # noqa: E402
+from chair.programs.model import Program  # noqa: E402
 from tests.test_programs import valid_programs  # noqa: E402
 
 

@@ -16,14 +16,14 @@ import sys
 from typing import Any
 
 from chair.cli.common import EXIT_OK, EXIT_USAGE, UsageError, chair_config
-from chair.program import (
+from chair.programs.model import (
     Program,
     ProgramError,
     builtin_programs,
     load_program,
     program_json_schema,
 )
-from chair.validate import validate_file
+from chair.programs.validate import validate_file
 from core_rt.config import ChairConfig
 
 

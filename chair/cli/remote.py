@@ -68,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
             watch(settings, as_json=args.json, until=args.until, timeout_s=args.timeout)
         )
     command: dict[str, Any] = {"id": args.id or uuid.uuid4().hex, "action": args.action}
-    allowed = ACTIONS[args.action][0]
+    allowed = ACTIONS[args.action].fields
     for name in _FIELDS:
         value = getattr(args, name)
         if value is None:

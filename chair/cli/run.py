@@ -76,7 +76,7 @@ def handle(args: argparse.Namespace) -> int:
     from chair.api import CommandError
     from chair.controller import Controller
     from chair.driver import Pacing
-    from chair.program import ProgramError, load_program
+    from chair.programs.model import ProgramError, load_program
     from chair.report import write_plot, write_telemetry
     from chair.requests import StartRequest, parse_request
 

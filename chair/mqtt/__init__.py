@@ -8,7 +8,8 @@ One idea per module:
   `settings_from_args`).
 - `chair.mqtt.topics` — `Topics`, the topic tree of one chair.
 - `chair.mqtt.commands` — `parse_command`: strict validation of a ``<base>/cmd`` payload into a
-  `Command`, or a `BadCommand` with a stable code; `ACTIONS`, `CommandLimits`.
+  `Command`, or a `BadCommand` with a stable code; `ACTIONS` (each action's request model,
+  `chair.requests`).
 - `chair.mqtt.discovery` — `discovery_config`, the Home Assistant device-discovery message.
 - `chair.mqtt.bridge` — `MqttBridge`: connection life, reconnection, command execution, replies,
   idempotency, state, telemetry and events.
@@ -19,19 +20,16 @@ The names below are re-exported here; code of this project imports them from the
 from chair.mqtt.bridge import (
     IDEMPOTENCY_MAX_IDS,
     IDEMPOTENCY_S,
-    TELEMETRY_STATES,
     MqttBridge,
     dumps,
 )
 from chair.mqtt.commands import (
     ACTIONS,
-    HEAT_LEVELS,
     MAX_ID_CHARS,
     MAX_PAYLOAD_BYTES,
-    MAX_PROGRAM_CHARS,
+    ActionSpec,
     BadCommand,
     Command,
-    CommandLimits,
     parse_command,
 )
 from chair.mqtt.discovery import discovery_config
@@ -47,16 +45,13 @@ from chair.mqtt.topics import Topics
 __all__ = [
     "ACTIONS",
     "ENV_PREFIX",
-    "HEAT_LEVELS",
     "IDEMPOTENCY_MAX_IDS",
     "IDEMPOTENCY_S",
     "MAX_ID_CHARS",
     "MAX_PAYLOAD_BYTES",
-    "MAX_PROGRAM_CHARS",
-    "TELEMETRY_STATES",
+    "ActionSpec",
     "BadCommand",
     "Command",
-    "CommandLimits",
     "MqttBridge",
     "MqttSettings",
     "Topics",

@@ -31,9 +31,11 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from chair.api import CommandError, ControllerAPI
-from chair.mqtt.commands import BadCommand, Command, CommandLimits, _short, parse_command
+from chair.lifecycle import MOVING
+from chair.mqtt.commands import BadCommand, Command, parse_command
 from chair.mqtt.discovery import discovery_config
 from chair.mqtt.settings import MqttSettings
+from chair.requests import short_repr
 from core_rt.config import ChairConfig
 
 log = logging.getLogger("chair.mqtt")  # the package's logger, one name for all of the bridge
@@ -42,8 +44,6 @@ IDEMPOTENCY_S = 600.0
 """A command id seen within this window is answered from memory, not executed again."""
 IDEMPOTENCY_MAX_IDS = 10_000
 """Memory bound of the id window (oldest forgotten first)."""
-TELEMETRY_STATES = ("scanning", "adjusting", "running", "paused", "settling")
-"""States in which telemetry is published (the chair is in a session and may move)."""
 _OUT_QUEUE_MAX = 5000
 
 
@@ -111,7 +111,6 @@ class MqttBridge:
         self.settings = settings
         self.config = config if config is not None else ChairConfig()
         self.topics = settings.topics
-        self.limits = CommandLimits.from_config(self.config)
         self.connected = asyncio.Event()
         """Set while connected and announced (subscribed, availability ``online`` published)."""
         self.connections = 0
@@ -300,7 +299,7 @@ class MqttBridge:
         payload = msg.payload if isinstance(msg.payload, bytes) else str(msg.payload).encode()
         response_topic, correlation = self._response_props(msg)
         try:
-            cmd = parse_command(payload, self.limits)
+            cmd = parse_command(payload, self.config)
         except BadCommand as e:
             log.debug("refused command (%s): %s", e.code, e.message)  # a flood must not flood logs
             self._send_reply(self._reply(e.id, e.action, e), response_topic, correlation)
@@ -407,7 +406,7 @@ class MqttBridge:
         if program not in programs:
             raise CommandError(
                 "unknown_program",
-                f"no program {_short(program)}; one of {', '.join(programs)}",
+                f"no program {short_repr(program)}; one of {', '.join(programs)}",
             )
 
     def _programs(self) -> list[str]:
@@ -434,7 +433,7 @@ class MqttBridge:
         topic = getattr(props, "ResponseTopic", None)
         correlation = getattr(props, "CorrelationData", None)
         if topic is not None and not self._response_topic_ok(topic):
-            log.warning("ignored response topic %s", _short(topic, 80))
+            log.warning("ignored response topic %s", short_repr(topic, 80))
             topic = None
         return topic, bytes(correlation) if correlation is not None else None
 
@@ -596,7 +595,7 @@ class MqttBridge:
             if sample is None:
                 continue
             key = (sample.get("t"), sample.get("state"))
-            active = sample.get("state") in TELEMETRY_STATES
+            active = sample.get("state") in MOVING
             if key == last_key or not (active or last_active):
                 continue
             last_key, last_active = key, active

@@ -2,44 +2,66 @@
 "Commands and replies" and "Error codes").
 
 `parse_command` turns a payload into a `Command` or raises `BadCommand` with a stable code; nothing
-reaches the controller before it has passed. `ACTIONS` lists every action with its fields,
-`CommandLimits` the ranges those fields must keep (from the chair's config).
+reaches the controller before it has passed. `ACTIONS` lists every action with the request model
+that checks its fields (`chair.requests`: the same check the CLI and the controller use, with the
+ranges of the chair's config).
 """
 
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass
-from typing import Any, Literal, get_args
+from typing import Any, NamedTuple
 
 from chair.api import CommandError
-from core_rt.config import ChairConfig, HeatLevel
+from chair.requests import (
+    AdjustRequest,
+    PresetRequest,
+    Request,
+    SetRequest,
+    StartRequest,
+    parse_request,
+    short_repr,
+)
+from core_rt.config import ChairConfig
 
 MAX_PAYLOAD_BYTES = 4096
 """Commands over 4 KiB are refused unread (``too_large``)."""
 MAX_ID_CHARS = 128
-MAX_PROGRAM_CHARS = 64
-HEAT_LEVELS: tuple[str, ...] = get_args(HeatLevel)
 
 
-@dataclass(frozen=True)
-class CommandLimits:
-    """Ranges a command's fields must keep, from the chair's config (one source of truth)."""
+class ActionSpec(NamedTuple):
+    """What an action carries: its request model (None: no fields) and whether it needs at
+    least one of its fields."""
 
-    minutes: tuple[float, float]
-    intensity: tuple[int, int]
-    heat: tuple[str, ...]
-    adjust_mm: float
+    request: type[Request] | None = None
+    at_least_one: bool = False
 
-    @classmethod
-    def from_config(cls, config: ChairConfig) -> CommandLimits:
-        return cls(
-            minutes=(config.session.min_minutes, config.session.max_minutes),
-            intensity=(1, len(config.depth.levels_mm)),
-            heat=HEAT_LEVELS,
-            adjust_mm=config.body.adjust_mm,
-        )
+    @property
+    def fields(self) -> tuple[str, ...]:
+        return () if self.request is None else tuple(self.request.model_fields)
+
+    @property
+    def required(self) -> frozenset[str]:
+        if self.request is None:
+            return frozenset()
+        return frozenset(n for n, f in self.request.model_fields.items() if f.is_required())
+
+
+ACTIONS: dict[str, ActionSpec] = {
+    "start": ActionSpec(StartRequest),
+    "pause": ActionSpec(),
+    "resume": ActionSpec(),
+    "stop": ActionSpec(),
+    "estop": ActionSpec(),
+    "reset": ActionSpec(),
+    "set": ActionSpec(SetRequest, at_least_one=True),
+    "adjust_shoulder": ActionSpec(AdjustRequest),
+    "status": ActionSpec(),
+    "preset": ActionSpec(PresetRequest, at_least_one=True),
+}
+"""Every action with its fields. ``preset`` is ours: it remembers the program and minutes for a
+``start`` that names none (Home Assistant's program selector and start button use it)."""
 
 
 @dataclass(frozen=True)
@@ -60,29 +82,6 @@ class BadCommand(CommandError):
         self.action = action
 
 
-_Kind = Literal["program", "minutes", "intensity", "heat", "mm"]
-
-ACTIONS: dict[str, tuple[dict[str, _Kind], frozenset[str], bool]] = {
-    # action: (fields, required fields, at least one field)
-    "start": (
-        {"program": "program", "minutes": "minutes", "intensity": "intensity", "heat": "heat"},
-        frozenset(),
-        False,
-    ),
-    "pause": ({}, frozenset(), False),
-    "resume": ({}, frozenset(), False),
-    "stop": ({}, frozenset(), False),
-    "estop": ({}, frozenset(), False),
-    "reset": ({}, frozenset(), False),
-    "set": ({"intensity": "intensity", "heat": "heat"}, frozenset(), True),
-    "adjust_shoulder": ({"mm": "mm"}, frozenset({"mm"}), False),
-    "status": ({}, frozenset(), False),
-    "preset": ({"program": "program", "minutes": "minutes"}, frozenset(), True),
-}
-"""Every action with its fields. ``preset`` is ours: it remembers the program and minutes for a
-``start`` that names none (Home Assistant's program selector and start button use it)."""
-
-
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
@@ -96,17 +95,14 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return obj
 
 
-def _short(value: Any, n: int = 40) -> str:
-    text = repr(value)
-    return text if len(text) <= n else text[: n - 3] + "..."
-
-
-def parse_command(payload: bytes, limits: CommandLimits) -> Command:
-    """Validate a ``<base>/cmd`` payload; raise `BadCommand` with a stable code otherwise.
+def parse_command(payload: bytes, config: ChairConfig) -> Command:
+    """Validate a ``<base>/cmd`` payload against the chair's `config`; raise `BadCommand` with a
+    stable code otherwise.
 
     Order of checks (the first failing one names the code): size, UTF-8 JSON, object, ``id``,
-    ``action`` present, known, unknown fields, each field's type then range, required fields.
-    Programs are checked later, against the controller's list.
+    ``action`` present, known, unknown fields, required fields, each field's type then range (in
+    the request model's field order). Programs are checked later, against the controller's
+    list.
     """
     if len(payload) > MAX_PAYLOAD_BYTES:
         raise BadCommand("too_large", f"payload is {len(payload)} bytes, limit {MAX_PAYLOAD_BYTES}")
@@ -133,59 +129,24 @@ def parse_command(payload: bytes, limits: CommandLimits) -> Command:
             cmd_id,
             shown,
         )
-    fields, required, at_least_one = ACTIONS[action]
-    unknown = sorted(set(obj) - set(fields) - {"id", "action"})
+    spec = ACTIONS[action]
+    unknown = sorted(set(obj) - set(spec.fields) - {"id", "action"})
     if unknown:
-        names = ", ".join(_short(k, 24) for k in unknown[:5])
+        names = ", ".join(short_repr(k, 24) for k in unknown[:5])
         raise BadCommand("bad_field", f"unknown field(s) for {action}: {names}", cmd_id, action)
-    args: dict[str, Any] = {}
-    for name, kind in fields.items():
-        if name in obj and obj[name] is not None:
-            args[name] = _check_field(action, name, kind, obj[name], limits, cmd_id)
-    missing = sorted(required - set(args))
+    given = {k: obj[k] for k in spec.fields if obj.get(k) is not None}
+    missing = sorted(spec.required - set(given))
     if missing:
         raise BadCommand("bad_field", f"{action} needs {', '.join(missing)}", cmd_id, action)
-    if at_least_one and not args:
-        raise BadCommand("bad_field", f"{action} needs one of {', '.join(fields)}", cmd_id, action)
+    if spec.at_least_one and not given:
+        raise BadCommand(
+            "bad_field", f"{action} needs one of {', '.join(spec.fields)}", cmd_id, action
+        )
+    args: dict[str, Any] = {}
+    if spec.request is not None:
+        try:
+            req = parse_request(spec.request, given, config, prefix=f"{action}.")
+        except CommandError as e:
+            raise BadCommand(e.code, e.message, cmd_id, action) from None
+        args = req.model_dump(exclude_none=True)
     return Command(cmd_id, action, args)
-
-
-def _check_field(
-    action: str, name: str, kind: _Kind, value: Any, limits: CommandLimits, cmd_id: str | None
-) -> Any:
-    def bad(code: str, what: str) -> BadCommand:
-        return BadCommand(code, f"{action}.{name} {what}, got {_short(value)}", cmd_id, action)
-
-    if kind == "program":
-        if not isinstance(value, str):
-            raise bad("bad_field", "must be a string")
-        if not 0 < len(value) <= MAX_PROGRAM_CHARS:
-            raise bad("unknown_program", "is not a program name")
-        return value
-    if kind == "heat":
-        if not isinstance(value, str):
-            raise bad("bad_field", "must be a string")
-        if value not in limits.heat:
-            raise bad("out_of_range", f"must be one of {', '.join(limits.heat)}")
-        return value
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise bad("bad_field", "must be a number")
-    if kind == "intensity":
-        if isinstance(value, float) and not value.is_integer():
-            raise bad("bad_field", "must be a whole number")
-        lo, hi = limits.intensity
-        if not lo <= value <= hi:
-            raise bad("out_of_range", f"must be {lo}..{hi}")
-        return int(value)
-    try:
-        number = float(value)
-    except OverflowError:
-        number = math.inf
-    if kind == "minutes":
-        lo_m, hi_m = limits.minutes
-        if not lo_m <= number <= hi_m:
-            raise bad("out_of_range", f"must be {lo_m:g}..{hi_m:g} min")
-        return number
-    if not -limits.adjust_mm <= number <= limits.adjust_mm:  # kind == "mm"
-        raise bad("out_of_range", f"must be within ±{limits.adjust_mm:g} mm")
-    return number

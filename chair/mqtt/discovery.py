@@ -7,8 +7,7 @@ import json
 from typing import Any
 
 from chair import __version__
-from chair.api import STATES
-from chair.mqtt.commands import HEAT_LEVELS
+from chair.lifecycle import SessionState
 from chair.mqtt.settings import MqttSettings
 from core_rt.config import ChairConfig
 
@@ -88,7 +87,7 @@ def discovery_config(
                 command_template='{"action":"set","heat":"{{ value }}"}',
                 state_topic=t.state,
                 value_template="{{ value_json.heat.level }}",
-                options=list(HEAT_LEVELS),
+                options=list(config.heater.level_names),
                 icon="mdi:heat-wave",
             ),
             button("start", "Start", "mdi:play"),
@@ -104,7 +103,7 @@ def discovery_config(
                 state_topic=t.state,
                 value_template="{{ value_json.state }}",
                 device_class="enum",
-                options=list(STATES),
+                options=list(SessionState),
                 icon="mdi:sofa-single",
             ),
             cmp(

@@ -15,7 +15,7 @@ The timeline is a list of `Action`s, in time order:
   the rate axis's limits (the core's ramp; ``duration_s`` is its length).
 - ``heat``: heater target °C (0 = off) from ``t_s``.
 
-Safety rules the plan follows by construction (and `chair.validate.check_plan` verifies):
+Safety rules the plan follows by construction (and `chair.programs.validate.check_plan` verifies):
 width and depth only move with the carriage at rest and both rates at 0; rates start after the
 width and depth of a step are reached; tapping never runs during a width move; the carriage
 travels between steps at light contact (level 1 or less, and below every cap on the way); a depth
@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import core_rt
-from chair.program import TRAVEL_SPEED_FRACTION, Program, StepSettings
+from chair.programs.model import TRAVEL_SPEED_FRACTION, Program, StepSettings
 from core_rt.config import RATE_AXES, ZONES, ChairConfig, MotionLimits
 
 HEATER = "heater"

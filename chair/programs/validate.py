@@ -8,7 +8,7 @@ the reference chair), every intensity 1-5 and every session length the user may 
 Rule ids are stable (docs/programs.md lists them):
 
 ===================== ===========================================================================
-schema, toml, file,   the file itself: unreadable, not TOML, not a program (`chair.program`);
+schema, toml, file,   the file itself: unreadable, not TOML, not a program (`chair.programs.model`);
 unknown-program,      zone-or-sweep, sweep-order, share-or-seconds, technique-field and
 ...                   seconds-sum come from the model's structure checks
 zone-cap-depth        depth above the cap of a zone the step (or the plan) is in
@@ -54,7 +54,15 @@ from pathlib import Path
 from typing import Any
 
 import core_rt
-from chair.plan import (
+from chair.programs.model import (
+    TECHNIQUE_SPECS,
+    Issue,
+    Program,
+    ProgramError,
+    parse_program,
+    program_source,
+)
+from chair.programs.plan import (
     DURATION_TOLERANCE_S,
     MIN_SPAN_MM,
     ZONE_MARGIN_MM,
@@ -63,14 +71,6 @@ from chair.plan import (
     build_plan,
     step_time_bounds,
     zones_touched,
-)
-from chair.program import (
-    TECHNIQUE_SPECS,
-    Issue,
-    Program,
-    ProgramError,
-    parse_program,
-    program_source,
 )
 from core_rt.config import AXES, POSITION_AXES, RATE_AXES, ZONES, ChairConfig, MotionLimits
 
