@@ -334,9 +334,11 @@ async def test_busy_is_transient_and_estop_is_never_busy(chair_factory: ChairFac
     chair = await chair_factory(speed=60)
     obs, ctl = chair.obs, chair.ctl
     gate = asyncio.Event()
+    pausing = asyncio.Event()
     original = ctl.pause
 
     async def slow_pause() -> None:
+        pausing.set()  # the bridge is executing the pause: it is busy from here on
         await gate.wait()
         await original()
 
@@ -345,7 +347,7 @@ async def test_busy_is_transient_and_estop_is_never_busy(chair_factory: ChairFac
     ctl.pause = slow_pause
     m = obs.mark()
     await obs.send('{"id":"p1","action":"pause"}')
-    await asyncio.sleep(0.2)
+    await asyncio.wait_for(pausing.wait(), 10)
     busy = await obs.cmd("set", id="b1", intensity=5)
     assert busy["error"]["code"] == "busy"
     estop = await obs.cmd("estop", id="e1")

@@ -62,15 +62,19 @@ async def test_chair_remote_against_the_daemon(chair_factory: ChairFactory) -> N
     rc, out, err = await chair_cli("remote", "status", *url, "--mqtt-version", "3.1.1", "--json")
     assert rc == 0 and json.loads(out)["state"]["state"] == "running", err
 
-    watch = asyncio.create_task(
-        chair_cli("remote", "watch", *url, "--until", "idle", "--timeout", "25")
-    )
-    await asyncio.sleep(0.5)
+    watch = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "chair", "remote", "watch", *url,
+        "--until", "idle", "--timeout", "25",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        env={**ENV, "PYTHONUNBUFFERED": "1"}, cwd=ROOT,
+    )  # fmt: skip
+    assert watch.stdout is not None
+    first = await asyncio.wait_for(watch.stdout.readline(), 30)  # it follows the chair now
     rc, out, err = await chair_cli("remote", "stop", *url)
     assert rc == 0, out + err
-    rc, out, err = await watch
-    assert rc == 0, err
-    lines = out.splitlines()
+    rest, werr = await asyncio.wait_for(watch.communicate(), 30)
+    assert watch.returncode == 0, werr.decode()
+    lines = (first + rest).decode().splitlines()
     assert "state running" in lines[0] or "chair online" in lines[0]
     assert any("state settling" in ln for ln in lines) and "state idle" in lines[-1]
 
@@ -127,7 +131,6 @@ async def test_last_will_says_offline_when_the_daemon_dies(broker: Mosquitto) ->
 
 
 async def test_chair_serve_with_the_real_controller(broker: Mosquitto) -> None:
-    pytest.importorskip("chair.controller")
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "chair", "serve", "--broker", broker.url, "--speed", "600",
         "--telemetry-hz", "20", "--log-level", "warning",
