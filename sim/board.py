@@ -258,7 +258,7 @@ class BoardEmulator:
 
         self.config = config or ChairConfig()
         if not 1.0 <= watchdog_ms <= 100.0:
-            raise ValueError(f"watchdog_ms must be 1..100 (DOMAIN §6), got {watchdog_ms}")
+            raise ValueError(f"watchdog_ms must be 1..100 (docs/chair.md §6), got {watchdog_ms}")
         specs = [parse_fault(f) if isinstance(f, str) else f for f in faults]
         for s in specs:
             if s.kind == "estop":

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]  # the checkout, for the board's PYTHONPATH
 
 
 def _percentile(values: list[float], q: float) -> float:
