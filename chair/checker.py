@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from chair.lifecycle import SessionState
 from core_rt.config import ZONES, ChairConfig
 
 EPS = 1e-6
@@ -94,7 +95,7 @@ def check_session(
                 heat_settled = True
             if heat_settled and hc > heat_target + config.heater.steady_band_c + EPS:
                 once(f"t={t:.2f}s: pad {hc:.2f} °C above target {heat_target:g} + band")
-        if s["state"] == "running":
+        if s["state"] == SessionState.RUNNING:
             z = zone_at(y, zones)
             if z is not None and (not running_order or running_order[-1] != z):
                 running_order.append(z)

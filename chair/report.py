@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from chair.lifecycle import SessionState
 from chair.session import SessionResult
 from core_rt.config import ZONES, ChairConfig
 
@@ -148,7 +149,7 @@ def write_plot(
     pressing = [s["y_mm"] if s["depth_mm"] > retracted_mm else None for s in samples]
     ax1.plot(t, pressing, color="#c0392b", lw=0.9, label=f"pressing (depth > {retracted_mm:g} mm)")
     if result.plan is not None and samples:
-        t_start = next((s["t"] for s in samples if s["state"] == "running"), 0.0)
+        t_start = next((s["t"] for s in samples if s["state"] == SessionState.RUNNING), 0.0)
         for st in result.plan.steps:
             x = t_start + st.start_s
             ax1.axvline(x, color="grey", lw=0.5, ls=":")

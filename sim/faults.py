@@ -14,10 +14,10 @@ import re
 from dataclasses import dataclass
 from decimal import Decimal
 
-POSITION_AXES: tuple[str, ...] = ("carriage", "width", "depth")
-"""Targets of the position axes, in the core's axis order."""
-MOTORS: tuple[str, ...] = (*POSITION_AXES, "kneading", "tapping")
-"""Targets of every motor, in the core's motor order (the index of ``current_a``)."""
+from core_rt.config import AXES, POSITION_AXES
+
+MOTORS: tuple[str, ...] = AXES
+"""Every motor drives one axis, in the core's order (the index of ``current_a``)."""
 
 FAULT_KINDS: dict[str, str] = {
     "stall": "axis jams: its encoder stops while it is driven and its current rises "

@@ -263,3 +263,34 @@ def test_realtime_pacing_runs_the_same_session_on_the_wall_clock() -> None:
     assert any(s["state"] == "scanning" and s["v_mm_s"] != 0 for s in telemetry)
     estopped = [s for s in telemetry if s["state"] == "estop"]
     assert estopped and estopped[-1]["v_mm_s"] == 0.0
+
+
+@pytest.mark.parametrize("strict", [False, True])
+def test_session_finished_carries_the_one_summary_with_the_checkers_verdict(strict: bool) -> None:
+    """The controller builds the summary once, with the independent checker's verdict in
+    `safety`; the `session_finished` event (what MQTT publishes) carries that very summary. With
+    a heater tuned to overshoot a zero steady band, only the checker can find the violation."""
+    import asyncio
+
+    heater = {"steady_band_c": 0.0, "kp_duty_per_c": 1.0, "ki_duty_per_c_s": 0.3}
+    cfg = ChairConfig.model_validate({"heater": heater}) if strict else CFG
+    events: list[dict] = []  # type: ignore[type-arg]
+
+    async def main() -> Controller:
+        c = Controller.create(cfg, pacing="fast")
+        c.on_event(events.append)
+        async with c:
+            await c.run_session(SHORT, heat="medium")
+        return c
+
+    c = asyncio.run(main())
+    finished = [e for e in events if e["event"] == "session_finished"]
+    assert len(finished) == 1
+    summary = finished[0]["summary"]
+    assert summary is c.last_summary and summary["session_id"] == finished[0]["session_id"]
+    safety = summary["safety"]
+    assert safety["checked"] is True
+    if strict:
+        assert safety["violations"] and not safety["ok"]
+    else:
+        assert safety["violations"] == [] and safety["ok"]

@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from core_rt.config import ChairConfig
+from core_rt.config import POSITION_AXES, ChairConfig
 from sim import FAULT_KINDS, FaultSpec, PlantParams, SimPlant, parse_fault
-from sim.faults import FAULT_TARGETS, MOTORS, POSITION_AXES
+from sim.faults import FAULT_TARGETS, MOTORS
 from sim.model import BodyParams
 from sim.plant import bench_exchange
 
