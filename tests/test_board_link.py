@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -100,7 +101,9 @@ def test_the_io_side_takes_the_latest_setpoint_the_tick_published() -> None:
     assert hw.take_setpoint() is None  # before the first tick
     exchange_once(hw, {"seq": 7, "pos_mm": (1.0, 2.0, 3.0)})
     exchange_once(hw, {"seq": 8, "pos_mm": (4.0, 5.0, 6.0), "heater_duty": 0.5, "enable": False})
-    sp = dict(zip(SETPOINT_FIELDS, hw.take_setpoint() or (), strict=True))
+    taken = hw.take_setpoint()
+    assert taken is not None
+    sp: dict[str, Any] = dict(zip(SETPOINT_FIELDS, taken, strict=True))
     assert sp["seq"] == 8 and sp["pos_mm"] == (4.0, 5.0, 6.0)
     assert sp["heater_duty"] == 0.5 and sp["enable"] is False and sp["published_ns"] > 0
 
