@@ -25,9 +25,17 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:  # the compiled planner is imported on first use
-    if name in ("Move", "plan_move", "plan_brake", "plan_velocity"):
+_PLANNER = ("Move", "plan_move", "plan_brake", "plan_velocity")
+
+
+def __getattr__(name: str) -> Any:
+    """The compiled planner is imported on first use, then kept in the module's namespace, so
+    every later `core_rt.plan_move` is a plain attribute read (module `__getattr__` only runs for
+    names not found there)."""
+    if name in _PLANNER:
         from core_rt import motion
 
-        return getattr(motion, name)
-    raise AttributeError(name)
+        for planner_name in _PLANNER:
+            globals()[planner_name] = getattr(motion, planner_name)
+        return globals()[name]
+    raise AttributeError(f"module 'core_rt' has no attribute {name!r}")

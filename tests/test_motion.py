@@ -18,6 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import core_rt
+from core_rt import motion
 from core_rt.motion import Move, plan_brake, plan_move, plan_velocity
 
 # Stable in CI: no example database, derandomized, no per-example deadline on a loaded machine.
@@ -370,6 +371,17 @@ def test_package_exposes_the_planner_lazily() -> None:
     assert "duration=" in repr(move) and "goal=10.0" in repr(move)
     assert len(move.segments) == 7
     assert (move.start, move.goal) == (0.0, 10.0)
+
+
+def test_package_keeps_the_planner_after_its_first_use(monkeypatch: pytest.MonkeyPatch) -> None:
+    # later calls must not go through the module's __getattr__ again (1.7 us instead of 0.2 us)
+    names = ("Move", "plan_move", "plan_brake", "plan_velocity")
+    for name in names:
+        monkeypatch.delitem(vars(core_rt), name, raising=False)
+    assert not set(names) & set(vars(core_rt))
+    assert core_rt.plan_move is motion.plan_move  # the first use imports the planner
+    for name in names:
+        assert vars(core_rt)[name] is getattr(motion, name), f"core_rt.{name} is not kept"
 
 
 # ---------------------------------------------------------------------------------------------
