@@ -23,13 +23,13 @@ from typing import Any, ClassVar
 
 from chair.api import CommandError
 from chair.checker import check_session
-from chair.driver import CoreDriver, Pacing
+from chair.driver import CoreDriver, Event, Pacing, Record
 from chair.lifecycle import IN_SESSION, LATCHED, SessionEvent, SessionState
 from chair.program import Program, ProgramError, builtin_programs, load_program
 from chair.report import build_summary
 from chair.requests import AdjustRequest, SetRequest, StartRequest, parse_request
 from chair.session import Session, SessionResult, telemetry_sample
-from core_rt.config import ChairConfig
+from core_rt.config import AXES, ChairConfig
 from core_rt.core import FAULT_CODES, FAULT_MESSAGES, Core, mono_ns
 
 log = logging.getLogger("chair.controller")
@@ -245,7 +245,7 @@ class Controller:
         for cb in self._event_cbs:
             cb(e)
 
-    def _on_telemetry(self, records: list[Any]) -> None:
+    def _on_telemetry(self, records: list[Record]) -> None:
         # between sessions: the chair's own telemetry, `t` on the core's clock
         self._latest_tlm = telemetry_sample(records[-1], 0, self._state)
 
@@ -356,14 +356,16 @@ class Controller:
             safety["checked"] = False
         return summary
 
-    def _idle_events(self, events: list[Any]) -> None:
-        for _t, kind, code, v0, _v1 in events:
+    def _idle_events(self, events: list[Event]) -> None:
+        for e in events:
+            kind, code = e.kind, e.code
             if kind == "fault":
                 name = FAULT_CODES[code] or "unknown"
                 self._state = SessionState.FAULT
+                where = f"{AXES[e.axis]}: " if e.axis >= 0 else ""
                 self._fault = {
                     "code": name,
-                    "message": f"{FAULT_MESSAGES.get(name, name)} (value {v0:g})",
+                    "message": f"{FAULT_MESSAGES.get(name, name)} ({where}value {e.value:g})",
                 }
                 self._event(
                     {"event": SessionEvent.FAULT, "code": name, "message": self._fault["message"]}

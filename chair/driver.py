@@ -22,14 +22,16 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from core_rt.config import ChairConfig
-from core_rt.core import Core
+from core_rt.core import Core, CoreEvent, Telemetry
 
 Pacing = Literal["fast", "paced", "realtime"]
 PACE_GRANULARITY_S = 0.002
 """Shortest wall-clock sleep of the paced clock: at high speeds it runs the core in chunks of
 at least this much wall time rather than spinning tick by tick."""
-Event = tuple[int, str, int, float, float]
-Record = tuple[Any, ...]
+Event = CoreEvent
+"""One core event, read by name (core_rt.records)."""
+Record = Telemetry
+"""One core telemetry record, read by name (core_rt.records)."""
 
 
 @dataclass

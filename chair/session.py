@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from chair.driver import CoreDriver, Record
+from chair.driver import CoreDriver, Event, Record
 from chair.lifecycle import SessionEvent, SessionState
 from chair.plan import Action, SessionPlan, build_plan
 from chair.program import Program
@@ -44,25 +44,25 @@ def telemetry_sample(
 ) -> dict[str, Any]:
     """One core telemetry record as the INTERFACES §2 telemetry object (`t` from `t0_ns`).
     A latched core reports its own state (fault, estop) whatever the session's."""
-    mode = MODES[r[1]]
+    mode = MODES[r.mode]
     return {
-        "t": round((r[0] - t0_ns) / S, 4),
+        "t": round((r.t_ns - t0_ns) / S, 4),
         "state": mode if mode in ("estop", "fault") else state,
         "step": step,
         "technique": technique,
-        "zone": ZONES[r[3]] if r[3] >= 0 else None,
-        "y_mm": r[5],
-        "v_mm_s": r[6],
-        "a_mm_s2": r[7],
-        "width_mm": r[8],
-        "left_x_mm": r[9],
-        "right_x_mm": r[10],
-        "depth_mm": r[11],
-        "knead_rpm": r[12],
-        "tap_hz": r[13],
-        "heat_target_c": r[14],
-        "heat_c": r[15],
-        "fault": FAULT_CODES[r[2]],
+        "zone": ZONES[r.zone] if r.zone >= 0 else None,
+        "y_mm": r.y_mm,
+        "v_mm_s": r.v_mm_s,
+        "a_mm_s2": r.a_mm_s2,
+        "width_mm": r.width_mm,
+        "left_x_mm": r.left_x_mm,
+        "right_x_mm": r.right_x_mm,
+        "depth_mm": r.depth_mm,
+        "knead_rpm": r.knead_rpm,
+        "tap_hz": r.tap_hz,
+        "heat_target_c": r.heat_target_c,
+        "heat_c": r.heat_c,
+        "fault": FAULT_CODES[r.fault],
     }
 
 
@@ -277,7 +277,7 @@ class Session:
         keep = self.keep_telemetry
         d: dict[str, Any] | None = None
         for r in records:
-            t_ns = r[0]
+            t_ns = r.t_ns
             step: int | None = None
             if marks and state in PROGRAM_STATES:
                 k = bisect.bisect_right(marks, t_ns) - 1
@@ -382,7 +382,7 @@ class Session:
             if now >= settle_ns and not self._busy(set(AXES)):
                 break
             for ev in await self.driver.advance(min(end, max(settle_ns, now + S // 10))):
-                if ev[1] == "fault" and self.fault is not None:
+                if ev.kind == "fault" and self.fault is not None:
                     pass  # the first fault is the one latched and reported
         await self.driver.advance(self.driver.now_ns() + 3 * S // 2)
 
@@ -395,14 +395,17 @@ class Session:
         if self._busy(axes):
             raise SessionAborted("timeout", f"axes {sorted(axes)} did not come to rest")
 
-    def _handle_events(self, events: list[tuple[int, str, int, float, float]]) -> None:
-        for t_ns, kind, code, v0, v1 in events:
+    def _handle_events(self, events: list[Event]) -> None:
+        for e in events:
+            t_ns, kind, code = e.t_ns, e.kind, e.code
             if kind == "fault":
                 name = FAULT_CODES[code] or "unknown"
+                where = f"{AXES[e.axis]}: " if e.axis >= 0 else ""
                 self.fault = Fault(
                     name,
                     (t_ns - self._t0_ns) / S,
-                    f"{FAULT_MESSAGES.get(name, name)} (value {v0:g}, limit {v1:g})",
+                    f"{FAULT_MESSAGES.get(name, name)} ({where}value {e.value:g}, "
+                    f"limit {e.limit:g})",
                 )
                 self.faults.append(self.fault)
                 self._stop_program_clock()
@@ -424,7 +427,7 @@ class Session:
                 if not self.zone_order or self.zone_order[-1] != z:
                     self.zone_order.append(z)
             if kind == "contact":
-                self._contact_events.append((code, v0))
+                self._contact_events.append((code, e.value))
 
     def _scripted_estop(self) -> None:
         self.core.estop()

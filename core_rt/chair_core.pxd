@@ -155,7 +155,10 @@ cdef extern from "chair_core.h" nogil:
         int64_t t_ns
         int32_t kind
         int32_t code
-        double value[4]
+        int32_t axis
+        int32_t reserved
+        double value
+        double limit
 
     ctypedef struct chair_telemetry:
         int64_t t_ns

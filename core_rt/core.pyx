@@ -1,5 +1,5 @@
 # cython: language_level=3
-"""The tick: motion profiles on every axis, the guard, the watchdogs and the heater loop.
+"""The tick: motion profiles on every axis, run past the guard and beside the heater.
 
 One `Core` owns one chair. Every tick (1 kHz by default) it
 
@@ -7,24 +7,35 @@ One `Core` owns one chair. Every tick (1 kHz by default) it
    reset, heartbeat, body zones) and starts the timed ones at their `at_ns`;
 2. evaluates each axis's jerk-limited profile in closed form from the profile's start time;
 3. exchanges one setpoint/status pair with the hardware (simulated plant or board link);
-4. runs the guard on what it commands and on what the sensors say — any violation is a latched
-   fault with a controlled stop (an e-stop uses the emergency limits), never a silent clamp;
-5. runs the heater PI loop on the pad thermistor and its watchdogs;
-6. publishes events and decimated telemetry into rings, waking asyncio through an eventfd.
+4. runs the guard (guard.pyx) on what it commands and on what the sensors say — any violation is
+   a latched fault with a controlled stop (an e-stop uses the emergency limits), never a silent
+   clamp;
+5. runs the heater (heater.pyx): its PI loop on the pad thermistor and its watchdogs;
+6. publishes events and decimated telemetry into rings, waking asyncio through an eventfd; the
+   Python side gets them as named records (records.pyx).
 
 The same `_tick` runs in virtual time (`run_until`, stepped as fast as possible) and in real time
 (`start_realtime`, a native thread on absolute CLOCK_MONOTONIC deadlines). Tick times are the
 scheduled grid `t0 + k·period`, so both modes produce bit-identical setpoints for the same inputs.
-Nothing in `_tick` takes the GIL or allocates.
+Nothing in `_tick` takes the GIL or allocates. The guard and the heater own their state (a C
+struct each, in this object) and report what they find through `_report`, at once, so the first
+fault is latched at the very check that found it.
 """
 
-from libc.math cimport fabs, cos, isfinite, ceil, M_PI
+from libc.math cimport fabs, isfinite, ceil
 from libc.string cimport memset
 from libc.stdint cimport int32_t, int64_t, uint32_t, uint64_t
 from libc.errno cimport errno
 
 from core_rt.chair_core cimport *
-from core_rt.motion cimport Profile, profile_move, profile_velocity, profile_hold, profile_eval
+from core_rt.motion cimport (
+    Axis, Profile, profile_move, profile_velocity, profile_hold, profile_eval,
+)
+from core_rt.guard cimport (
+    Guard, guard_init, guard_fed, guard_set_body, guard_rest, guard_commanded, guard_measured,
+)
+from core_rt.heater cimport Heater, heater_init, heater_off, heater_set, heater_step
+from core_rt.records cimport telemetry_record, event_record
 from core_rt.hardware cimport Hardware
 from core_rt.rtloop cimport (
     spsc_ring, spsc_init, spsc_free, spsc_push, spsc_pop, spsc_count, spsc_dropped,
@@ -42,8 +53,8 @@ cdef extern from "<unistd.h>" nogil:
     ssize_t read(int fd, void* buf, size_t n)
 
 
-AXES = ("carriage", "width", "depth", "kneading", "tapping")
-"""Axis names in the core's order."""
+from core_rt.config import AXES  # axis names in the core's order (the C enum chair_axis)
+from core_rt.records import EVENT_KINDS, TELEMETRY_FIELDS, CoreEvent, Telemetry
 
 FAULT_CODES = (
     None, "track_range", "body_range", "spine_clearance", "zone_depth", "zone_tapping",
@@ -77,12 +88,6 @@ FAULT_MESSAGES = {
     "command": "an invalid command reached the core",
 }
 
-EVENT_KINDS = {
-    CHAIR_EVT_FAULT: "fault", CHAIR_EVT_ESTOP: "estop", CHAIR_EVT_RESET: "reset",
-    CHAIR_EVT_AXIS_IDLE: "axis_idle", CHAIR_EVT_CONTACT: "contact",
-    CHAIR_EVT_OCCUPANCY: "occupancy", CHAIR_EVT_ZONE: "zone", CHAIR_EVT_HEATER_OFF: "heater_off",
-    CHAIR_EVT_AT_REST: "at_rest", CHAIR_EVT_LINK: "link",
-}
 MODES = ("run", "brake", "fault", "estop")
 
 cdef enum:
@@ -91,26 +96,12 @@ cdef enum:
     EVT_RING = 4096
     TLM_RING = 8192
     HEAT_Q = CHAIR_N_AXES  # index of the heat queue
-    NH_SLOTS = 32          # "heater not heating": the sliding window in this many steps
 
 
 cdef struct Queue:
     chair_command item[QCAP]
     int head
     int length
-
-
-cdef struct Axis:
-    Profile prof
-    int64_t start_ns
-    int64_t end_ns          # profile end + hold: the axis is busy until then
-    int busy
-    double p, v, a, j       # commanded state this tick
-    double goal             # where the current profile ends
-    # measured-side fault detection
-    double stall_ref_mm     # encoder at the start of the stall window
-    double stall_cmd_ref    # setpoint at the start of the stall window
-    int64_t stall_since_ns
 
 
 cdef inline int64_t _dur_ns(double seconds) noexcept nogil:
@@ -144,6 +135,11 @@ cdef int _rt_tick(void* ctx, int64_t tick_ns) noexcept nogil:
     return (<Core>ctx)._rt_tick(tick_ns)
 
 
+cdef void _report(void* ctx, int kind, int code, int axis, double value,
+                  double limit) noexcept nogil:
+    (<Core>ctx)._report(kind, code, axis, value, limit)
+
+
 cdef class Core:
     """One chair's real-time core. See the module docstring and docs/core.md."""
 
@@ -162,32 +158,14 @@ cdef class Core:
     cdef int mode
     cdef int fault
     cdef int wake
-    # heater
-    cdef double heat_target_c
-    cdef double heat_integral
-    cdef double heater_duty
-    cdef int64_t heat_refresh_ns
-    cdef int64_t nh_start_ns       # high duty since (-1: not at high duty)
-    cdef int64_t nh_next_ns        # next history sample
-    cdef int nh_count              # samples taken since nh_start_ns
-    cdef double nh_hist[NH_SLOTS + 1]  # pad temperature every window / NH_SLOTS
-    # body
-    cdef int body_set
-    cdef double zone_edge[CHAIR_N_ZONES + 1]
+    cdef Guard guard
+    cdef Heater heater
+    # session bookkeeping
     cdef int program_on
     cdef int scan_on
     cdef int zone
     cdef int last_contact
-    cdef int occupied
-    # debounce timers
-    cdef int64_t last_cmd_ns
-    cdef int watchdog_armed
-    cdef int64_t oc_since_ns[CHAIR_N_MOTORS]
-    cdef int64_t supply_bad_ns
-    cdef int64_t therm_bad_ns
-    cdef int64_t seat_empty_ns
-    cdef int64_t link_bad_ns
-    cdef int link_was_ok
+    # the controlled stop
     cdef int at_rest_pending
     cdef int retract_pending
     cdef int deenergised
@@ -235,14 +213,8 @@ cdef class Core:
         self.now_ns = start_ns
         self.tlm_every = max(1, <int64_t>(1e9 / telemetry_hz / self.lim.period_ns + 0.5))
         self.tlm_countdown = 0
-        self.occupied = 1
-        self.link_was_ok = 1
-        self.supply_bad_ns = -1
-        self.therm_bad_ns = -1
-        self.seat_empty_ns = -1
-        self.nh_start_ns = -1
-        for i in range(CHAIR_N_MOTORS):
-            self.oc_since_ns[i] = -1
+        guard_init(&self.guard, &self.lim, _report, <void*>self)
+        heater_init(&self.heater, _report, <void*>self)
         self.last_contact = -1
         self.zone = CHAIR_ZONE_NONE
         c = config
@@ -276,9 +248,8 @@ cdef class Core:
         x.a = 0
         x.j = 0
         x.goal = p
-        x.stall_ref_mm = p
-        x.stall_cmd_ref = p
-        x.stall_since_ns = self.now_ns
+        if i < CHAIR_N_POSITION_AXES:
+            guard_rest(&self.guard, i, p, self.now_ns)
 
     cdef void _clear_stats(self) noexcept nogil:
         cdef int i
@@ -296,17 +267,29 @@ cdef class Core:
     # events and faults
     # ------------------------------------------------------------------------------------------
 
-    cdef void _event(self, int kind, int code, double v0, double v1) noexcept nogil:
+    cdef void _event(self, int kind, int code, double value, double limit,
+                     int axis) noexcept nogil:
         cdef chair_event e
         e.t_ns = self.now_ns
         e.kind = kind
         e.code = code
-        e.value[0] = v0
-        e.value[1] = v1
-        e.value[2] = 0
-        e.value[3] = 0
+        e.axis = axis
+        e.reserved = 0
+        e.value = value
+        e.limit = limit
         spsc_push(&self.evt_ring, &e)
         self.wake = 1
+
+    cdef void _report(self, int kind, int code, int axis, double value,
+                      double limit) noexcept nogil:
+        """What the guard and the heater found, at the moment they found it."""
+        if kind == CHAIR_EVT_FAULT:
+            self._fault(code, value, limit, axis)
+            return
+        self._event(kind, code, value, limit, axis)
+        if kind == CHAIR_EVT_LINK and code == 1:
+            # back while latched: hold where the chair really is once at rest (see _tick)
+            self.reseat_pending = self.mode == CHAIR_MODE_FAULT or self.mode == CHAIR_MODE_ESTOP
 
     cdef void _brake_all(self, int emergency) noexcept nogil:
         """Replace every profile by the time-optimal brake from its current state; drop queues.
@@ -348,32 +331,26 @@ cdef class Core:
         must start from here, or the setpoint would stand still for one tick)."""
         profile_eval(&x.prof, (self.now_ns - x.start_ns) * 1e-9, &x.p, &x.v, &x.a, &x.j)
 
-    cdef void _fault(self, int code, double value, double limit) noexcept nogil:
+    cdef void _fault(self, int code, double value, double limit, int axis) noexcept nogil:
         if self.mode == CHAIR_MODE_FAULT or self.mode == CHAIR_MODE_ESTOP:
             return  # the first fault is the one latched and reported
         self.mode = CHAIR_MODE_FAULT
         self.fault = code
-        self._heater_off()
+        heater_off(&self.heater)
         self._brake_all(0)
         # pressing where it must not: the safe state has the heads retracted (then a reset can
         # never re-latch on the same pressing)
         self.retract_pending = (code == CHAIR_FAULT_BODY_RANGE or code == CHAIR_FAULT_ZONE_DEPTH
                                 or code == CHAIR_FAULT_SPINE_CLEARANCE)
-        self._event(CHAIR_EVT_FAULT, code, value, limit)
+        self._event(CHAIR_EVT_FAULT, code, value, limit, axis)
 
     cdef void _estop(self) noexcept nogil:
         if self.mode == CHAIR_MODE_ESTOP:
             return
         self.mode = CHAIR_MODE_ESTOP
-        self._heater_off()
+        heater_off(&self.heater)
         self._brake_all(1)
-        self._event(CHAIR_EVT_ESTOP, self.fault, 0, 0)
-
-    cdef void _heater_off(self) noexcept nogil:
-        self.heat_target_c = 0
-        self.heat_integral = 0
-        self.heater_duty = 0
-        self.nh_start_ns = -1
+        self._event(CHAIR_EVT_ESTOP, self.fault, 0, 0, -1)
 
     cdef void _reseat(self) noexcept nogil:
         """Commanded pose := measured pose (position axes, at rest)."""
@@ -394,9 +371,8 @@ cdef class Core:
     # ------------------------------------------------------------------------------------------
 
     cdef void _command(self, chair_command* c) noexcept nogil:
-        cdef int i, k = c.kind
-        self.last_cmd_ns = self.now_ns
-        self.watchdog_armed = 1
+        cdef int k = c.kind
+        guard_fed(&self.guard, self.now_ns)
         if c.sent_ns > 0:
             self.last_sent_ns = c.sent_ns
             self.last_applied_ns = _mono_ns()
@@ -406,7 +382,7 @@ cdef class Core:
             self._estop()
         elif k == CHAIR_CMD_FAULT:
             if 0 < c.axis < CHAIR_N_FAULTS:
-                self._fault(c.axis, c.value[0], c.value[1])
+                self._fault(c.axis, c.value[0], c.value[1], -1)
         elif k == CHAIR_CMD_RESET:
             if self.mode == CHAIR_MODE_RUN or self.mode == CHAIR_MODE_BRAKE:
                 return
@@ -414,9 +390,9 @@ cdef class Core:
                 self.mode = CHAIR_MODE_RUN
                 self.fault = CHAIR_FAULT_NONE
                 self.retract_pending = 0
-                self._event(CHAIR_EVT_RESET, 1, 0, 0)
+                self._event(CHAIR_EVT_RESET, 1, 0, 0, -1)
             else:
-                self._event(CHAIR_EVT_RESET, 0, 0, 0)  # refused: still moving
+                self._event(CHAIR_EVT_RESET, 0, 0, 0, -1)  # refused: still moving
         elif self.mode == CHAIR_MODE_FAULT or self.mode == CHAIR_MODE_ESTOP:
             # latched: nothing moves again until reset; bookkeeping commands still apply
             if k == CHAIR_CMD_PROGRAM:
@@ -432,21 +408,20 @@ cdef class Core:
             if 0 <= c.axis < CHAIR_N_AXES and (
                 (k == CHAIR_CMD_MOVE) == (c.axis < CHAIR_N_POSITION_AXES)):
                 if _q_push(&self.q[c.axis], c) != 0:
-                    self._fault(CHAIR_FAULT_COMMAND, c.axis, QCAP)
-            else:
-                self._fault(CHAIR_FAULT_COMMAND, c.axis, k)
+                    self._fault(CHAIR_FAULT_COMMAND, QCAP, QCAP, c.axis)  # queue full
+            else:  # a move for a rate axis or a rate for a position axis
+                self._fault(CHAIR_FAULT_COMMAND, k, 0,
+                            c.axis if 0 <= c.axis < CHAIR_N_AXES else -1)
         elif k == CHAIR_CMD_HEAT:
             if c.value[0] <= 0 and c.at_ns <= self.now_ns:
-                self._heater_off()  # off at once: never queued behind timed heat changes
+                heater_off(&self.heater)  # off at once: never queued behind timed heat changes
             elif _q_push(&self.q[HEAT_Q], c) != 0:
-                self._fault(CHAIR_FAULT_COMMAND, -1, QCAP)
+                self._fault(CHAIR_FAULT_COMMAND, QCAP, QCAP, -1)
         elif k == CHAIR_CMD_BODY:
             if c.axis:
-                for i in range(CHAIR_N_ZONES + 1):
-                    self.zone_edge[i] = c.value[i]
-                self.body_set = 1
+                guard_set_body(&self.guard, c.value)
             else:
-                self.body_set = 0
+                guard_set_body(&self.guard, NULL)
                 self.zone = CHAIR_ZONE_NONE
         elif k == CHAIR_CMD_PROGRAM:
             self.program_on = c.axis
@@ -458,7 +433,7 @@ cdef class Core:
         elif k == CHAIR_CMD_CLEAR_STATS:
             self._clear_stats()
         else:
-            self._fault(CHAIR_FAULT_COMMAND, -1, k)
+            self._fault(CHAIR_FAULT_COMMAND, k, 0, -1)  # unknown command kind
 
     cdef void _start_due(self) noexcept nogil:
         """Start queued moves/rates whose time has come (a move waits for its axis to be free)."""
@@ -482,7 +457,7 @@ cdef class Core:
                     jm = c.value[3] if c.value[3] > 0 else L.j_max
                     if profile_move(&x.prof, x.p, c.value[0], vm, am, jm) != 0:
                         _q_pop(&self.q[i])
-                        self._fault(CHAIR_FAULT_COMMAND, i, c.value[0])
+                        self._fault(CHAIR_FAULT_COMMAND, c.value[0], 0, i)  # planner refused
                         return
                     x.end_ns = self.now_ns + _dur_ns(x.prof.duration) + c.hold_ns
                 else:
@@ -490,7 +465,7 @@ cdef class Core:
                     if profile_velocity(&x.prof, x.p, x.v, x.a, c.value[0], L.a_max,
                                         L.j_max) != 0:
                         _q_pop(&self.q[i])
-                        self._fault(CHAIR_FAULT_COMMAND, i, c.value[0])
+                        self._fault(CHAIR_FAULT_COMMAND, c.value[0], 0, i)  # planner refused
                         return
                     x.end_ns = self.now_ns + _dur_ns(x.prof.duration)
                 x.start_ns = self.now_ns
@@ -501,13 +476,7 @@ cdef class Core:
             c = _q_peek(&self.q[HEAT_Q])
             if c == NULL or c.at_ns > self.now_ns:
                 break
-            if c.value[0] <= 0 or not isfinite(c.value[0]):
-                self._heater_off()
-            else:
-                if c.value[0] != self.heat_target_c:
-                    self.nh_start_ns = -1
-                self.heat_target_c = c.value[0]
-                self.heat_refresh_ns = self.now_ns
+            heater_set(&self.heater, c.value[0], self.now_ns)
             _q_pop(&self.q[HEAT_Q])
 
     # ------------------------------------------------------------------------------------------
@@ -525,9 +494,7 @@ cdef class Core:
         cdef chair_command c
         cdef int i, z
         cdef Axis* x
-        cdef double t, w, e, th, lx, rx, clear, tol, vlim, alim, cap
-        cdef double depth, tap, knead
-        cdef int pressing
+        cdef double t, lx, rx, clear, knead, tap
         cdef chair_status* st = &self.st
         self.now_ns = now
         self.wake = 0
@@ -548,11 +515,9 @@ cdef class Core:
                     x.v = 0
                     x.a = 0
                     x.j = 0
-                self._event(CHAIR_EVT_AXIS_IDLE, i, x.p, 0)
+                self._event(CHAIR_EVT_AXIS_IDLE, i, x.p, 0, i)
 
         # 3. the hardware
-        w = self.ax[CHAIR_AXIS_WIDTH].p
-        depth = self.ax[CHAIR_AXIS_DEPTH].p
         knead = self.ax[CHAIR_AXIS_KNEADING].v
         tap = self.ax[CHAIR_AXIS_TAPPING].v
         for i in range(CHAIR_N_POSITION_AXES):
@@ -561,67 +526,33 @@ cdef class Core:
         self.sp.t_ns = now
         self.sp.knead_rpm = knead
         self.sp.tap_hz = tap
-        self.sp.heater_duty = self.heater_duty
+        self.sp.heater_duty = self.heater.duty
         self.sp.enable = 0 if self.deenergised else 1
         self.sp.seq = <int32_t>(self.ticks & 0x7fffffff)
         if self.hw.exchange(&self.sp, st) != 0:
             st.link_ok = 0
 
         # 4. the guard — on what we command ...
-        tol = self.lim.limit_tolerance_rel
-        for i in range(CHAIR_N_AXES):
-            x = &self.ax[i]
-            if self.mode == CHAIR_MODE_ESTOP:
-                vlim = self.lim.axis[i].v_max
-                alim = self.lim.axis[i].estop_a_max
-            else:
-                vlim = self.lim.axis[i].v_max
-                alim = self.lim.axis[i].a_max
-            if fabs(x.v) > vlim * (1 + tol) + 1e-12:
-                self._fault(CHAIR_FAULT_VELOCITY, i * 1000.0 + fabs(x.v), vlim)
-            if fabs(x.a) > alim * (1 + tol) + 1e-12:
-                self._fault(CHAIR_FAULT_ACCELERATION, i * 1000.0 + fabs(x.a), alim)
-            if i < CHAIR_N_POSITION_AXES and (
-                    x.p < self.lim.axis[i].min_mm - 1e-9 or x.p > self.lim.axis[i].max_mm + 1e-9):
-                self._fault(CHAIR_FAULT_TRACK_RANGE, i * 10000.0 + x.p, self.lim.axis[i].max_mm)
-        pressing = depth > self.lim.retracted_depth_mm or knead != 0 or tap != 0
-        # lateral contact points, kneading orbit included (spine at x = 0)
-        e = self.lim.eccentricity_mm if knead != 0 else 0.0
-        th = 2.0 * M_PI * self.ax[CHAIR_AXIS_KNEADING].p / 60.0
-        lx = -0.5 * w + e * cos(th)
-        rx = 0.5 * w - e * cos(th)
-        clear = (0.5 * w - e - self.lim.contact_radius_mm
-                 - self.lim.spine_half_width_mm - self.lim.spine_margin_mm)
-        if clear < -1e-9:
-            self._fault(CHAIR_FAULT_SPINE_CLEARANCE, clear, 0.0)
-        if tap != 0 and self.ax[CHAIR_AXIS_WIDTH].busy:
-            self._fault(CHAIR_FAULT_TAPPING_WIDTH, tap, w)
-        z = CHAIR_ZONE_NONE
-        if self.body_set:
-            z = self._zone_of(self.ax[CHAIR_AXIS_CARRIAGE].p)
-            if pressing and self.ax[CHAIR_AXIS_CARRIAGE].p > self.zone_edge[CHAIR_N_ZONES] + 1e-6:
-                self._fault(CHAIR_FAULT_BODY_RANGE, self.ax[CHAIR_AXIS_CARRIAGE].p,
-                            self.zone_edge[CHAIR_N_ZONES])
-            if z >= 0:
-                cap = self.lim.zone_depth_max_mm[z]
-                if depth > cap + 1e-9:
-                    self._fault(CHAIR_FAULT_ZONE_DEPTH, depth, cap)
-                if fabs(tap) > self.lim.zone_tap_max_hz[z] + 1e-9:
-                    self._fault(CHAIR_FAULT_ZONE_TAPPING, tap, self.lim.zone_tap_max_hz[z])
-                if fabs(knead) > self.lim.zone_knead_max_rpm[z] + 1e-9:
-                    self._fault(CHAIR_FAULT_ZONE_KNEADING, knead, self.lim.zone_knead_max_rpm[z])
-
-        # ... and on what the sensors say
-        self._check_sensors(now)
+        guard_commanded(&self.guard, &self.lim, self.ax, self.mode == CHAIR_MODE_ESTOP)
+        z = self.guard.zone
+        lx = self.guard.left_x_mm
+        rx = self.guard.right_x_mm
+        # ... and on what the sensors say; with a fresh status, the body scan reports contact
+        # changes with the carriage position
+        if guard_measured(&self.guard, &self.lim, st, self.ax, now):
+            if self.scan_on and st.arm_contact != self.last_contact:
+                self.last_contact = st.arm_contact
+                self._event(CHAIR_EVT_CONTACT, st.arm_contact, st.pos_mm[0], 0, -1)
 
         # 5. heater
-        self._heater(now)
+        heater_step(&self.heater, &self.lim, st.thermistor_c, self.guard.thermistor_bad_ns < 0,
+                    self.mode == CHAIR_MODE_FAULT or self.mode == CHAIR_MODE_ESTOP, now)
 
         # 6. bookkeeping, statistics, telemetry
         if self.program_on and z != self.zone:
             self.zone = z
             if z >= 0:
-                self._event(CHAIR_EVT_ZONE, z, self.ax[CHAIR_AXIS_CARRIAGE].p, 0)
+                self._event(CHAIR_EVT_ZONE, z, self.ax[CHAIR_AXIS_CARRIAGE].p, 0, -1)
         if self.program_on:
             if z >= 0:
                 self.zone_ticks[z] += 1
@@ -629,7 +560,7 @@ cdef class Core:
                 self.max_speed = fabs(self.ax[CHAIR_AXIS_CARRIAGE].v)
             if fabs(self.ax[CHAIR_AXIS_CARRIAGE].a) > self.max_accel:
                 self.max_accel = fabs(self.ax[CHAIR_AXIS_CARRIAGE].a)
-            if pressing:
+            if self.guard.pressing:
                 clear = (min(fabs(lx), fabs(rx)) - self.lim.contact_radius_mm
                          - self.lim.spine_half_width_mm - self.lim.spine_margin_mm)
                 if clear < self.min_clearance:
@@ -654,7 +585,7 @@ cdef class Core:
                 x.busy = 1
             else:
                 self.at_rest_pending = 0
-                self._event(CHAIR_EVT_AT_REST, self.mode, self.ax[CHAIR_AXIS_CARRIAGE].p, 0)
+                self._event(CHAIR_EVT_AT_REST, self.mode, self.ax[CHAIR_AXIS_CARRIAGE].p, 0, -1)
         # back from a lost link, latched and at rest: hold where the chair really is (the board
         # may have stopped on its own watchdog, away from where the blind brake ended)
         if self.reseat_pending and st.link_ok and self._all_at_rest():
@@ -674,158 +605,6 @@ cdef class Core:
         self.ticks += 1
         return self.wake
 
-    cdef inline int _zone_of(self, double y) noexcept nogil:
-        cdef int i
-        if y < self.zone_edge[0] or y > self.zone_edge[CHAIR_N_ZONES]:
-            return CHAIR_ZONE_NONE
-        for i in range(CHAIR_N_ZONES - 1, -1, -1):
-            if y >= self.zone_edge[i]:
-                return i
-        return CHAIR_ZONE_NONE
-
-    cdef void _check_sensors(self, int64_t now) noexcept nogil:
-        cdef chair_status* st = &self.st
-        cdef int i
-        cdef Axis* x
-        cdef double err, cmd_d, enc_d
-        # the link first: a stale status says nothing about the chair
-        if not st.link_ok:
-            if self.link_was_ok:
-                self.link_was_ok = 0
-                self.link_bad_ns = now
-                self._event(CHAIR_EVT_LINK, 0, 0, 0)
-            if now - self.link_bad_ns >= self.lim.link_lost_ns:
-                self._fault(CHAIR_FAULT_LINK_LOST, (now - self.link_bad_ns) * 1e-6, 0)
-            return
-        if not self.link_was_ok:
-            self.link_was_ok = 1
-            self._event(CHAIR_EVT_LINK, 1, 0, 0)
-            self.reseat_pending = self.mode == CHAIR_MODE_FAULT or self.mode == CHAIR_MODE_ESTOP
-        if st.board_faults != 0:
-            self._fault(CHAIR_FAULT_BOARD, st.board_faults, 0)
-        # controller watchdog: the asyncio side must feed the core
-        if self.watchdog_armed and now - self.last_cmd_ns >= self.lim.controller_watchdog_ns:
-            self._fault(CHAIR_FAULT_CONTROLLER_STALLED, (now - self.last_cmd_ns) * 1e-6, 0)
-        # track limits
-        if st.limit_low and st.limit_high:
-            self._fault(CHAIR_FAULT_LIMIT_SWITCH, 2, 0)
-        x = &self.ax[CHAIR_AXIS_CARRIAGE]
-        if (st.pos_mm[0] < self.lim.axis[0].min_mm - self.lim.overtravel_mm
-                or st.pos_mm[0] > self.lim.axis[0].max_mm + self.lim.overtravel_mm):
-            self._fault(CHAIR_FAULT_LIMIT_SWITCH, st.pos_mm[0], 0)
-        # stall and tracking, per position axis. Stall: over a window of at least stall_ns,
-        # the setpoint travelled stall_min_mm or more while the encoder followed less than a
-        # quarter of it (slow axes simply take a longer window); tracking: per-axis error limit.
-        for i in range(CHAIR_N_POSITION_AXES):
-            x = &self.ax[i]
-            if now - x.stall_since_ns >= self.lim.stall_ns:
-                cmd_d = fabs(x.p - x.stall_cmd_ref)
-                enc_d = fabs(st.pos_mm[i] - x.stall_ref_mm)
-                if cmd_d >= self.lim.stall_min_mm:
-                    if enc_d < 0.25 * cmd_d:
-                        self._fault(CHAIR_FAULT_STALL, i, enc_d)
-                    self._stall_window(x, i, now)
-                elif now - x.stall_since_ns >= 5 * self.lim.stall_ns:
-                    self._stall_window(x, i, now)
-            err = fabs(st.pos_mm[i] - x.p)
-            if err > self.lim.tracking_error_max_mm[i]:
-                self._fault(CHAIR_FAULT_TRACKING, i, err)
-        # motor currents
-        for i in range(CHAIR_N_MOTORS):
-            if st.current_a[i] > self.lim.overcurrent_a[i] or not isfinite(st.current_a[i]):
-                if self.oc_since_ns[i] < 0:
-                    self.oc_since_ns[i] = now
-                if now - self.oc_since_ns[i] >= self.lim.overcurrent_ns:
-                    self._fault(CHAIR_FAULT_OVERCURRENT, i, st.current_a[i])
-            else:
-                self.oc_since_ns[i] = -1
-        # supply
-        if st.supply_v < self.lim.supply_min_v or st.supply_v > self.lim.supply_max_v or (
-                not isfinite(st.supply_v)):
-            if self.supply_bad_ns < 0:
-                self.supply_bad_ns = now
-            if now - self.supply_bad_ns >= self.lim.supply_ns:
-                self._fault(CHAIR_FAULT_SUPPLY_VOLTAGE, st.supply_v, 0)
-        else:
-            self.supply_bad_ns = -1
-        # thermistor range: heater off at once, fault after the debounce
-        if (st.thermistor_c < self.lim.thermistor_min_c or st.thermistor_c > self.lim.thermistor_max_c
-                or not isfinite(st.thermistor_c)):
-            self.heater_duty = 0
-            if self.therm_bad_ns < 0:
-                self.therm_bad_ns = now
-            if now - self.therm_bad_ns >= self.lim.thermistor_ns:
-                self._fault(CHAIR_FAULT_THERMISTOR, st.thermistor_c, 0)
-        else:
-            self.therm_bad_ns = -1
-            if st.thermistor_c >= self.lim.heat_trip_c:
-                self._fault(CHAIR_FAULT_OVER_TEMPERATURE, st.thermistor_c, self.lim.heat_trip_c)
-        # occupancy (not a fault: the session settles)
-        if not st.seat_occupied:
-            if self.seat_empty_ns < 0:
-                self.seat_empty_ns = now
-            if self.occupied and now - self.seat_empty_ns >= self.lim.occupant_ns:
-                self.occupied = 0
-                self._event(CHAIR_EVT_OCCUPANCY, 0, 0, 0)
-        else:
-            self.seat_empty_ns = -1
-            if not self.occupied:
-                self.occupied = 1
-                self._event(CHAIR_EVT_OCCUPANCY, 1, 0, 0)
-        # body scan: report contact changes with the carriage position
-        if self.scan_on and st.arm_contact != self.last_contact:
-            self.last_contact = st.arm_contact
-            self._event(CHAIR_EVT_CONTACT, st.arm_contact, st.pos_mm[0], self.ax[0].p)
-
-    cdef inline void _stall_window(self, Axis* x, int i, int64_t now) noexcept nogil:
-        x.stall_ref_mm = self.st.pos_mm[i]
-        x.stall_cmd_ref = x.p
-        x.stall_since_ns = now
-
-    cdef void _heater(self, int64_t now) noexcept nogil:
-        cdef double T = self.st.thermistor_c, err, u, dt, rise
-        if self.heat_target_c <= 0 or self.mode == CHAIR_MODE_FAULT or self.mode == CHAIR_MODE_ESTOP:
-            self.heater_duty = 0
-            return
-        if now - self.heat_refresh_ns >= self.lim.heater_refresh_ns:
-            self._heater_off()
-            self._event(CHAIR_EVT_HEATER_OFF, 1, 0, 0)
-            return
-        if self.therm_bad_ns >= 0:
-            self.heater_duty = 0
-            return
-        dt = self.lim.period_ns * 1e-9
-        err = self.heat_target_c - T
-        u = self.lim.heater_kp * err + self.lim.heater_ki * self.heat_integral
-        # integrate only when not saturated in the direction of the error (anti-windup)
-        if not ((u >= 1.0 and err > 0) or (u <= 0.0 and err < 0)):
-            self.heat_integral += err * dt
-        if u < 0:
-            u = 0
-        elif u > 1:
-            u = 1
-        self.heater_duty = u
-        # "heater not heating": at high duty for a whole window, the pad must have risen by
-        # not_heating_rise_c over that window. A sliding window (sampled NH_SLOTS times per window)
-        # so a heater that dies mid-window is caught one window after, not two.
-        if u >= self.lim.not_heating_duty:
-            if self.nh_start_ns < 0:
-                self.nh_start_ns = now
-                self.nh_next_ns = now
-                self.nh_count = 0
-            if now >= self.nh_next_ns:
-                self.nh_hist[self.nh_count % (NH_SLOTS + 1)] = T
-                self.nh_count += 1
-                self.nh_next_ns += self.lim.not_heating_window_ns // NH_SLOTS
-                if self.nh_count > NH_SLOTS:
-                    # the oldest sample is one whole window back
-                    rise = T - self.nh_hist[self.nh_count % (NH_SLOTS + 1)]
-                    if rise < self.lim.not_heating_rise_c:
-                        self._fault(CHAIR_FAULT_HEATER_NOT_HEATING, rise,
-                                    self.lim.not_heating_rise_c)
-        else:
-            self.nh_start_ns = -1
-
     cdef void _telemetry(self, int z, double lx, double rx) noexcept nogil:
         cdef chair_telemetry r
         r.t_ns = self.now_ns
@@ -833,7 +612,7 @@ cdef class Core:
         r.fault = self.fault
         r.zone = z
         r.flags = ((self.st.arm_contact != 0) | ((self.st.seat_occupied != 0) << 1)
-                   | ((self.heater_duty > 0) << 2))
+                   | ((self.heater.duty > 0) << 2))
         r.y_mm = self.ax[CHAIR_AXIS_CARRIAGE].p
         r.v_mm_s = self.ax[CHAIR_AXIS_CARRIAGE].v
         r.a_mm_s2 = self.ax[CHAIR_AXIS_CARRIAGE].a
@@ -843,9 +622,9 @@ cdef class Core:
         r.depth_mm = self.ax[CHAIR_AXIS_DEPTH].p
         r.knead_rpm = self.ax[CHAIR_AXIS_KNEADING].v
         r.tap_hz = self.ax[CHAIR_AXIS_TAPPING].v
-        r.heat_target_c = self.heat_target_c
+        r.heat_target_c = self.heater.target_c
         r.heat_c = self.st.thermistor_c
-        r.heater_duty = self.heater_duty
+        r.heater_duty = self.heater.duty
         r.y_meas_mm = self.st.pos_mm[0]
         spsc_push(&self.tlm_ring, &r)
 
@@ -1103,22 +882,19 @@ cdef class Core:
     # ------------------------------------------------------------------------------------------
 
     def drain_events(self):
-        """Pop every pending event: list of (t_ns, kind name, code, value0, value1)."""
+        """Pop every pending event, oldest first, as `CoreEvent` records (core_rt.records)."""
         cdef chair_event e
-        out = []
+        cdef list out = []
         while spsc_pop(&self.evt_ring, &e) == 0:
-            out.append((e.t_ns, EVENT_KINDS.get(e.kind, str(e.kind)), e.code, e.value[0],
-                        e.value[1]))
+            out.append(event_record(&e))
         return out
 
     def drain_telemetry(self):
-        """Pop every pending telemetry record as tuples in TELEMETRY_FIELDS order."""
+        """Pop every pending telemetry record, oldest first, as `Telemetry` records."""
         cdef chair_telemetry r
-        out = []
+        cdef list out = []
         while spsc_pop(&self.tlm_ring, &r) == 0:
-            out.append((r.t_ns, r.mode, r.fault, r.zone, r.flags, r.y_mm, r.v_mm_s, r.a_mm_s2,
-                        r.width_mm, r.left_x_mm, r.right_x_mm, r.depth_mm, r.knead_rpm,
-                        r.tap_hz, r.heat_target_c, r.heat_c, r.heater_duty, r.y_meas_mm))
+            out.append(telemetry_record(&r))
         return out
 
     def stats(self):
@@ -1148,8 +924,8 @@ cdef class Core:
                      for i in range(CHAIR_N_AXES)},
             "busy": {AXES[i]: bool(self.ax[i].busy or self.q[i].length)
                      for i in range(CHAIR_N_AXES)},
-            "heat_target_c": self.heat_target_c,
-            "heater_duty": self.heater_duty,
+            "heat_target_c": self.heater.target_c,
+            "heater_duty": self.heater.duty,
             "heat_c": self.st.thermistor_c,
             "zone": self.zone,
             "seat_occupied": bool(self.st.seat_occupied),
@@ -1161,12 +937,6 @@ cdef class Core:
         """(sent_ns, applied_ns) CLOCK_MONOTONIC of the last command sent with `sent_ns`."""
         return (self.last_sent_ns, self.last_applied_ns)
 
-
-TELEMETRY_FIELDS = (
-    "t_ns", "mode", "fault", "zone", "flags", "y_mm", "v_mm_s", "a_mm_s2", "width_mm",
-    "left_x_mm", "right_x_mm", "depth_mm", "knead_rpm", "tap_hz", "heat_target_c", "heat_c",
-    "heater_duty", "y_meas_mm",
-)
 
 
 def mono_ns():

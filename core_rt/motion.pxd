@@ -1,5 +1,6 @@
 # Jerk-limited motion profiles (7-segment double-S), evaluated in closed form.
 # Contract used by the tick (core_rt/core.pyx); implemented in core_rt/motion.pyx.
+from libc.stdint cimport int64_t
 
 cdef struct Profile:
     double p0, v0, a0      # state at t = 0
@@ -26,3 +27,13 @@ cdef void profile_hold(Profile* s, double p0, double duration) noexcept nogil
 # State at time t (s from the profile's start). t < 0 gives the start state; t > duration gives the
 # end state extrapolated at constant end velocity (a = j = 0).
 cdef void profile_eval(const Profile* s, double t, double* p, double* v, double* a, double* j) noexcept nogil
+
+# One axis of the tick: a profile placed on the core's time line and the state it commands at this
+# tick. core.pyx keeps one per axis and moves them; the guard (guard.pxd) reads them.
+cdef struct Axis:
+    Profile prof
+    int64_t start_ns        # core time of the profile's t = 0
+    int64_t end_ns          # profile end + hold: the axis is busy until then
+    int busy
+    double p, v, a, j       # commanded state this tick
+    double goal             # where the current profile ends

@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from core_rt.config import ZONES, ChairConfig
-from core_rt.core import FAULT_CODES, MODES, Core
+from core_rt.core import FAULT_CODES, MODES, Core, CoreEvent
 from sim import SimPlant
 
 CFG = ChairConfig()
@@ -50,9 +50,6 @@ BANDS = CFG.zones_for_shoulder(900.0)
 TOL = 1e-9
 
 
-from tests.test_core import Rec  # noqa: E402  (one record type for the core's telemetry)
-
-
 def new_core(telemetry_hz: float = 50.0) -> Core:
     return Core(CFG, SimPlant(CFG, seed=1), telemetry_hz=telemetry_hz)
 
@@ -69,7 +66,7 @@ def still_clean(core: Core) -> None:
     snap = core.snapshot()
     assert snap["mode"] == "run" and snap["fault"] is None
     assert not any(snap["busy"].values())
-    assert not [e for e in core.drain_events() if e[1] == "fault"]
+    assert not [e for e in core.drain_events() if e.kind == "fault"]
 
 
 # ---- numbers out of range: ValueError --------------------------------------------------------
@@ -210,7 +207,7 @@ NOT_NUMBERS = ["600", None, [1.0], object(), 1j]
 
 
 def _call(core: Core, what: str, value: Any) -> None:
-    calls: dict[str, Callable[[], None]] = {
+    calls: dict[str, Callable[[], object]] = {
         "move.goal": lambda: core.move("carriage", value),
         "move.v_max": lambda: core.move("carriage", 600.0, v_max=value),
         "move.hold_s": lambda: core.move("carriage", 600.0, hold_s=value),
@@ -329,8 +326,8 @@ def test_an_overfull_move_queue_is_a_command_fault_with_a_clean_stop() -> None:
     for k in range(300):
         core.move("depth", 8.0 if k % 2 else 0.0, at_ns=S)
     core.run_until(2 * TICK, False)
-    faults = [e for e in core.drain_events() if e[1] == "fault"]
-    assert [FAULT_CODES[e[2]] for e in faults] == ["command"]
+    faults = [e for e in core.drain_events() if e.kind == "fault"]
+    assert [FAULT_CODES[e.code] for e in faults] == ["command"]
     core.heartbeat()
     core.run_until(S // 2, False)
     snap = core.snapshot()
@@ -425,7 +422,7 @@ class Fuzz:
     def __init__(self, seed: int) -> None:
         self.plant = SimPlant(CFG, seed=seed)
         self.core = Core(CFG, self.plant, telemetry_hz=float(CFG.loop.tick_hz))
-        self.events: list[tuple[int, str, int, float, float]] = []
+        self.events: list[CoreEvent] = []
         self.body: list[tuple[int, list[float] | None]] = [(0, None)]
         self.last_cmd: dict[str, tuple[float, int]] = {}  # axis -> (goal or rate, sent at)
         self.stop_cmds: list[int] = []  # times of brake/estop/raise_fault commands
@@ -517,8 +514,7 @@ class Fuzz:
         """The guard's invariants in every tick's telemetry."""
         self.events += self.core.drain_events()
         caps = CFG.body.zone_caps
-        for raw in self.core.drain_telemetry():
-            r = Rec(*raw)
+        for r in self.core.drain_telemetry():
             self.records += 1
             mode = MODES[r.mode]
             car = LIMITS["carriage"]
@@ -560,18 +556,18 @@ class Fuzz:
     def stops_since(self, t_ns: int) -> bool:
         """A stop that may have cut a command sent at t_ns short (or dropped it)."""
         return any(t >= t_ns for t in self.stop_cmds) or any(
-            e[1] in ("fault", "estop") and e[0] >= t_ns for e in self.events
+            e.kind in ("fault", "estop") and e.t_ns >= t_ns for e in self.events
         )
 
     def latched_at(self, t_ns: int) -> bool:
         """Was the core latched when the tick at t_ns took its commands?"""
         state = False
         for e in self.events:  # in emission order: a reset and a re-latch share a tick
-            if e[0] >= t_ns:
+            if e.t_ns >= t_ns:
                 break
-            if e[1] in ("fault", "estop"):
+            if e.kind in ("fault", "estop"):
                 state = True
-            elif e[1] == "reset" and e[2] == 1:
+            elif e.kind == "reset" and e.code == 1:
                 state = False
         return state
 
@@ -582,8 +578,8 @@ class Fuzz:
             assert snap["heater_duty"] == 0.0 and snap["heat_target_c"] == 0.0
         assert not any(snap["busy"].values()), snap["busy"]
         for e in self.events:
-            if e[1] in ("fault", "estop"):
-                assert any(r[1] == "at_rest" and r[0] >= e[0] for r in self.events), e
+            if e.kind in ("fault", "estop"):
+                assert any(r.kind == "at_rest" and r.t_ns >= e.t_ns for r in self.events), e
         for axis, (value, t_sent) in self.last_cmd.items():
             if self.stops_since(t_sent) or self.latched_at(t_sent):
                 continue
@@ -634,5 +630,5 @@ def test_random_command_sequences_run_or_stop_cleanly(
     event(f"goals checked: {min(fuzz.goals_checked, 6)}+")
     event(f"ticks: {10 ** len(str(fuzz.records // 10)) * 10}-")
     for e in fuzz.events:
-        if e[1] == "fault":
-            event(f"fault {FAULT_CODES[e[2]]}{' (raised)' if e[0] in fuzz.raised else ''}")
+        if e.kind == "fault":
+            event(f"fault {FAULT_CODES[e.code]}{' (raised)' if e.t_ns in fuzz.raised else ''}")

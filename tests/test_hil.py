@@ -34,7 +34,7 @@ from core_rt.board.protocol import (
     encode,
 )
 from core_rt.config import ChairConfig
-from core_rt.core import FAULT_CODES, mono_ns
+from core_rt.core import FAULT_CODES, MODES, CoreEvent, Telemetry, mono_ns
 from tests.board_helpers import ROOT, Board, board, child_env, read_first_line
 
 pytestmark = [pytest.mark.hil, pytest.mark.realtime]
@@ -53,7 +53,7 @@ class Watch:
 
     ctl: Controller
     offset_ns: int = 0
-    events: list[tuple[int, str, int, float, float]] = field(default_factory=list)
+    events: list[CoreEvent] = field(default_factory=list)
     first_fault: tuple[int, int] | None = None  # (mono ns, code) from per-tick telemetry
     heat_crossing_ns: int | None = None  # first tick whose pad reading reached the trip point
 
@@ -61,13 +61,13 @@ class Watch:
         return core_ns + self.offset_ns
 
     def fault_event(self) -> tuple[int, str] | None:
-        for t, kind, code, _v0, _v1 in self.events:
-            if kind == "fault":
-                return self.mono(t), FAULT_CODES[code] or "?"
+        for e in self.events:
+            if e.kind == "fault":
+                return self.mono(e.t_ns), FAULT_CODES[e.code] or "?"
         return None
 
     def link_events(self) -> list[int]:
-        return [code for _t, kind, code, _a, _b in self.events if kind == "link"]
+        return [e.code for e in self.events if e.kind == "link"]
 
 
 @contextlib.asynccontextmanager
@@ -77,16 +77,16 @@ async def controller(b: Board, config: ChairConfig | None = None) -> AsyncIterat
     w = Watch(ctl)
     trip = cfg.heater.trip_c
 
-    def on_telemetry(records: list[tuple[Any, ...]]) -> None:
+    def on_telemetry(records: list[Telemetry]) -> None:
         for r in records:
-            if w.first_fault is None and r[1] == 2:
-                w.first_fault = (w.mono(r[0]), r[2])
-            if w.heat_crossing_ns is None and r[15] >= trip:
-                w.heat_crossing_ns = w.mono(r[0])
+            if w.first_fault is None and MODES[r.mode] == "fault":
+                w.first_fault = (w.mono(r.t_ns), r.fault)
+            if w.heat_crossing_ns is None and r.heat_c >= trip:
+                w.heat_crossing_ns = w.mono(r.t_ns)
 
     deliver = ctl.driver._deliver
 
-    def spy() -> list[tuple[int, str, int, float, float]]:  # record the core's events too
+    def spy() -> list[CoreEvent]:  # record the core's events too
         ev = deliver()
         w.events.extend(ev)
         return ev
@@ -255,9 +255,7 @@ async def test_session_scan_strokes_pause_resume_then_occupant_leaves_and_it_set
             await until(pressing_stroke, 15, "a pressing stroke up the back", step_s=0.05)
             t_leave = b.cmd("occupant leave")["t_ns"]
             await until(lambda: ctl.state_name == "settling", 2, "the session to settle")
-            occupancy = [
-                t for t, kind, code, _a, _b in w.events if kind == "occupancy" and code == 0
-            ]
+            occupancy = [e.t_ns for e in w.events if e.kind == "occupancy" and e.code == 0]
             assert occupancy
             print(f"occupant left: detected in {(w.mono(occupancy[0]) - t_leave) / MS:.1f} ms")
             assert (w.mono(occupancy[0]) - t_leave) / MS <= 500

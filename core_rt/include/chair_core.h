@@ -171,23 +171,28 @@ enum chair_fault {
 
 /* ---- events out of the core (tick -> asyncio) ---------------------------------------------- */
 enum chair_event_kind {
-    CHAIR_EVT_FAULT = 1,      /* code = chair_fault, value[0] = offending value, [1] = limit */
-    CHAIR_EVT_ESTOP = 2,
-    CHAIR_EVT_RESET = 3,
-    CHAIR_EVT_AXIS_IDLE = 4,  /* code = axis whose move queue ran empty and is at rest */
-    CHAIR_EVT_CONTACT = 5,    /* code = new arm contact (0/1), value[0] = y_mm */
+    CHAIR_EVT_FAULT = 1,      /* code = chair_fault, value = offending value, limit = its limit,
+                                 axis = the axis (or motor) it is about, -1 if none */
+    CHAIR_EVT_ESTOP = 2,      /* code = the fault latched before, 0 if none */
+    CHAIR_EVT_RESET = 3,      /* code = 1 accepted, 0 refused (still moving) */
+    CHAIR_EVT_AXIS_IDLE = 4,  /* code = axis = the axis whose queue ran empty; value = where it is */
+    CHAIR_EVT_CONTACT = 5,    /* code = new arm contact (0/1), value = measured carriage y_mm */
     CHAIR_EVT_OCCUPANCY = 6,  /* code = 0 occupant gone (debounced), 1 back */
-    CHAIR_EVT_ZONE = 7,       /* code = zone entered (program running only), value[0] = y_mm */
+    CHAIR_EVT_ZONE = 7,       /* code = zone entered (program running only), value = y_mm */
     CHAIR_EVT_HEATER_OFF = 8, /* code: 1 refresh timeout */
-    CHAIR_EVT_AT_REST = 9,    /* after BRAKE/ESTOP/fault: every axis at rest */
+    CHAIR_EVT_AT_REST = 9,    /* after BRAKE/ESTOP/fault: every axis at rest; code = mode,
+                                 value = carriage y_mm */
     CHAIR_EVT_LINK = 10,      /* code = 1 link back, 0 lost */
 };
 
 typedef struct {
     int64_t t_ns;
-    int32_t kind;
+    int32_t kind;  /* chair_event_kind */
     int32_t code;
-    double value[4];
+    int32_t axis;  /* chair_axis the event is about, -1 if none */
+    int32_t reserved;
+    double value;
+    double limit;
 } chair_event;
 
 /* ---- telemetry (tick -> asyncio at the telemetry rate) ------------------------------------ */
