@@ -25,7 +25,7 @@ from chair.api import CommandError
 from chair.checker import check_session
 from chair.driver import CoreDriver, Event, Pacing, Record
 from chair.lifecycle import IN_SESSION, LATCHED, SessionEvent, SessionState
-from chair.program import Program, ProgramError, builtin_programs, load_program
+from chair.programs.model import Program, ProgramError, builtin_programs, load_program
 from chair.report import build_summary
 from chair.requests import AdjustRequest, SetRequest, StartRequest, parse_request
 from chair.session import Session, SessionResult, telemetry_sample

@@ -24,8 +24,8 @@ from typing import Any
 
 from chair.driver import CoreDriver, Event, Record
 from chair.lifecycle import SessionEvent, SessionState
-from chair.plan import Action, SessionPlan, build_plan
-from chair.program import Program
+from chair.programs.model import Program
+from chair.programs.plan import Action, SessionPlan, build_plan
 from core_rt.config import ZONES, ChairConfig
 from core_rt.core import AXES, FAULT_CODES, FAULT_MESSAGES, MODES
 
