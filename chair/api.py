@@ -43,11 +43,12 @@ class ControllerAPI(Protocol):
     """The controller as remote control sees it. All methods validate and raise CommandError."""
 
     def state(self) -> dict[str, Any]:
-        """The INTERFACES §3 state payload (state, program, step, technique, zone, elapsed_s,
-        remaining_s, intensity, heat{level,target_c,temp_c}, shoulder_mm, fault, session_id)."""
+        """The state payload of docs/interfaces.md §3 (state, program, step, technique, zone,
+        elapsed_s, remaining_s, intensity, heat{level,target_c,temp_c}, shoulder_mm, fault,
+        session_id), the same keys in every state."""
 
     def telemetry(self) -> dict[str, Any] | None:
-        """The latest telemetry sample (INTERFACES §2 fields), None when nothing has run."""
+        """The latest telemetry sample (docs/interfaces.md §2 fields), None when nothing has run."""
 
     def programs(self) -> list[str]:
         """Names of the programs `start` accepts."""

@@ -1,6 +1,6 @@
 """What a finished session leaves behind: the summary JSON, telemetry JSON Lines, and the plot.
 
-Formats are the public contract of INTERFACES §2; extra fields are additions, never renames.
+Formats are the public contract of docs/interfaces.md §2; extra fields are additions, never renames.
 """
 
 from __future__ import annotations

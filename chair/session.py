@@ -5,7 +5,7 @@ into timed commands (sent ahead of their time, so real-time and virtual-time run
 to the core's events (faults, e-stop, the occupant leaving, zone changes) and to the user's
 requests (pause, resume, stop, e-stop, intensity and heat changes, shoulder nudges).
 
-Life cycle (DOMAIN §4)::
+Life cycle (docs/chair.md §4)::
 
     idle → scanning → adjusting → running ⇄ paused → settling → idle
     any state → fault | estop   (latched in the core until reset)
@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from chair.driver import CoreDriver, Event, Record
-from chair.lifecycle import SessionEvent, SessionState
+from chair.lifecycle import LATCHED, SessionEvent, SessionState
 from chair.programs.model import Program
 from chair.programs.plan import Action, SessionPlan, build_plan
 from core_rt.config import ZONES, ChairConfig
@@ -42,12 +42,12 @@ PROGRAM_STATES = (RUNNING, PAUSED)
 def telemetry_sample(
     r: Record, t0_ns: int, state: str, step: int | None = None, technique: str | None = None
 ) -> dict[str, Any]:
-    """One core telemetry record as the INTERFACES §2 telemetry object (`t` from `t0_ns`).
+    """One core telemetry record as the docs/interfaces.md §2 telemetry object (`t` from `t0_ns`).
     A latched core reports its own state (fault, estop) whatever the session's."""
     mode = MODES[r.mode]
     return {
         "t": round((r.t_ns - t0_ns) / S, 4),
-        "state": mode if mode in ("estop", "fault") else state,
+        "state": mode if mode in LATCHED else state,
         "step": step,
         "technique": technique,
         "zone": ZONES[r.zone] if r.zone >= 0 else None,
@@ -409,20 +409,20 @@ class Session:
                 )
                 self.faults.append(self.fault)
                 self._stop_program_clock()
-                self._set_state("fault")
-                self._emit("fault", code=name, message=self.fault.message)
+                self._set_state(SessionState.FAULT)
+                self._emit(SessionEvent.FAULT, code=name, message=self.fault.message)
                 raise SessionAborted("fault", f"fault {name}: {self.fault.message}")
             if kind == "estop":
                 self._stop_program_clock()
                 self.faults.append(Fault("estop", (t_ns - self._t0_ns) / S, "emergency stop"))
-                self._set_state("estop")
-                self._emit("estop")
+                self._set_state(SessionState.ESTOP)
+                self._emit(SessionEvent.ESTOP)
                 raise SessionAborted("estop", "emergency stop")
             if kind == "occupancy" and code == 0:
-                if self.state == "scanning":
+                if self.state == SCANNING:
                     raise SessionAborted("no_occupant", "the seat is empty: nobody to massage")
                 raise SessionAborted("occupant_left", "occupant left the seat: settling")
-            if kind == "zone" and self.state in ("running",):
+            if kind == "zone" and self.state == RUNNING:
                 z = ZONES[code]
                 if not self.zone_order or self.zone_order[-1] != z:
                     self.zone_order.append(z)

@@ -3,7 +3,7 @@
 The ground floor of the house: jerk-limited motion profiles, the per-tick guard, the fixed-period
 loop and the lock-free hand-off to asyncio. It imports nothing of ours above it.
 
-Public API (INTERFACES §4)::
+Public API (docs/interfaces.md §4)::
 
     move = core_rt.plan_move(start, goal, v_max, a_max, j_max)
     move.duration          # s, time-optimal under the three limits

@@ -1,9 +1,9 @@
 """Every number of the chair, in one pydantic model.
 
-`ChairConfig()` is the reference chair of DOMAIN §1; `load_config(path)` reads a TOML file whose
-tables mirror the model (``[carriage]``, ``[width]``, ...) and overrides only what it names. The
-core's limits (`chair_limits` in C), the simulator's plant, the program validator and the session
-all read their numbers from here; nothing else in the tree spells a number of the chair.
+`ChairConfig()` is the reference chair of docs/chair.md §1; `load_config(path)` reads a TOML file
+whose tables mirror the model (``[carriage]``, ``[width]``, ...) and overrides only what it names.
+The core's limits (`chair_limits` in C), the simulator's plant, the program validator and the
+session all read their numbers from here; nothing else in the tree spells a number of the chair.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ class Carriage(_Model):
     track_max_mm: float = 1200.0
     seat_mm: float = 320.0
     park_mm: float = 1200.0
-    """Park at the top of the track, heads retracted (DOMAIN §4 settle)."""
+    """Park at the top of the track, heads retracted (docs/chair.md §4 settle)."""
     limits: MotionLimits = MotionLimits(
         v_max=100.0, a_max=400.0, j_max=4000.0, estop_a_max=3000.0, estop_j_max=100000.0
     )
@@ -207,7 +207,7 @@ class Body(_Model):
 
 
 class Faults(_Model):
-    """Detection deadlines and thresholds (DOMAIN §6)."""
+    """Detection deadlines and thresholds (docs/chair.md §6)."""
 
     stall_ms: float = 200.0
     """Stall window: the encoder must follow at least a quarter of the setpoint's travel once that
@@ -278,7 +278,7 @@ class Session(_Model):
 
 
 class ChairConfig(_Model):
-    """The reference chair (DOMAIN §1). Load another with `load_config`."""
+    """The reference chair (docs/chair.md §1). Load another with `load_config`."""
 
     name: str = "reference L-track chair"
     carriage: Carriage = Carriage()

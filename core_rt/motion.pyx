@@ -324,7 +324,7 @@ cdef void profile_eval(const Profile* s, double t, double* p, double* v, double*
 
 
 # ---------------------------------------------------------------------------------------------
-# Python API (INTERFACES §4)
+# Python API (docs/interfaces.md §4)
 # ---------------------------------------------------------------------------------------------
 
 cdef double _number(str name, object x) except? -1.0:

@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 
 from chair.controller import Controller
+from chair.lifecycle import SessionState
 from core_rt.board.protocol import (
     BOARD_TO_CONTROLLER,
     FrameDecoder,
@@ -112,6 +113,11 @@ async def until(pred: Callable[[], Any], timeout_s: float, what: str, step_s: fl
         if time.monotonic() > end:
             raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
         await asyncio.sleep(step_s)
+
+
+async def reach(ctl: Controller, state: str, timeout_s: float, what: str) -> None:
+    """Wait for the controller to enter `state`: offered at the transition itself, never missed."""
+    await ctl.wait_for_state({SessionState(state)}, timeout_s=timeout_s, what=f"waiting for {what}")
 
 
 def start_motion(ctl: Controller, heat_c: float = 0.0) -> None:
@@ -222,14 +228,12 @@ async def test_session_scan_strokes_pause_resume_then_occupant_leaves_and_it_set
         async with controller(b, cfg) as w:
             ctl = w.ctl
             await ctl.start("lumbar_heat", minutes=5, heat="medium")
-            await until(
-                lambda: ctl.state_name == "adjusting", 40, "the body scan to finish", step_s=0.05
-            )
+            await reach(ctl, "adjusting", 40, "the body scan to finish")
             shoulder = ctl.state()["shoulder_mm"]
             true_line = b.state()["plant"]["shoulder_mm"] + cfg.body.shoulder_offset_mm
             notes = ctl.session.notes if ctl.session is not None else []
             assert shoulder == pytest.approx(true_line, abs=3), notes  # the scan's line + offset
-            await until(lambda: ctl.state_name == "running", 5, "the program to start")
+            await reach(ctl, "running", 10, "the program to start")
             await asyncio.sleep(2.0)
             p = b.state()["plant"]
             assert p["heater_w"] > 0 and abs(p["vel_mm_s"][0]) > 50  # heating, walking down
@@ -254,7 +258,7 @@ async def test_session_scan_strokes_pause_resume_then_occupant_leaves_and_it_set
 
             await until(pressing_stroke, 15, "a pressing stroke up the back", step_s=0.05)
             t_leave = b.cmd("occupant leave")["t_ns"]
-            await until(lambda: ctl.state_name == "settling", 2, "the session to settle")
+            await reach(ctl, "settling", 10, "the session to settle")
             occupancy = [e.t_ns for e in w.events if e.kind == "occupancy" and e.code == 0]
             assert occupancy
             print(f"occupant left: detected in {(w.mono(occupancy[0]) - t_leave) / MS:.1f} ms")
@@ -271,14 +275,15 @@ async def test_session_scan_strokes_pause_resume_then_occupant_leaves_and_it_set
             assert s["watchdog"]["trips"] == 0 and not s["board_faults"]
             c = ctl.hardware.counters()
             assert c["drops"]["bad_crc"] == 0 and c["drops"]["out_of_order"] == 0
-            # settle turns the heater off at once (DOMAIN §4): occupancy (300 ms) + a tick or two
+            # settle turns the heater off at once (docs/chair.md §4): occupancy (300 ms) + a tick
+            # or two
             heater_off = b.events("heater_off", t_leave)
             assert heater_off
             off_ms = (heater_off[0] - t_leave) / MS
             assert off_ms <= 600, f"heater off only {off_ms:.0f} ms after the occupant left"
 
 
-# ---- the fault matrix (DOMAIN §6), injected during motion ----------------------------------------
+# ---- the fault matrix (docs/chair.md §6), injected during motion ---------------------------------
 
 
 @dataclass(frozen=True)
@@ -380,10 +385,10 @@ async def test_reset_while_the_fault_persists_faults_again(tmp_path: Path) -> No
             start_motion(ctl)
             await wait_moving(b)
             b.cmd("fault overcurrent:carriage")
-            await until(lambda: ctl.state_name == "fault", 2, "the over-current fault")
+            await reach(ctl, "fault", 10, "the over-current fault")
             await until(lambda: not ctl.moving(), 3, "the brake")
             await ctl.reset()
-            await until(lambda: ctl.state_name == "fault", 1, "the fault to latch again")
+            await reach(ctl, "fault", 10, "the fault to latch again")
             assert ctl.state()["fault"]["code"] == "overcurrent"
 
 
@@ -398,7 +403,7 @@ async def test_link_cut_stops_both_sides_within_100ms_and_nothing_resumes(tmp_pa
             await wait_moving(b)
             assert b.state()["plant"]["heater_w"] > 0
             t_cut = b.cmd("link cut 600ms")["t_ns"]
-            await until(lambda: ctl.state_name == "fault", 2, "link_lost")
+            await reach(ctl, "fault", 10, "link_lost")
             ev = w.fault_event()
             assert ev is not None and ev[1] == "link_lost"
             controller_ms = (ev[0] - t_cut) / MS
@@ -441,7 +446,7 @@ async def test_after_a_link_cut_and_a_reset_the_chair_moves_again(tmp_path: Path
             start_motion(ctl)
             await wait_moving(b)
             b.cmd("link cut 300ms")
-            await until(lambda: ctl.state_name == "fault", 2, "link_lost")
+            await reach(ctl, "fault", 10, "link_lost")
             await until(lambda: not ctl.moving(), 3, "the core's brake")
             await until(lambda: 1 in w.link_events(), 3, "the link back")
             await asyncio.sleep(0.1)

@@ -35,7 +35,7 @@ LIMIT_SLACK = 1 + 1e-9
 CONTINUITY_REL = 1e-9
 ORACLE_REL = 1e-6
 
-# The reference chair's carriage (DOMAIN §1).
+# The reference chair's carriage (docs/chair.md §1).
 CARRIAGE_TRACK_MM = 1200.0
 CARRIAGE_V, CARRIAGE_A, CARRIAGE_J = 100.0, 400.0, 4000.0
 

@@ -47,7 +47,7 @@ def run(
     cpu: int = -1,
 ) -> dict[str, Any]:
     """Measure the core, cyclictest and asyncio at `hz` for `seconds` each; the `jitter` section
-    of `chair bench --json` (INTERFACES §5) plus details. `quick` caps each part at 1 s."""
+    of `chair bench --json` (docs/interfaces.md §5) plus details. `quick` caps each part at 1 s."""
     check_rate(hz, priority)
     if quick:
         seconds = min(seconds, QUICK_SECONDS)

@@ -1,5 +1,5 @@
-"""MQTT benchmark (INTERFACES §5 ``mqtt``): command-to-actuator latency beside the broker's own
-round trip, both measured in the same run on the same loopback broker.
+"""MQTT benchmark (docs/interfaces.md §5 ``mqtt``): command-to-actuator latency beside the
+broker's own round trip, both measured in the same run on the same loopback broker.
 
 - **cmd_to_actuator**: from publishing a command on ``<base>/cmd`` to the first core tick acting on
   it. The command is ``estop`` (the one that matters most); the core stamps the tick that applies

@@ -1,7 +1,7 @@
 """Simulation speed: whole sessions in virtual time (`--fast`), the guard and watchdogs on.
 
-The `sim` section of `chair bench --json` (INTERFACES §5): a 15-minute session at 1 kHz, and how
-wall time grows with session length (5, 15, 30 min). The baseline is real time itself: the
+The `sim` section of `chair bench --json` (docs/interfaces.md §5): a 15-minute session at 1 kHz,
+and how wall time grows with session length (5, 15, 30 min). The baseline is real time itself: the
 realtime factor is simulated seconds per wall second.
 """
 

@@ -1,4 +1,5 @@
-"""`chair run PROGRAM_OR_PATH [options]`: one whole session on the simulated chair (INTERFACES §2).
+"""`chair run PROGRAM_OR_PATH [options]`: one whole session on the simulated chair
+(docs/interfaces.md §2).
 
 Exit codes: 0 completed and every safety check held; 1 bad input; 2 a safety check failed;
 3 the session ended in a fault (or an e-stop).

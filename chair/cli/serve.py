@@ -1,4 +1,5 @@
-"""``chair serve``: the controller daemon with MQTT remote control (INTERFACES §3, docs/mqtt.md).
+"""``chair serve``: the controller daemon with MQTT remote control (docs/interfaces.md §3,
+docs/mqtt.md).
 
 The controller runs the chair; the MQTT bridge is a guest task beside it. SIGTERM or SIGINT settles
 a session in progress, publishes ``offline`` and exits 0.

@@ -1,9 +1,9 @@
 """Massage programs: the model of a program file (TOML), its loading and its resolved settings.
 
-A program is an ordered list of steps. Each step names a technique (DOMAIN §3), where on the back
-it works (one zone, or a sweep between two zones), how much of the session it takes, and how it
-is done (depth level, carriage speed, head width, kneading, tapping, holds, heat). The model only
-knows program vocabulary; every number of the chair (zones, caps, limits, width stops, depth
+A program is an ordered list of steps. Each step names a technique (docs/chair.md §3), where on the
+back it works (one zone, or a sweep between two zones), how much of the session it takes, and how
+it is done (depth level, carriage speed, head width, kneading, tapping, holds, heat). The model
+only knows program vocabulary; every number of the chair (zones, caps, limits, width stops, depth
 levels) comes from `core_rt.config.ChairConfig` when a step is resolved with `Step.settings`.
 
 Public API::
@@ -70,7 +70,7 @@ FRICTION_WIDTH_STEP_MM = 10.0
 
 @dataclass(frozen=True)
 class TechniqueSpec:
-    """How a technique is played on the chair, and its defaults (DOMAIN §3)."""
+    """How a technique is played on the chair, and its defaults (docs/chair.md §3)."""
 
     pattern: Literal["stroke", "points"]
     """stroke: carriage passes across the span; points: press-and-hold at points along it."""
@@ -159,7 +159,7 @@ class Step(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
     technique: Technique = Field(
-        description="What the heads do (DOMAIN §3): effleurage and rolling are long strokes "
+        description="What the heads do (docs/chair.md §3): effleurage and rolling are long strokes "
         "(pressure upward only); kneading rotates the heads; tapping percusses; vibration is "
         "tapping at the highest allowed rate, shallow; shiatsu and trigger_point press and "
         "hold at points either side of the spine; friction kneads fast at one spot."
@@ -323,7 +323,7 @@ class Step(BaseModel):
             width = float(self.width)
         width2 = width
         if spec.kneading:
-            # friction's second width: a small change around the spot (DOMAIN §3)
+            # friction's second width: a small change around the spot (docs/chair.md §3)
             width2 = width + FRICTION_WIDTH_STEP_MM
             if width2 > w.max_mm:
                 width2 = width - FRICTION_WIDTH_STEP_MM
