@@ -466,6 +466,14 @@ class Controller:
         self._require(SessionState.IDLE)
         if self._pending is not None:
             raise CommandError("busy", "a session is already starting")
+        if self.session is not None:  # the last one has ended and is being summed up
+            try:
+                await asyncio.wait_for(self._session_done.wait(), ACTION_TIMEOUT_S)
+            except TimeoutError:
+                raise CommandError("timeout", "the last session is still being closed") from None
+            self._require(SessionState.IDLE)
+            if self._pending is not None or self.session is not None:
+                raise CommandError("busy", "a session is already starting")
         session = self._make_session(program, minutes, intensity, heat)
         self._pending = session
         self.session = session

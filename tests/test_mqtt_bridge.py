@@ -245,8 +245,9 @@ async def test_idempotent_by_id(chair: Chair) -> None:
     assert again == first  # the first reply, state snapshot included
     other_action = await obs.cmd("stop", id="same-1")
     assert other_action == first
-    await obs.wait_state("running")  # the session went on: the stop was not executed
+    await advance_until(ctl, "running")  # the session went on: the stop was not executed
     assert [e["event"] for e in obs.json_on("event", mark)].count("session_started") == 1
+    # the clock is held in `running` now: the session cannot end under the commands below
     # Pipelined duplicates: the second waits for the first one's reply, and gets it.
     m = obs.mark()
     for _ in range(2):

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from chair.mqtt.settings import MqttSettings
 from tests.mqtt_broker import Mosquitto, have_mosquitto, make_certificates
 from tests.mqtt_helpers import ChairFactory, ControllerFactory, Observer
 
@@ -17,6 +18,10 @@ pytest_plugins = ["tests.mqtt_fixtures"]
 pytestmark = pytest.mark.broker
 
 DISCOVERY = "homeassistant/device/massagechair_chair1/config"
+
+BACK_WITHIN_S = MqttSettings().reconnect_max_s + 1.5
+"""The daemon is back within one back-off period (its ceiling) of the broker, plus the time to
+connect and announce on a busy 2-core machine."""
 
 
 async def test_broker_killed_mid_session(chair_factory: ChairFactory, broker: Mosquitto) -> None:
@@ -40,7 +45,7 @@ async def test_broker_killed_mid_session(chair_factory: ChairFactory, broker: Mo
     async with Observer(broker.url, chair.base) as fresh:  # retained messages are gone with it
         await fresh.wait_for("availability", lambda m: m.payload == b"online", timeout=5)
         back_s = time.monotonic() - t_up
-        assert back_s <= 2.0, f"daemon back {back_s:.2f} s after the broker"
+        assert back_s <= BACK_WITHIN_S, f"daemon back {back_s:.2f} s after the broker"
         state = (await fresh.wait_for("state", timeout=2)).json()
         assert state["state"] == "running" and state["session_id"] == session_id
         assert state["elapsed_s"] >= during["elapsed_s"]
@@ -63,7 +68,6 @@ async def test_daemon_waits_for_a_broker_that_is_not_there_yet(
     if not have_mosquitto():
         pytest.skip("mosquitto is not installed")
     from chair.mqtt.bridge import MqttBridge
-    from chair.mqtt.settings import MqttSettings
 
     late = Mosquitto(tmp_path / "late")
     ctl = await controller_factory()
@@ -75,7 +79,8 @@ async def test_daemon_waits_for_a_broker_that_is_not_there_yet(
         late.start()
         t_up = time.monotonic()
         await asyncio.wait_for(bridge.connected.wait(), 5)
-        assert time.monotonic() - t_up <= 2.0
+        back_s = time.monotonic() - t_up
+        assert back_s <= BACK_WITHIN_S, f"daemon back {back_s:.2f} s after the broker"
     finally:
         await bridge.stop()
         await asyncio.wait_for(task, 5)
@@ -113,7 +118,6 @@ async def test_acl_a_client_without_write_rights_cannot_start_the_chair(
     if not have_mosquitto():
         pytest.skip("mosquitto is not installed")
     from chair.mqtt.bridge import MqttBridge
-    from chair.mqtt.settings import MqttSettings
 
     caplog.set_level(logging.DEBUG)
     broker = Mosquitto(tmp_path / "acl", allow_anonymous=False, users=USERS, acl=ACL)
@@ -157,7 +161,6 @@ async def test_wrong_password_keeps_retrying_quietly(
     if not have_mosquitto():
         pytest.skip("mosquitto is not installed")
     from chair.mqtt.bridge import MqttBridge
-    from chair.mqtt.settings import MqttSettings
 
     caplog.set_level(logging.DEBUG)
     broker = Mosquitto(tmp_path / "pw", allow_anonymous=False, users=USERS, acl=ACL)
@@ -188,7 +191,6 @@ async def test_tls_with_client_certificate(
     if not have_mosquitto():
         pytest.skip("mosquitto is not installed")
     from chair.mqtt.bridge import MqttBridge
-    from chair.mqtt.settings import MqttSettings
 
     try:
         tls = make_certificates(tmp_path / "certs")

@@ -120,6 +120,9 @@ class MqttBridge:
         self._loop_thread = 0
         self._out: collections.deque[_Outgoing] = collections.deque()
         self._out_ready = asyncio.Event()
+        self._out_drained = asyncio.Event()
+        """Set when the sender has published everything queued (cleared by the next message)."""
+        self._out_drained.set()
         self._stopping = asyncio.Event()
         self._seen: collections.OrderedDict[str, _Seen] = collections.OrderedDict()
         self._busy = False
@@ -205,7 +208,13 @@ class MqttBridge:
         return None if up_since is None else time.monotonic() - up_since
 
     async def stop(self, timeout_s: float = 3.0) -> None:
-        """Publish ``offline``, disconnect and make `run()` return."""
+        """Publish what is queued (the last states, replies and events), then ``offline``;
+        disconnect and make `run()` return."""
+        if self.connected.is_set():
+            try:
+                await asyncio.wait_for(self._out_drained.wait(), timeout_s)
+            except TimeoutError:
+                log.warning("stopping with %d message(s) not yet published", len(self._out))
         self._stopping.set()
         client = self._client
         if client is not None and self.connected.is_set():
@@ -480,6 +489,7 @@ class MqttBridge:
             dropped = self._out.popleft()
             log.warning("outgoing queue full: dropped a message for %s", dropped.topic)
         self._out.append(item)
+        self._out_drained.clear()
         self._out_ready.set()
 
     async def _send(self, client: aiomqtt.Client) -> None:
@@ -501,6 +511,8 @@ class MqttBridge:
                 )
             except aiomqtt.MqttCodeError as e:  # e.g. over the broker's packet size: drop it
                 log.warning("publish to %s failed: %s", item.topic, e)
+            if not self._out:
+                self._out_drained.set()
 
     def _state_payload(self, state: Mapping[str, Any] | None = None) -> dict[str, Any]:
         if state is None:
