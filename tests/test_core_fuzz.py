@@ -22,27 +22,15 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from core_rt.config import ZONES, ChairConfig
+from core_rt.config import ZONES
 from core_rt.core import FAULT_CODES, MODES, Core, CoreEvent
 from sim import SimPlant
+from tests.core_helpers import CFG, LIMITS, MS, TICK, S
+from tests.core_helpers import RANGES as POSITION_RANGES
 
-CFG = ChairConfig()
-MS = 1_000_000
-S = 1_000_000_000
-TICK = CFG.loop.period_ns
 NAN, INF = math.nan, math.inf
-
-LIMITS = {
-    "carriage": CFG.carriage.limits,
-    "width": CFG.width.limits,
-    "depth": CFG.depth.limits,
-    "kneading": CFG.kneading.limits,
-    "tapping": CFG.tapping.limits,
-}
 RANGES = {
-    "carriage": (CFG.carriage.track_min_mm, CFG.carriage.track_max_mm),
-    "width": (CFG.width.min_mm, CFG.width.max_mm),
-    "depth": (CFG.depth.min_mm, CFG.depth.max_mm),
+    **POSITION_RANGES,
     "kneading": (-CFG.kneading.max_rpm, CFG.kneading.max_rpm),
     "tapping": (0.0, CFG.tapping.max_hz),
 }

@@ -11,14 +11,13 @@ from chair.cli.common import UsageError, chair_config
 SECTIONS = ("planner", "sim", "jitter", "mqtt", "hil")
 
 
-def register(sub: Any) -> list[str]:
+def register(sub: argparse._SubParsersAction[Any]) -> None:
     p = sub.add_parser("bench", help="benchmarks, each beside its baseline from the same run")
     p.add_argument("--json", action="store_true", help="one JSON object on stdout")
     p.add_argument("--quick", action="store_true", help="shorter runs (smoke test)")
     p.add_argument("--only", action="append", choices=SECTIONS, help="run only these sections")
     p.add_argument("--seconds", type=float, default=10.0, help="jitter: seconds per measurement")
     p.set_defaults(handler=handle)
-    return ["bench"]
 
 
 def handle(args: argparse.Namespace) -> int:

@@ -19,10 +19,16 @@ import sys
 from types import FrameType
 from typing import Any
 
-from chair.cli.common import EXIT_OK, UsageError, chair_config, check_body_height
+from chair.cli.common import (
+    EXIT_OK,
+    UsageError,
+    add_body_arguments,
+    chair_config,
+    check_body_height,
+)
 
 
-def register(sub: Any) -> list[str]:
+def register(sub: argparse._SubParsersAction[Any]) -> None:
     p = sub.add_parser(
         "board",
         help="the simulated chair hardware as its own process, speaking the board protocol (HIL)",
@@ -52,14 +58,7 @@ def register(sub: Any) -> list[str]:
         metavar="PATH",
         help="Unix socket for run-time commands (fault, occupant, link cut, corrupt, state, quit)",
     )
-    p.add_argument(
-        "--body-height",
-        type=float,
-        default=175.0,
-        metavar="CM",
-        help="simulated body height, 140–200 cm (default 175)",
-    )
-    p.add_argument("--seed", type=int, default=0)
+    add_body_arguments(p)
     p.add_argument(
         "--thermal-scale",
         type=float,
@@ -74,7 +73,6 @@ def register(sub: Any) -> list[str]:
         help="the board's own watchdog, 1–100 ms (default 90: stops within 100 ms)",
     )
     p.set_defaults(handler=handle)
-    return ["board"]
 
 
 def handle(args: argparse.Namespace) -> int:

@@ -23,6 +23,18 @@ def chair_config(args: argparse.Namespace) -> ChairConfig:
         raise UsageError(str(e)) from e
 
 
+def add_body_arguments(p: argparse.ArgumentParser) -> None:
+    """The simulated body: its height and the seed of its variations."""
+    p.add_argument(
+        "--body-height",
+        type=float,
+        default=175.0,
+        metavar="CM",
+        help="simulated body height, 140–200 cm (default 175)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the simulated body (default 0)")
+
+
 def check_body_height(config: ChairConfig, height_cm: float) -> None:
     b = config.body
     if not b.height_min_cm <= height_cm <= b.height_max_cm:

@@ -27,7 +27,7 @@ from chair.programs.validate import validate_file
 from core_rt.config import ChairConfig
 
 
-def register(sub: Any) -> list[str]:
+def register(sub: argparse._SubParsersAction[Any]) -> None:
     p = sub.add_parser("programs", help="list the built-in programs")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(handler=cmd_programs)
@@ -46,7 +46,6 @@ def register(sub: Any) -> list[str]:
     )
     p.add_argument("programs", nargs="+", metavar="PATH_OR_NAME")
     p.set_defaults(handler=cmd_validate)
-    return ["programs", "show", "schema", "validate"]
 
 
 def _config(args: argparse.Namespace) -> ChairConfig:

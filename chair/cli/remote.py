@@ -29,7 +29,7 @@ ACTION_CHOICES = (*ACTIONS, "watch")
 _FIELDS = ("program", "minutes", "intensity", "heat", "mm")
 
 
-def register(sub: argparse._SubParsersAction[Any]) -> list[str]:
+def register(sub: argparse._SubParsersAction[Any]) -> None:
     p = sub.add_parser(
         "remote",
         help="send one command to a chair over MQTT (or watch it)",
@@ -53,7 +53,6 @@ def register(sub: argparse._SubParsersAction[Any]) -> list[str]:
     o.add_argument("--json", action="store_true", help="print the reply (or messages) as JSON")
     o.add_argument("--until", metavar="STATE", help="watch: exit 0 once the chair is in STATE")
     p.set_defaults(handler=run)
-    return ["remote"]
 
 
 def run(args: argparse.Namespace) -> int:

@@ -19,12 +19,13 @@ from chair.cli.common import (
     EXIT_OK,
     EXIT_SAFETY,
     UsageError,
+    add_body_arguments,
     chair_config,
     check_body_height,
 )
 
 
-def register(sub: Any) -> list[str]:
+def register(sub: argparse._SubParsersAction[Any]) -> None:
     p = sub.add_parser(
         "run",
         help="run a whole session (scan → program → settle) on the simulated chair",
@@ -35,14 +36,7 @@ def register(sub: Any) -> list[str]:
     p.add_argument("--minutes", type=float, help="session length, 5–30 (default: the program's)")
     p.add_argument("--intensity", type=int, help="1..5 (default 3)")
     p.add_argument("--heat", help="off (default), low, medium or high")
-    p.add_argument(
-        "--body-height",
-        type=float,
-        default=175.0,
-        metavar="CM",
-        help="simulated body height, 140–200 cm (default 175)",
-    )
-    p.add_argument("--seed", type=int, default=0)
+    add_body_arguments(p)
     pace = p.add_mutually_exclusive_group()
     pace.add_argument(
         "--speed", type=float, default=60.0, help="simulated seconds per wall second (default 60)"
@@ -70,7 +64,6 @@ def register(sub: Any) -> list[str]:
     p.add_argument("--json", action="store_true", help="print the summary JSON on stdout")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(handler=handle)
-    return ["run"]
 
 
 def handle(args: argparse.Namespace) -> int:

@@ -29,7 +29,7 @@ SETTLE_TIMEOUT_S = 120.0
 _HARDWARE = re.compile(r"^(sim|serial:.+|tcp:[^:]+:\d{1,5})$")
 
 
-def register(sub: argparse._SubParsersAction[Any]) -> list[str]:
+def register(sub: argparse._SubParsersAction[Any]) -> None:
     p = sub.add_parser(
         "serve",
         help="the controller daemon: MQTT remote control of the chair",
@@ -58,7 +58,6 @@ def register(sub: argparse._SubParsersAction[Any]) -> list[str]:
         "--log-level", default="info", choices=("debug", "info", "warning", "error"), help="logging"
     )
     p.set_defaults(handler=run)
-    return ["serve"]
 
 
 def run(args: argparse.Namespace) -> int:
