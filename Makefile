@@ -11,8 +11,10 @@ $(VPY):
 	$(PY) -m venv $(VENV)
 	$(VPY) -m pip install -q --upgrade pip
 
+# The editable install maps chair.profiles onto profiles/ with a finder; setuptools says so in a
+# multi-line notice on every build, which is all the noise the build would otherwise make.
 $(STAMP): $(VPY) $(SOURCES)
-	$(VPY) -m pip install -q -e '.[dev]'
+	PYTHONWARNINGS="ignore:Editable installation" $(VPY) -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -234,8 +234,10 @@ class Controller:
         try:
             return await asyncio.wait_for(fut, timeout_s)
         except TimeoutError:
+            now = self.state()
+            why = f" ({now['fault']['code']}: {now['fault']['message']})" if now["fault"] else ""
             raise CommandError(
-                "timeout", f"{what}: still {self.state_name} after {timeout_s:g} s"
+                "timeout", f"{what}: still {now['state']}{why} after {timeout_s:g} s"
             ) from None
         finally:
             if not fut.done():

@@ -104,14 +104,24 @@ async def controller(b: Board, config: ChairConfig | None = None) -> AsyncIterat
         ctl.hardware.close()
 
 
-async def until(pred: Callable[[], Any], timeout_s: float, what: str, step_s: float = 0.005) -> Any:
+async def until(
+    pred: Callable[[], Any],
+    timeout_s: float,
+    what: str,
+    step_s: float = 0.005,
+    ctl: Controller | None = None,
+) -> Any:
+    """Poll `pred` (a board-side condition: the board process has no events for us) until true;
+    with `ctl`, a timeout says what the controller's state and fault were."""
     end = time.monotonic() + timeout_s
     while True:
         v = pred()
         if v:
             return v
         if time.monotonic() > end:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+            where = "" if ctl is None else f" (controller: {ctl.state()['state']}, "
+            where += "" if ctl is None else f"fault {ctl.state()['fault']})"
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}{where}")
         await asyncio.sleep(step_s)
 
 
@@ -256,7 +266,7 @@ async def test_session_scan_strokes_pause_resume_then_occupant_leaves_and_it_set
                 p = b.state()["plant"]
                 return bool(p["pos_mm"][2] >= 5.0 and p["vel_mm_s"][0] > 20 and p["arm_contact"])
 
-            await until(pressing_stroke, 15, "a pressing stroke up the back", step_s=0.05)
+            await until(pressing_stroke, 15, "a pressing stroke up the back", 0.05, ctl)
             t_leave = b.cmd("occupant leave")["t_ns"]
             await reach(ctl, "settling", 10, "the session to settle")
             occupancy = [e.t_ns for e in w.events if e.kind == "occupancy" and e.code == 0]
@@ -264,7 +274,7 @@ async def test_session_scan_strokes_pause_resume_then_occupant_leaves_and_it_set
             print(f"occupant left: detected in {(w.mono(occupancy[0]) - t_leave) / MS:.1f} ms")
             assert (w.mono(occupancy[0]) - t_leave) / MS <= 500
             await asyncio.wait_for(ctl.wait_session(), 30)
-            assert ctl.state_name == "idle" and ctl.last_result is not None
+            assert ctl.state_name == "idle" and ctl.last_result is not None, ctl.state()["fault"]
             assert ctl.last_result.end_reason == "occupant_left"
             s = b.state()
             p = s["plant"]
@@ -371,9 +381,9 @@ async def test_fault_during_motion_is_detected_in_time_stopped_safely_reported_a
             b.cmd("repair")
             await asyncio.sleep(0.05)
             await ctl.reset()
-            assert ctl.state_name == "idle" and ctl.state()["fault"] is None
+            assert ctl.state_name == "idle" and ctl.state()["fault"] is None, ctl.state()["fault"]
             await asyncio.sleep(0.3)
-            assert ctl.state_name == "idle"
+            assert ctl.state_name == "idle", ctl.state()["fault"]
             c = ctl.hardware.counters()
             assert c["engaged"] and c["drops"]["bad_crc"] == 0
 
@@ -433,7 +443,7 @@ async def test_link_cut_stops_both_sides_within_100ms_and_nothing_resumes(tmp_pa
             assert not b.events("motion_on", t_cut)
             await until(lambda: not ctl.moving(), 3, "the core's brake")
             await ctl.reset()
-            assert ctl.state_name == "idle"
+            assert ctl.state_name == "idle", ctl.state()["fault"]
             await asyncio.sleep(0.3)
             # energised again where it stands (within the encoder's resolution): no jump
             assert b.state()["plant"]["pos_mm"] == pytest.approx(rest, abs=0.05)
