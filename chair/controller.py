@@ -23,14 +23,14 @@ from typing import Any, ClassVar
 
 from chair.api import CommandError
 from chair.checker import check_session
-from chair.driver import CoreDriver, Event, Pacing, Record
+from chair.driver import CoreDriver, Pacing
 from chair.lifecycle import IN_SESSION, LATCHED, SessionEvent, SessionState
 from chair.programs.model import Program, ProgramError, builtin_programs, load_program
 from chair.report import build_summary
 from chair.requests import AdjustRequest, SetRequest, StartRequest, parse_request
 from chair.session import Session, SessionResult, telemetry_sample
 from core_rt.config import AXES, ChairConfig
-from core_rt.core import FAULT_CODES, FAULT_MESSAGES, Core, mono_ns
+from core_rt.core import FAULT_CODES, FAULT_MESSAGES, Core, CoreEvent, Telemetry, mono_ns
 
 log = logging.getLogger("chair.controller")
 
@@ -247,7 +247,7 @@ class Controller:
         for cb in self._event_cbs:
             cb(e)
 
-    def _on_telemetry(self, records: list[Record]) -> None:
+    def _on_telemetry(self, records: list[Telemetry]) -> None:
         # between sessions: the chair's own telemetry, `t` on the core's clock
         self._latest_tlm = telemetry_sample(records[-1], 0, self._state)
 
@@ -358,7 +358,7 @@ class Controller:
             safety["checked"] = False
         return summary
 
-    def _idle_events(self, events: list[Event]) -> None:
+    def _idle_events(self, events: list[CoreEvent]) -> None:
         for e in events:
             kind, code = e.kind, e.code
             if kind == "fault":

@@ -28,10 +28,6 @@ Pacing = Literal["fast", "paced", "realtime"]
 PACE_GRANULARITY_S = 0.002
 """Shortest wall-clock sleep of the paced clock: at high speeds it runs the core in chunks of
 at least this much wall time rather than spinning tick by tick."""
-Event = CoreEvent
-"""One core event, read by name (core_rt.records)."""
-Record = Telemetry
-"""One core telemetry record, read by name (core_rt.records)."""
 
 
 @dataclass
@@ -72,7 +68,7 @@ class CoreDriver:
         self.heartbeat_ns = int(config.loop.heartbeat_ms * 1e6)
         self.period_ns = core.period_ns
         self.stats = DriverStats()
-        self.telemetry_sinks: list[Callable[[list[Record]], None]] = []
+        self.telemetry_sinks: list[Callable[[list[Telemetry]], None]] = []
         self._wake = asyncio.Event()
         self._hb_task: asyncio.Task[None] | None = None
         self._reader = False
@@ -148,7 +144,7 @@ class CoreDriver:
         """Make a pending `advance` return now (a command arrived)."""
         self._wake.set()
 
-    async def advance(self, until_ns: int) -> list[Event]:
+    async def advance(self, until_ns: int) -> list[CoreEvent]:
         """Run the core towards `until_ns`; return its events (maybe none) when it gets there,
         when it has events, or when interrupted."""
         self.stats.advances += 1
@@ -156,7 +152,7 @@ class CoreDriver:
             return await self._advance_realtime(until_ns)
         return await self._advance_virtual(until_ns)
 
-    async def _advance_virtual(self, until_ns: int) -> list[Event]:
+    async def _advance_virtual(self, until_ns: int) -> list[CoreEvent]:
         core = self.core
         while True:
             now = core.now_ns
@@ -214,7 +210,7 @@ class CoreDriver:
         """Pace from here on without catching up on the wall time that passed (after a hold)."""
         self._pace_origin = None
 
-    async def _advance_realtime(self, until_ns: int) -> list[Event]:
+    async def _advance_realtime(self, until_ns: int) -> list[CoreEvent]:
         while True:
             if self._timers:
                 if self._fire_timers():
@@ -239,7 +235,7 @@ class CoreDriver:
 
     # ---- outputs ---------------------------------------------------------------------------
 
-    def _deliver(self) -> list[Event]:
+    def _deliver(self) -> list[CoreEvent]:
         self._deliver_telemetry()
         return self.core.drain_events()
 

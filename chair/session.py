@@ -22,12 +22,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from chair.driver import CoreDriver, Event, Record
+from chair.driver import CoreDriver
 from chair.lifecycle import LATCHED, SessionEvent, SessionState
 from chair.programs.model import Program
 from chair.programs.plan import Action, SessionPlan, build_plan
-from core_rt.config import ZONES, ChairConfig
-from core_rt.core import AXES, FAULT_CODES, FAULT_MESSAGES, MODES
+from core_rt.config import AXES, ZONES, ChairConfig
+from core_rt.core import FAULT_CODES, FAULT_MESSAGES, MODES, CoreEvent, Telemetry
 
 S = 1_000_000_000
 LOOKAHEAD_NS = 500_000_000
@@ -40,7 +40,7 @@ PROGRAM_STATES = (RUNNING, PAUSED)
 
 
 def telemetry_sample(
-    r: Record, t0_ns: int, state: str, step: int | None = None, technique: str | None = None
+    r: Telemetry, t0_ns: int, state: str, step: int | None = None, technique: str | None = None
 ) -> dict[str, Any]:
     """One core telemetry record as the docs/interfaces.md §2 telemetry object (`t` from `t0_ns`).
     A latched core reports its own state (fault, estop) whatever the session's."""
@@ -268,7 +268,7 @@ class Session:
     # telemetry
     # ------------------------------------------------------------------------------------------
 
-    def _on_telemetry(self, records: list[Record]) -> None:
+    def _on_telemetry(self, records: list[Telemetry]) -> None:
         state = self.state
         t0 = self._t0_ns
         marks = self._step_marks
@@ -395,7 +395,7 @@ class Session:
         if self._busy(axes):
             raise SessionAborted("timeout", f"axes {sorted(axes)} did not come to rest")
 
-    def _handle_events(self, events: list[Event]) -> None:
+    def _handle_events(self, events: list[CoreEvent]) -> None:
         for e in events:
             t_ns, kind, code = e.t_ns, e.kind, e.code
             if kind == "fault":
