@@ -591,10 +591,13 @@ cdef class Core:
         if self.reseat_pending and st.link_ok and self._all_at_rest():
             self._reseat()
         # a latched chair at rest is de-energised (motor drives and the heater's power): a
-        # heater stuck on behind its duty is cut there too; over-temperature cuts at once
+        # heater stuck on behind its duty is cut there too. Over-temperature cuts at once, and
+        # so does a lost link: braking through a link that no longer answers is blind, so the
+        # very next setpoint says "drives off" (docs/board-protocol.md, Link loss)
         if self.mode == CHAIR_MODE_FAULT or self.mode == CHAIR_MODE_ESTOP:
-            if self.fault == CHAIR_FAULT_OVER_TEMPERATURE or (
-                    not self.at_rest_pending and self._all_at_rest()):
+            if (self.fault == CHAIR_FAULT_OVER_TEMPERATURE
+                    or self.fault == CHAIR_FAULT_LINK_LOST
+                    or (not self.at_rest_pending and self._all_at_rest())):
                 self.deenergised = 1
         else:
             self.deenergised = 0
