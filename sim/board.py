@@ -66,6 +66,7 @@ from core_rt.board.protocol import (
     FAULT_WATCHDOG,
     OUT_DRIVES_ON,
     OUT_HEATER_ON,
+    PROTOCOL_VERSION,
     SW_ARM_CONTACT,
     SW_LIMIT_HIGH,
     SW_LIMIT_LOW,
@@ -91,6 +92,9 @@ EXTRAPOLATE_NS = 10 * MS
 MAX_CATCHUP_TICKS = 200
 """After a longer stall the plant skips time instead of racing through it (counted)."""
 BOARD_ID = "chair-sim"
+SAFE, READY, ON, TRIPPED = "safe", "ready", "on", "tripped"
+"""The board's output states (docs/board-protocol.md, The watchdog): outputs are energised in ON
+only; the watchdog is armed in ON only."""
 MOVING_THRESHOLD = 0.5
 """mm/s, rpm or Hz above which an axis or motor counts as moving (``motion_*``: the carriage,
 width and depth axes; ``motors_*``: kneading and tapping)."""
@@ -154,10 +158,11 @@ class PtyLink:
     def fds(self) -> list[int]:
         return [self.pty.port.fileno()]
 
-    def readable(self, fd: int) -> tuple[bytes, bool]:
-        """Bytes read from `fd` and whether a new peer connected (never for a pty)."""
+    def readable(self, fd: int) -> tuple[bytes, str | None]:
+        """Bytes read from `fd` and what happened to the peer: ``"connected"``, ``"gone"`` or
+        None. A pty never says: like a real serial line, it cannot see the other end go."""
         # None (nobody has the slave open) is no hang-up here: the line stays for the next one
-        return self.pty.port.read() or b"", False
+        return self.pty.port.read() or b"", None
 
     def write(self, data: bytes) -> None:
         try:
@@ -191,23 +196,23 @@ class TcpLink:
             out.append(self.client.fileno())
         return out
 
-    def readable(self, fd: int) -> tuple[bytes, bool]:
+    def readable(self, fd: int) -> tuple[bytes, str | None]:
         if fd == self.listener.fileno():
             conn = self.listener.accept(max_backlog=0)
             if conn is None:
-                return b"", False
+                return b"", None
             if self.client is not None:
                 self.client.close()
             self.client = conn
-            return b"", True
+            return b"", "connected"
         if self.client is None:
-            return b"", False
+            return b"", None
         data = self.client.read()
         if data is None:  # the controller has gone
             self.client.close()
             self.client = None
-            return b"", False
-        return data, False
+            return b"", "gone"
+        return data, None
 
     def write(self, data: bytes) -> None:
         if self.client is None:
@@ -253,6 +258,7 @@ class BoardEmulator:
         thermal_scale: float = 1.0,
         watchdog_ms: float = 90.0,
         clock: Any = time.monotonic_ns,
+        start_mm: tuple[float, float, float] | None = None,
     ) -> None:
         from sim.plant import SimPlant
 
@@ -267,7 +273,9 @@ class BoardEmulator:
             self.config,
             body_height_cm=body_height_cm,
             seed=seed,
-            params=thermal_params(thermal_scale),
+            # where the chair is at power-on (None: park); the controller reads it from the
+            # encoders (docs/core.md, Starting from where the chair is)
+            params=thermal_params(thermal_scale).model_copy(update={"start_mm": start_mm}),
         )
         self.thermal_scale = thermal_scale
         self.body_height_cm = body_height_cm
@@ -283,6 +291,7 @@ class BoardEmulator:
         self.counters: dict[str, int] = {
             "setpoints_applied": 0,
             "invalid_setpoints": 0,
+            "refused_setpoints": 0,
             "hellos": 0,
             "statuses_sent": 0,
             "frames_sent": 0,
@@ -304,8 +313,9 @@ class BoardEmulator:
         self.sp_rx_ns = 0
         self.last_valid_ns = 0
         self.echo = ECHO_NONE
-        self.armed = False
-        self.tripped = False
+        self.armed = False  # a valid SETPOINT has arrived (the plant's epoch, timed faults)
+        self.outputs = SAFE  # the output state machine (docs/board-protocol.md, The watchdog)
+        self.version_ok = True  # the last HELLO spoke our protocol version
         self.trip_ns: int | None = None
         self.epoch_ns: int | None = None
         self._fuse = False
@@ -322,7 +332,23 @@ class BoardEmulator:
 
     @property
     def drives_on(self) -> bool:
-        return self.armed and not self.tripped and self.sp is not None and self.sp.enable
+        return self.outputs == ON
+
+    @property
+    def tripped(self) -> bool:
+        return self.outputs == TRIPPED
+
+    def _set_outputs(self, state: str, now: int, **detail: Any) -> None:
+        if state == self.outputs:
+            return
+        was = self.outputs
+        self.outputs = state
+        if state == TRIPPED:
+            self.trip_ns = now
+            self.counters["watchdog_trips"] += 1
+            self._event("watchdog_trip", now, was=was, **detail)
+        elif was == TRIPPED:
+            self._event("watchdog_cleared", now, **detail)
 
     @property
     def link_cut(self) -> bool:
@@ -350,6 +376,8 @@ class BoardEmulator:
             "t_ns": now,
             "board_id": BOARD_ID,
             "armed": self.armed,
+            "outputs": self.outputs,
+            "version_ok": self.version_ok,
             "drives_on": self.drives_on,
             "board_faults": self.board_faults(),
             "watchdog": {
@@ -403,6 +431,13 @@ class BoardEmulator:
         self.counters["peers"] += 1
         self._event("peer_connected")
 
+    def on_peer_gone(self, now: int) -> None:
+        """The byte stream ended (TCP closed): energised outputs trip at once; otherwise
+        nothing (a controller that said goodbye left the board READY)."""
+        self._event("peer_gone", now)
+        if self.outputs == ON:
+            self._set_outputs(TRIPPED, now, reason="disconnected")
+
     def on_bytes(self, data: bytes, now: int) -> None:
         if not data:
             return
@@ -415,7 +450,12 @@ class BoardEmulator:
                 self._apply(msg, now)
             elif isinstance(msg, Hello):
                 self.counters["hellos"] += 1
+                self.version_ok = msg.version == PROTOCOL_VERSION
                 self._event("hello", now, nonce=msg.nonce, version=msg.version)
+                # a new controller never inherits energised outputs, nor a previous one's echo
+                self.echo = ECHO_NONE
+                if self.outputs != TRIPPED:
+                    self._set_outputs(SAFE, now)
                 self._send(
                     HelloAck(
                         watchdog_ms=round(self.watchdog_ns / MS),
@@ -426,7 +466,10 @@ class BoardEmulator:
                 )
 
     def _apply(self, sp: Setpoint, now: int) -> None:
-        if not sp.is_finite():
+        if not self.version_ok:
+            self.counters["refused_setpoints"] += 1
+            return
+        if not sp.is_valid():
             self.counters["invalid_setpoints"] += 1
             return
         self.counters["setpoints_applied"] += 1
@@ -441,20 +484,18 @@ class BoardEmulator:
             for spec in self._start_faults:
                 self.plant.inject(spec)
             self._event("first_setpoint", now, seq=sp.seq)
-        if self.tripped and not sp.enable:
-            self.tripped = False  # the controller acknowledged the stop; enable 1 re-energises
-            self._event("watchdog_cleared", now, seq=sp.seq)
+        if not sp.enable:
+            self._set_outputs(READY, now, seq=sp.seq)  # also the acknowledgement of a trip
+        elif self.outputs == READY:
+            self._set_outputs(ON, now, seq=sp.seq)
 
     # ---- time ------------------------------------------------------------------------------
 
     def advance(self, now: int) -> None:
         """Watchdog, timed link events, and the plant's ticks due by `now`; one STATUS per
         tick stepped."""
-        if self.armed and not self.tripped and now - self.last_valid_ns >= self.watchdog_ns:
-            self.tripped = True
-            self.trip_ns = now
-            self.counters["watchdog_trips"] += 1
-            self._event("watchdog_trip", now, since_setpoint_ms=(now - self.last_valid_ns) / MS)
+        if self.outputs == ON and now - self.last_valid_ns >= self.watchdog_ns:
+            self._set_outputs(TRIPPED, now, since_setpoint_ms=(now - self.last_valid_ns) / MS)
         if self.cut_until_ns is not None and now >= self.cut_until_ns:
             self.cut_until_ns = None
             self._event("link_restored", now)
@@ -514,7 +555,7 @@ class BoardEmulator:
             "tap_hz": sp.tap_hz,
             "heater_duty": sp.heater_duty,
             "enable": 1,
-            "seq": sp.seq & 0x7FFFFFFF,
+            "seq": sp.seq,
         }
 
     def _send_status(self, now: int) -> None:
@@ -699,9 +740,11 @@ class BoardEmulator:
                     ready = []
                 for fd in ready:
                     if fd in link.fds():
-                        data, new_peer = link.readable(fd)
-                        if new_peer:
+                        data, peer = link.readable(fd)
+                        if peer == "connected":
                             self.on_peer()
+                        elif peer == "gone":
+                            self.on_peer_gone(self.clock())
                         self.on_bytes(data, self.clock())
                     elif control is not None:
                         control.readable(fd, self)

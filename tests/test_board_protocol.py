@@ -15,8 +15,13 @@ from core_rt.board.protocol import (
     BOARD_TO_CONTROLLER,
     CONTROLLER_TO_BOARD,
     COUNTERS,
+    ECHO_NONE,
     EXAMPLES,
+    HEATER_DUTY_FULL,
     MAX_PAYLOAD,
+    PROTOCOL_VERSION,
+    SETPOINT_SEQ_MAX,
+    SP_FLAG_PRIMING,
     SYNC,
     TYPE_HELLO,
     TYPE_SETPOINT,
@@ -31,6 +36,7 @@ from core_rt.board.protocol import (
     crc16,
     encode,
     encode_frame,
+    next_setpoint_seq,
 )
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "board-protocol.md"
@@ -123,10 +129,10 @@ def close_enough(a: Message, b: Message) -> None:
         if isinstance(x, tuple):
             assert len(x) == len(y)
             for u, v in zip(x, y, strict=True):
-                assert v == pytest.approx(u, abs=0.0051)  # finest wire unit: 0.01 °C
+                assert v == pytest.approx(u, abs=0.0051, nan_ok=True)  # finest unit: 0.01 °C
         elif isinstance(x, float):
-            tol = 1 / 65535 if name == "heater_duty" else 0.0051
-            assert y == pytest.approx(x, abs=tol), name
+            tol = 1 / 65534 if name == "heater_duty" else 0.0051
+            assert y == pytest.approx(x, abs=tol, nan_ok=True), name
         else:
             assert y == x, name
 
@@ -164,7 +170,51 @@ def test_missing_readings_travel_as_sentinels_and_decode_to_nan() -> None:
     assert math.isnan(f.msg.pos_mm[0])
     sp = Setpoint(pos_mm=(math.nan, 0, 0))
     (g,) = FrameDecoder().feed(encode(sp, 1))
-    assert isinstance(g.msg, Setpoint) and not g.msg.is_finite()
+    assert isinstance(g.msg, Setpoint) and not g.msg.is_valid()
+
+
+def test_full_heater_power_is_not_the_missing_value_sentinel() -> None:
+    # protocol 2: a command's valid values never equal a sentinel (docs/board-protocol.md)
+    raw = Setpoint(seq=1, heater_duty=1.0, enable=True).pack()
+    assert struct.unpack_from("<H", raw, 36)[0] == HEATER_DUTY_FULL == 0xFFFE
+    (f,) = FrameDecoder().feed(encode(Setpoint(seq=1, heater_duty=1.0, enable=True), 1))
+    assert isinstance(f.msg, Setpoint) and f.msg.heater_duty == 1.0 and f.msg.is_valid()
+    bad = bytearray(raw)
+    bad[36:38] = b"\xff\xff"
+    g = Setpoint.unpack(bytes(bad))
+    assert math.isnan(g.heater_duty) and g.invalid_reason() == "a field carries its sentinel"
+
+
+@pytest.mark.parametrize(
+    ("sp", "why"),
+    [
+        (Setpoint(seq=0), "seq 0x0"),
+        (Setpoint(seq=0x80000000), "seq 0x80000000"),
+        (Setpoint(seq=1, flags=0x02), "reserved flag bits"),
+        (Setpoint(seq=1, enable=True, flags=SP_FLAG_PRIMING), "PRIMING with enable 1"),
+    ],
+)
+def test_a_board_refuses_an_invalid_setpoint_with_a_reason(sp: Setpoint, why: str) -> None:
+    (f,) = FrameDecoder().feed(encode(sp, 1))
+    assert isinstance(f.msg, Setpoint)
+    reason = f.msg.invalid_reason()
+    assert reason is not None and reason.startswith(why)
+
+
+def test_an_enable_other_than_0_or_1_is_invalid_on_the_wire() -> None:
+    raw = bytearray(Setpoint(seq=1, enable=True).pack())
+    raw[38] = 2
+    (f,) = FrameDecoder().feed(encode_frame(TYPE_SETPOINT, 1, bytes(raw)))
+    assert isinstance(f.msg, Setpoint) and f.msg.invalid_reason() == "enable 2 (0 or 1)"
+
+
+def test_setpoint_seq_never_reaches_the_sentinels_and_wraps_to_one() -> None:
+    assert next_setpoint_seq(0) == 1  # the first after HELLO_ACK
+    assert next_setpoint_seq(SETPOINT_SEQ_MAX - 1) == SETPOINT_SEQ_MAX
+    assert next_setpoint_seq(SETPOINT_SEQ_MAX) == 1
+    assert ECHO_NONE == 0 and PROTOCOL_VERSION == 2
+    primer = Setpoint(seq=1, flags=SP_FLAG_PRIMING)
+    assert primer.priming and primer.is_valid()
 
 
 def test_out_of_range_values_saturate_instead_of_wrapping() -> None:

@@ -2,26 +2,34 @@
 
 `open_board_link("serial:/dev/ttyUSB0", config)` (or ``tcp:HOST:PORT``) returns a `BoardLink`:
 the core's hardware seam (`core_rt.board.mailbox.LinkHardware`, whose `exchange` the tick calls
-without the GIL) plus one plain `threading` thread doing the I/O on a raw port
-(`core_rt.board.transport`), so the asyncio loop can never starve it:
+without the GIL) plus one I/O thread. The thread opens the port (`core_rt.board.transport`) and
+then spends each connection inside C without the GIL (`core_rt/include/board_io.h`, at
+SCHED_FIFO when permitted), so neither the GIL, the garbage collector nor a busy asyncio loop can
+make the link late:
 
 - **Out**, every `period_s` (2 ms, 500 Hz): the latest setpoint the tick published, as a SETPOINT
-  frame. Before the core's first tick it sends *priming* SETPOINTs (enable 0) so the board answers
-  and the first tick already sees a fresh status. A setpoint older than `setpoint_max_age_ns`
-  (the tick has stopped) is not sent: the board's own watchdog then stops the chair.
-- **In**: STATUS frames, decoded and validated (`core_rt.board.protocol.FrameDecoder`). A status
-  counts only if it echoes a SETPOINT this link sent; the tick judges freshness from that
-  SETPOINT's send time (a round trip), so silence in either direction makes the link stale.
-- **Engage, bumpless.** The driver passes the core's ``enable = 1`` to the board only once the
-  commanded motion is (nearly) at rest and within `ENGAGE_TOLERANCE_MM` of the measured encoders;
-  until then it sends enable 0. After the board reports a watchdog stop it disengages again (that
-  enable 0 is also the acknowledgement the board waits for). So a board that stopped on its own
-  never jumps back to a stale setpoint when the link returns: nothing resumes by itself.
+  with the link's own sequence number (1, 2, ... from each HELLO_ACK). Before the core's first
+  tick it sends *priming* SETPOINTs (flag PRIMING, enable 0) so the board answers and the first
+  tick already sees a fresh status.
+- **In**: STATUS frames. A status counts only if it echoes a SETPOINT this connection sent; the
+  tick judges freshness from that SETPOINT's send time (a round trip), so silence in either
+  direction makes the link stale.
+- **Engage, bumpless.** The core's ``enable = 1`` reaches the board only once the commanded
+  motion is (nearly) at rest and within `ENGAGE_TOLERANCE_MM` of the encoders; after a board
+  watchdog report it disengages again. Nothing resumes by itself.
+- **Drives off without asking the core** when no round trip has been confirmed for the link's
+  whole deadline (stale time + `config.faults.link_lost_ms`), and when the tick has stopped
+  publishing (a setpoint older than `setpoint_max_age_ns`): enable 0, heater 0.
+- **Goodbye.** `close()` sends drives-off SETPOINTs until the board echoes one (at most
+  `GOODBYE_MS`) before it closes the port: the board's watchdog is for failures only.
 - **Reconnects** (tcp and serial): on EOF or an I/O error it reopens the port with back-off and
   says HELLO again; meanwhile the status goes stale and the core faults ``link_lost``.
+- A board speaking another protocol version (or with a watchdog above 100 ms, or a STATUS period
+  above 5 ms) is **refused**: `open_board_link` raises with the reason.
 
-`BoardLink.counters()` has frames in/out, drops by reason, resyncs, round-trip times, reconnects
-(for `chair bench` and tests). `close()` stops the thread. The protocol and its timings:
+`BoardLink.counters()` has frames and bytes each way, drops by reason, resyncs, round trips,
+SETPOINT and STATUS gaps, reconnects, engages, forced stops, goodbyes (for the session summary's
+``link`` section, the MQTT state, `chair bench` and tests). The protocol and its timings:
 docs/board-protocol.md.
 """
 
@@ -32,23 +40,12 @@ import os
 import random
 import threading
 import time
-from collections import deque
 from typing import Any
 
 from core_rt.board.mailbox import DEFAULT_STALE_NS, LinkHardware
-from core_rt.board.protocol import (
-    BOARD_TO_CONTROLLER,
-    FAULT_WATCHDOG,
-    PRIMING_BIT,
-    FrameDecoder,
-    Hello,
-    HelloAck,
-    Setpoint,
-    Status,
-    encode,
-)
 from core_rt.board.transport import Port, open_port, parse_spec
 from core_rt.config import ChairConfig
+from core_rt.rtloop import hist_percentile
 
 MS = 1_000_000
 LINK_DEADLINE_MS = 100.0
@@ -61,10 +58,12 @@ ENGAGE_MAX_RPM = 5.0
 ENGAGE_MAX_HZ = 1.0
 """...and the commanded motion must be this slow (a move just starting is; a stale one is not)."""
 HELLO_RETRY_NS = 100 * MS
+GOODBYE_MS = 50.0
+"""`close()` waits at most this long for the board to echo a drives-off SETPOINT."""
 LINK_RT_PRIORITY = 60
 """SCHED_FIFO priority of the I/O thread when permitted (the core's loop runs at 80)."""
-SENT_MEMORY = 512
-"""SETPOINTs remembered for matching echoes (about 1 s at 500 Hz)."""
+END_STOPPED, END_EOF, END_IO_ERROR, END_REFUSED = 0, 1, 2, 3
+"""How a connection of the C loop ended (BIO_END_* of core_rt/include/board_io.h)."""
 
 
 def _percentile(values: list[float], q: float) -> float | None:
@@ -107,42 +106,28 @@ class BoardLink(LinkHardware):
         parse_spec(spec)  # a bad spec fails here, not later in the I/O thread
         self.send_period_ns = int(period_s * 1e9)
         self.setpoint_max_age_ns = setpoint_max_age_ns
+        self.force_off_ns = stale_ns + int(lost_ms * MS)
+        """No confirmed round trip for this long: the link itself sends drives off (the core
+        latches link_lost at the same time, and de-energises too)."""
+        self._io_configure(
+            period_ns=self.send_period_ns,
+            hello_retry_ns=HELLO_RETRY_NS,
+            max_age_ns=setpoint_max_age_ns,
+            force_off_ns=self.force_off_ns,
+            goodbye_ns=int(GOODBYE_MS * MS),
+            engage_tol_mm=ENGAGE_TOLERANCE_MM,
+            engage_max_speed_mm_s=ENGAGE_MAX_SPEED_MM_S,
+            engage_max_rpm=ENGAGE_MAX_RPM,
+            engage_max_hz=ENGAGE_MAX_HZ,
+        )
         self._stop = threading.Event()
-        self._ready = threading.Event()
+        self._ready = threading.Event()  # set on the first fresh status, or on a refusal
         self._thread: threading.Thread | None = None
         self._port: Port | None = None
-        self._lock = threading.Lock()  # the decoder swap on reconnect vs. counters()
-        self._rtt_ns: deque[int] = deque(maxlen=20000)
-        self._rx_totals: dict[str, int] = {}
-        self.decoder = FrameDecoder(expect=BOARD_TO_CONTROLLER)
-        self.engaged = False
-        self.board: HelloAck | None = None
-        self.last_status: Status | None = None
+        self.refused: str | None = None
         self.last_error: str | None = None
-        self.c: dict[str, int] = {
-            "frames_out": 0,
-            "setpoints_out": 0,
-            "priming_out": 0,
-            "hellos_out": 0,
-            "bytes_out": 0,
-            "tx_dropped_bytes": 0,
-            "frames_in": 0,
-            "statuses_in": 0,
-            "hello_acks_in": 0,
-            "bytes_in": 0,
-            "unmatched_echo": 0,
-            "stale_core_setpoints": 0,
-            "late_sends": 0,
-            "connects": 0,
-            "disconnects": 0,
-            "connect_failures": 0,
-            "engages": 0,
-            "disengages": 0,
-            "board_watchdog_seen": 0,
-        }
+        self.c: dict[str, int] = {"connects": 0, "disconnects": 0, "connect_failures": 0}
         self.started_ns = 0
-        self.max_status_gap_ns = 0
-        self._last_rx_ns = 0
         self.sched_fifo = False
 
     # ---- life cycle ------------------------------------------------------------------------
@@ -155,12 +140,22 @@ class BoardLink(LinkHardware):
         self._thread.start()
 
     def wait_ready(self, timeout_s: float) -> bool:
-        """True once the board has answered HELLO and echoed a SETPOINT of ours."""
-        return self._ready.wait(timeout_s)
+        """True once the board has answered HELLO and echoed a SETPOINT of ours (False on a
+        timeout, or when the board was refused: `refused` says why)."""
+        # the C loop has no way to set a Python event without the GIL: look every 5 ms (once,
+        # at connect; a refusal sets the event and ends the wait at once)
+        deadline = time.monotonic() + timeout_s
+        while not self.io_outcome()["ready"]:
+            left = deadline - time.monotonic()
+            if left <= 0 or self._ready.wait(min(left, 0.005)):
+                break
+        return self.refused is None and bool(self.io_outcome()["ready"])
 
     def close(self) -> None:
-        """Stop the I/O thread and close the port (the board's watchdog then stops the chair)."""
+        """Say goodbye (drives and heater off, echoed by the board, at most `GOODBYE_MS`), stop
+        the I/O thread and close the port. Idempotent."""
         self._stop.set()
+        self._io_stop()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(2.0)
         self._thread = None
@@ -168,6 +163,10 @@ class BoardLink(LinkHardware):
     @property
     def alive(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
+
+    @property
+    def engaged(self) -> bool:
+        return bool(self.io_outcome()["engaged"])
 
     # ---- the I/O thread --------------------------------------------------------------------
 
@@ -181,6 +180,7 @@ class BoardLink(LinkHardware):
             self.sched_fifo = True
         except (OSError, AttributeError):
             self.sched_fifo = False
+        rng = random.Random()
         backoff = 0.05
         while not self._stop.is_set():
             if port is None:
@@ -196,180 +196,49 @@ class BoardLink(LinkHardware):
             self.c["connects"] += 1
             self._port = port
             try:
-                self._session(port)
-            except OSError as e:
-                self.last_error = f"{self.spec}: {e.strerror or e}"
+                end = self._io_run(
+                    port.fileno(),
+                    port.sock is not None,
+                    rng.randrange(1, 1 << 32),
+                    rng.randrange(1 << 16),
+                )
             finally:
                 port.close()
                 self._port = None
                 port = None
+            if end == END_REFUSED:
+                self.refused = self.io_outcome()["refused"]
+                self.last_error = f"{self.spec}: {self.refused}"
+                self._ready.set()  # wake open_board_link: it raises with the reason
+                return  # never drive this board; a new `chair serve` may try again
+            if end == END_IO_ERROR:
+                errno_ = self.io_outcome()["last_errno"]
+                self.last_error = f"{self.spec}: {os.strerror(errno_) if errno_ else 'I/O error'}"
             if not self._stop.is_set():
                 self.c["disconnects"] += 1
                 self._stop.wait(0.05)
 
-    def _session(self, port: Port) -> None:
-        """One connection: HELLO until acknowledged, then SETPOINTs out and STATUSes in."""
-        with self._lock:
-            for k, v in self.decoder.counters.items():
-                self._rx_totals[k] = self._rx_totals.get(k, 0) + v
-            self.decoder = FrameDecoder(expect=BOARD_TO_CONTROLLER)
-        rng = random.Random()
-        tx_seq = rng.randrange(1 << 16)
-        nonce = rng.randrange(1, 1 << 32)
-        sent: dict[int, int] = {}  # setpoint seq -> first send time (mono ns), oldest first
-        self._last_rx_ns = 0
-        acked = False
-        priming = 0
-        last_echo = -1
-        self.engaged = False
-        now = time.monotonic_ns()
-        hello_due = now
-        next_send = now
-
-        def send(msg: Any) -> None:
-            nonlocal tx_seq
-            frame = encode(msg, tx_seq)
-            tx_seq = (tx_seq + 1) & 0xFFFF
-            self.c["tx_dropped_bytes"] += port.write(frame)
-            self.c["frames_out"] += 1
-            self.c["bytes_out"] += len(frame)
-
-        while not self._stop.is_set():
-            now = time.monotonic_ns()
-            due = next_send if acked else hello_due
-            timeout = max(0.0, (due - now) / 1e9)
-            data = port.read(timeout)
-            now = time.monotonic_ns()
-            if data is None:
-                return
-            if data:
-                self.c["bytes_in"] += len(data)
-                for f in self.decoder.feed(data):
-                    msg = f.msg
-                    self.c["frames_in"] += 1
-                    if isinstance(msg, Status):
-                        self.c["statuses_in"] += 1
-                        t_sent = sent.get(msg.echo_seq)
-                        if t_sent is None:
-                            self.c["unmatched_echo"] += 1  # not ours (a previous controller's)
-                            continue
-                        if msg.echo_seq != last_echo:
-                            last_echo = msg.echo_seq
-                            self._rtt_ns.append(now - t_sent)
-                        if self._last_rx_ns:
-                            self.max_status_gap_ns = max(
-                                self.max_status_gap_ns, now - self._last_rx_ns
-                            )
-                        self._last_rx_ns = now
-                        self._on_status(msg, t_sent, now)
-                    elif isinstance(msg, HelloAck) and msg.nonce == nonce and not acked:
-                        self.c["hello_acks_in"] += 1
-                        self.board = msg
-                        acked = True
-                        next_send = now
-            if not acked:
-                if now >= hello_due:
-                    send(Hello(setpoint_period_us=self.send_period_ns // 1000, nonce=nonce))
-                    self.c["hellos_out"] += 1
-                    hello_due = now + HELLO_RETRY_NS
-                continue
-            if now < next_send:
-                continue
-            next_send += self.send_period_ns
-            if next_send <= now:
-                self.c["late_sends"] += 1
-                next_send = now + self.send_period_ns
-            sp = self.take_setpoint()
-            if sp is None:  # the core has not ticked yet: prime with a harmless "drives off"
-                msg = Setpoint(seq=PRIMING_BIT | (priming & 0x7FFFFFFF), enable=False)
-                priming += 1
-                self.c["priming_out"] += 1
-            else:
-                seq, published_ns, _t, pos, vel, knead, tap, duty, enable = sp
-                if now - published_ns > self.setpoint_max_age_ns:
-                    self.c["stale_core_setpoints"] += 1  # the tick stopped: let the board stop
-                    continue
-                if not self.engaged:
-                    self._try_engage(pos, vel, knead, tap)
-                msg = Setpoint(
-                    seq=seq,
-                    pos_mm=pos,
-                    vel_mm_s=vel,
-                    knead_rpm=knead,
-                    tap_hz=tap,
-                    heater_duty=duty,
-                    enable=bool(enable) and self.engaged,
-                )
-                self.c["setpoints_out"] += 1
-            if msg.seq not in sent:
-                sent[msg.seq] = now
-                if len(sent) > SENT_MEMORY:
-                    del sent[next(iter(sent))]
-            send(msg)
-
-    def _on_status(self, st: Status, t_sent: int, now: int) -> None:
-        self.last_status = st
-        if st.board_faults & FAULT_WATCHDOG:
-            self.c["board_watchdog_seen"] += 1
-            if self.engaged:
-                self.engaged = False  # the board stopped on its own: re-engage bumplessly only
-                self.c["disengages"] += 1
-        self.put_status(
-            (
-                st.pos_mm,
-                st.knead_rpm,
-                st.tap_hz,
-                st.current_a,
-                st.thermistor_c,
-                st.supply_v,
-                st.limit_low,
-                st.limit_high,
-                st.arm_contact,
-                st.seat_occupied,
-                st.board_faults,
-            ),
-            t_sent,
-            now,
-        )
-        if not self._ready.is_set():
-            self._ready.set()
-
-    def _try_engage(
-        self,
-        pos: tuple[float, float, float],
-        vel: tuple[float, float, float],
-        knead: float,
-        tap: float,
-    ) -> None:
-        st = self.last_status
-        if st is None or st.board_faults & FAULT_WATCHDOG:
-            return
-        if (
-            any(abs(v) > ENGAGE_MAX_SPEED_MM_S for v in vel)
-            or abs(knead) > ENGAGE_MAX_RPM
-            or abs(tap) > ENGAGE_MAX_HZ
-        ):
-            return
-        if all(abs(p - m) <= ENGAGE_TOLERANCE_MM for p, m in zip(pos, st.pos_mm, strict=True)):
-            self.engaged = True
-            self.c["engages"] += 1
-
     # ---- numbers ---------------------------------------------------------------------------
 
     def rtt_ms(self) -> list[float]:
-        """Round trips so far: SETPOINT sent → first STATUS echoing it received, ms."""
-        return [x / 1e6 for x in list(self._rtt_ns)]
+        """Round trips kept (the latest 4096): SETPOINT sent → first STATUS echoing it, ms."""
+        return [x / 1e6 for x in self.io_rtt_ns()]
 
     def counters(self) -> dict[str, Any]:
-        """Frames and bytes each way, drops by reason, resyncs, round trips, reconnects."""
-        with self._lock:
-            rx = dict(self._rx_totals)
-            for k, v in self.decoder.counters.items():
-                rx[k] = rx.get(k, 0) + v
+        """Frames and bytes each way, drops by reason, resyncs, round trips, SETPOINT and STATUS
+        gaps, reconnects, engages, forced stops, goodbyes (docs/board-protocol.md, The
+        controller's side)."""
+        io = self.io_counters()
+        rx = dict(io.pop("rx"))
+        if self._port is not None:  # the running connection's decoder, not yet summed
+            for k, v in self.io_rx_live().items():
+                rx[k] += v
         rtt = self.rtt_ms()
-        last_rtt = rtt[-1] if rtt else None
+        bin_us, sp_gaps, st_gaps = self.io_gap_histograms()
+        outcome = self.io_outcome()
         elapsed = max(1e-9, (time.monotonic_ns() - self.started_ns) / 1e9)
         return {
+            **io,
             **self.c,
             "rx": rx,
             "drops": {
@@ -384,18 +253,28 @@ class BoardLink(LinkHardware):
                 )
             },
             "resyncs": rx.get("resyncs", 0),
-            "rtt_last_ms": last_rtt,
+            "seq_gaps": rx.get("seq_gaps", 0),
+            "rtt_last_ms": rtt[-1] if rtt else None,
             "rtt_p50_ms": _percentile(rtt, 0.5),
             "rtt_p99_ms": _percentile(rtt, 0.99),
             "rtt_samples": len(rtt),
-            "max_status_gap_ms": self.max_status_gap_ns / 1e6,
+            "setpoint_gap_p50_ms": _hist_ms(sp_gaps, bin_us, 0.5),
+            "setpoint_gap_p99_ms": _hist_ms(sp_gaps, bin_us, 0.99),
+            "status_gap_p50_ms": _hist_ms(st_gaps, bin_us, 0.5),
+            "status_gap_p99_ms": _hist_ms(st_gaps, bin_us, 0.99),
             "seconds": elapsed,
-            "engaged": self.engaged,
-            "connected": self._port is not None,
+            "engaged": outcome["engaged"],
+            "connected": outcome["connected"],
+            "board": outcome["board"],
             "sched_fifo": self.sched_fifo,
             "last_error": self.last_error,
             "tick": self.link_counters(),
         }
+
+
+def _hist_ms(hist: list[int], bin_us: float, q: float) -> float | None:
+    v = hist_percentile(hist, bin_us, q)
+    return None if v != v else v / 1e3  # NaN: no samples
 
 
 def open_board_link(
@@ -413,7 +292,13 @@ def open_board_link(
     link.start(port)
     if not link.wait_ready(timeout_s):
         link.close()
-        why = "no HELLO reply" if link.board is None else "no STATUS echoing our SETPOINTs"
+        if link.refused is not None:
+            raise OSError(errno.EPROTO, f"{spec}: {link.refused}")
+        why = (
+            "no HELLO reply"
+            if not link.io_outcome()["acked"]
+            else "no STATUS echoing our SETPOINTs"
+        )
         raise OSError(
             errno.ETIMEDOUT, f"no board answering on {spec} ({why} within {timeout_s:g} s)"
         )

@@ -1,72 +1,11 @@
 # The tick side of a board link (see mailbox.pyx): lock-free mailboxes between the real-time tick and
 # the link's I/O thread.
-from libc.stdint cimport int64_t, uint64_t
+from libc.stdint cimport int64_t, uint16_t, uint32_t, uint64_t
 
 from core_rt.chair_core cimport chair_setpoint, chair_status
 from core_rt.hardware cimport Hardware
 
-cdef extern from *:
-    """
-    #include <stdatomic.h>
-    #include <stdint.h>
-    #include <string.h>
-    #include <time.h>
-    #include "chair_core.h"
-
-    /* What the tick publishes: its setpoint and when (CLOCK_MONOTONIC). */
-    typedef struct { chair_setpoint sp; int64_t published_ns; } link_sp_slot;
-    /* What the I/O thread publishes: a status, the send time of the SETPOINT it echoes
-       (freshness is measured from there: a round trip), and when it arrived. */
-    typedef struct { chair_status st; int64_t confirmed_ns; int64_t received_ns; } link_st_slot;
-
-    /* Triple buffers: one writer and one reader, both wait-free. The writer fills its private
-       back slot and swaps it with the shared middle one (marking it fresh); the reader swaps its
-       private front slot with the middle one only when that is fresh. Neither ever waits for the
-       other, and the reader always holds a complete, most recent value. */
-    #define LINK_FRESH 4u
-    #define LINK_TRIPLE(NAME, T)                                                             \\
-        typedef struct { T slot[3]; _Atomic unsigned middle; unsigned back, front; } NAME;   \\
-        static inline void NAME##_init(NAME *b) {                                          \\
-            memset(b->slot, 0, sizeof b->slot);                                              \\
-            b->back = 0; b->front = 2; atomic_init(&b->middle, 1u);                          \\
-        }                                                                                    \\
-        static inline void NAME##_write(NAME *b, const T *v) {                              \\
-            b->slot[b->back] = *v;                                                           \\
-            unsigned prev = atomic_exchange_explicit(&b->middle, b->back | LINK_FRESH,       \\
-                                                     memory_order_acq_rel);                  \\
-            b->back = prev & 3u;                                                             \\
-        }                                                                                    \\
-        static inline int NAME##_read(NAME *b) {                                            \\
-            if (!(atomic_load_explicit(&b->middle, memory_order_relaxed) & LINK_FRESH))      \\
-                return 0;                                                                    \\
-            unsigned prev = atomic_exchange_explicit(&b->middle, b->front,                   \\
-                                                     memory_order_acq_rel);                  \\
-            b->front = prev & 3u;                                                            \\
-            return 1;                                                                        \\
-        }                                                                                    \\
-        static inline const T *NAME##_front(const NAME *b) { return &b->slot[b->front]; }
-
-    LINK_TRIPLE(link_sp_box, link_sp_slot)
-    LINK_TRIPLE(link_st_box, link_st_slot)
-
-    /* Counters the tick writes and Python reads while it runs (relaxed: statistics only). */
-    typedef struct {
-        _Atomic uint64_t exchanges, stale, stale_episodes, recoveries, statuses_taken;
-    } link_counters;
-
-    static inline void link_count(_Atomic uint64_t *c) {
-        atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + 1,
-                              memory_order_relaxed);
-    }
-    static inline uint64_t link_stat(_Atomic uint64_t *c) {
-        return atomic_load_explicit(c, memory_order_relaxed);
-    }
-    static inline int64_t link_now_ns(void) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
-    }
-    """
+cdef extern from "link_mailbox.h":
     ctypedef struct link_sp_slot:
         chair_setpoint sp
         int64_t published_ns
@@ -97,6 +36,59 @@ cdef extern from *:
     int64_t link_now_ns() nogil
 
 
+
+cdef extern from "board_io.h" nogil:
+    enum:
+        BIO_END_STOPPED
+        BIO_END_EOF
+        BIO_END_IO_ERROR
+        BIO_END_REFUSED
+        BIO_RTT_KEEP
+        BIO_GAP_BIN_NS
+        BIO_GAP_NBINS
+    ctypedef struct bw_rx_counters:
+        int64_t bytes, frames, garbage_bytes, resyncs, bad_length, bad_crc, unknown_type
+        int64_t unexpected_type, duplicate, out_of_order, seq_gaps
+    ctypedef struct bw_decoder:
+        bw_rx_counters c
+    ctypedef struct bw_hello_ack:
+        uint16_t version, watchdog_ms
+        uint32_t nonce
+        uint16_t status_period_us, flags
+        char board_id[17]
+    ctypedef struct bio_counters:
+        int64_t frames_out, setpoints_out, priming_out, hellos_out, bytes_out, tx_dropped_bytes
+        int64_t frames_in, statuses_in, hello_acks_in, bytes_in, unmatched_echo
+        int64_t stale_core_setpoints, late_sends, engages, disengages, board_watchdog_seen
+        int64_t forced_off, forced_off_setpoints, goodbyes, goodbyes_echoed, refusals
+        int64_t max_setpoint_gap_ns, max_status_gap_ns
+    ctypedef struct bio_link:
+        int64_t period_ns, hello_retry_ns, max_age_ns, force_off_ns, goodbye_ns
+        double engage_tol_mm, engage_max_speed_mm_s, engage_max_rpm, engage_max_hz
+        int is_socket
+        uint32_t nonce
+        uint16_t tx_seq
+        int stop
+        link_sp_box* spbox
+        link_st_box* stbox
+        int acked, ready, engaged, connected
+        int last_errno
+        bw_hello_ack board
+        char refused[160]
+        double last_pos_mm[3]
+        bio_counters n
+        bw_rx_counters rx
+        int64_t rtt_ns[1]
+        int64_t rtt_count
+        int64_t sp_gap_hist[1]
+        int64_t st_gap_hist[1]
+        bw_decoder dec
+    int bio_run(bio_link* io, int fd)
+    int64_t bio_load(const int64_t* p)
+    bio_link* bio_new()
+    void bio_free(bio_link* io)
+
+
 cdef class LinkHardware(Hardware):
     cdef link_sp_box spbox          # tick -> I/O thread
     cdef link_st_box stbox          # I/O thread -> tick
@@ -104,3 +96,4 @@ cdef class LinkHardware(Hardware):
     cdef link_counters n
     cdef int was_fresh
     cdef readonly int64_t stale_ns
+    cdef bio_link* io               # the I/O thread's connection state (board_io.h)

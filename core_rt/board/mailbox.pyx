@@ -51,12 +51,22 @@ cdef class LinkHardware(Hardware):
     (`core_rt.board.link.BoardLink` does)."""
 
     def __cinit__(self, *args, **kwargs):
+        self.io = bio_new()
+        if self.io == NULL:
+            raise MemoryError("board link state")
+        self.io.spbox = &self.spbox
+        self.io.stbox = &self.stbox
         link_sp_box_init(&self.spbox)
         link_st_box_init(&self.stbox)
         memset(&self.cur, 0, sizeof(link_st_slot))
         memset(&self.n, 0, sizeof(link_counters))
         self.was_fresh = 0
         self.stale_ns = DEFAULT_STALE_NS
+
+    def __dealloc__(self):
+        if self.io != NULL:
+            bio_free(self.io)
+            self.io = NULL
 
     def __init__(self, *, stale_ns=DEFAULT_STALE_NS):
         cdef int64_t s = int(stale_ns)
@@ -158,6 +168,130 @@ cdef class LinkHardware(Hardware):
             "recoveries": link_stat(&self.n.recoveries),
             "statuses_taken": link_stat(&self.n.statuses_taken),
         }
+
+
+    # ---- the I/O thread's connection, in C without the GIL (board_io.h) ------------------------
+
+    def _io_configure(self, *, int64_t period_ns, int64_t hello_retry_ns, int64_t max_age_ns,
+                      int64_t force_off_ns, int64_t goodbye_ns, double engage_tol_mm,
+                      double engage_max_speed_mm_s, double engage_max_rpm,
+                      double engage_max_hz):
+        """Timings and the engage rule of the connection loop (set once, before `_io_run`)."""
+        cdef bio_link* io = self.io
+        io.period_ns = period_ns
+        io.hello_retry_ns = hello_retry_ns
+        io.max_age_ns = max_age_ns
+        io.force_off_ns = force_off_ns
+        io.goodbye_ns = goodbye_ns
+        io.engage_tol_mm = engage_tol_mm
+        io.engage_max_speed_mm_s = engage_max_speed_mm_s
+        io.engage_max_rpm = engage_max_rpm
+        io.engage_max_hz = engage_max_hz
+
+    def _io_run(self, int fd, bint is_socket, uint32_t nonce, uint16_t tx_seq):
+        """One connection on the open, non-blocking `fd`, without the GIL, until it ends
+        (returns a `BIO_END_*` code; `io_outcome()` says more). Call it from one thread."""
+        cdef bio_link* io = self.io
+        cdef int rc
+        io.is_socket = 1 if is_socket else 0
+        io.nonce = nonce
+        io.tx_seq = tx_seq
+        with nogil:
+            rc = bio_run(io, fd)
+        return rc
+
+    def _io_stop(self, bint stop=True):
+        """Ask the connection loop to say goodbye and return (or clear that request)."""
+        self.io.stop = 1 if stop else 0
+
+    def io_outcome(self):
+        """The connection's state: acked, ready, engaged, connected, the board's HELLO_ACK, why a
+        board was refused, the last errno."""
+        cdef bio_link* io = self.io
+        return {
+            "acked": io.acked != 0,
+            "ready": io.ready != 0,
+            "engaged": io.engaged != 0,
+            "connected": io.connected != 0,
+            "refused": io.refused.decode("utf-8", "replace") or None,
+            "last_errno": io.last_errno,
+            "board": None if not (io.acked or io.refused[0]) else {
+                "version": io.board.version,
+                "watchdog_ms": io.board.watchdog_ms,
+                "status_period_us": io.board.status_period_us,
+                "flags": io.board.flags,
+                "board_id": io.board.board_id.decode("ascii", "replace"),
+            },
+        }
+
+    def io_counters(self):
+        """The connection loop's counters (summed over connections), its receive drops by
+        reason (`rx`, named as `core_rt.board.protocol.COUNTERS`) and the largest gaps."""
+        cdef bio_counters* n = &self.io.n
+        cdef bw_rx_counters* r = &self.io.rx
+        out = {
+            "frames_out": bio_load(&n.frames_out),
+            "setpoints_out": bio_load(&n.setpoints_out),
+            "priming_out": bio_load(&n.priming_out),
+            "hellos_out": bio_load(&n.hellos_out),
+            "bytes_out": bio_load(&n.bytes_out),
+            "tx_dropped_bytes": bio_load(&n.tx_dropped_bytes),
+            "frames_in": bio_load(&n.frames_in),
+            "statuses_in": bio_load(&n.statuses_in),
+            "hello_acks_in": bio_load(&n.hello_acks_in),
+            "bytes_in": bio_load(&n.bytes_in),
+            "unmatched_echo": bio_load(&n.unmatched_echo),
+            "stale_core_setpoints": bio_load(&n.stale_core_setpoints),
+            "late_sends": bio_load(&n.late_sends),
+            "engages": bio_load(&n.engages),
+            "disengages": bio_load(&n.disengages),
+            "board_watchdog_seen": bio_load(&n.board_watchdog_seen),
+            "forced_off": bio_load(&n.forced_off),
+            "forced_off_setpoints": bio_load(&n.forced_off_setpoints),
+            "goodbyes": bio_load(&n.goodbyes),
+            "goodbyes_echoed": bio_load(&n.goodbyes_echoed),
+            "refusals": bio_load(&n.refusals),
+            "max_setpoint_gap_ms": bio_load(&n.max_setpoint_gap_ns) / 1e6,
+            "max_status_gap_ms": bio_load(&n.max_status_gap_ns) / 1e6,
+        }
+        # the decoder's totals of finished connections (the running one's are added at its end)
+        out["rx"] = {
+            "bytes": r.bytes, "frames": r.frames, "garbage_bytes": r.garbage_bytes,
+            "resyncs": r.resyncs, "bad_length": r.bad_length, "bad_crc": r.bad_crc,
+            "unknown_type": r.unknown_type, "unexpected_type": r.unexpected_type,
+            "duplicate": r.duplicate, "out_of_order": r.out_of_order, "seq_gaps": r.seq_gaps,
+        }
+        return out
+
+    def io_rx_live(self):
+        """The running connection's decoder counters (read while it runs: statistics only)."""
+        cdef bw_rx_counters* r = &self.io.dec.c
+        return {
+            "bytes": bio_load(&r.bytes), "frames": bio_load(&r.frames),
+            "garbage_bytes": bio_load(&r.garbage_bytes), "resyncs": bio_load(&r.resyncs),
+            "bad_length": bio_load(&r.bad_length), "bad_crc": bio_load(&r.bad_crc),
+            "unknown_type": bio_load(&r.unknown_type),
+            "unexpected_type": bio_load(&r.unexpected_type),
+            "duplicate": bio_load(&r.duplicate), "out_of_order": bio_load(&r.out_of_order),
+            "seq_gaps": bio_load(&r.seq_gaps),
+        }
+
+    def io_rtt_ns(self):
+        """Round trips kept (the last BIO_RTT_KEEP), oldest first, ns."""
+        cdef bio_link* io = self.io
+        cdef int64_t count = bio_load(&io.rtt_count)
+        cdef int64_t* r = &io.rtt_ns[0]
+        cdef int64_t keep = BIO_RTT_KEEP
+        cdef int64_t first = count - keep if count > keep else 0
+        return [r[i % keep] for i in range(first, count)]
+
+    def io_gap_histograms(self):
+        """(bin width µs, SETPOINT gap histogram, STATUS gap histogram): counts per bin, the last
+        bin is the overflow (see core_rt.rtloop.hist_percentile)."""
+        cdef int64_t* a = &self.io.sp_gap_hist[0]
+        cdef int64_t* b = &self.io.st_gap_hist[0]
+        return (BIO_GAP_BIN_NS / 1000.0, [bio_load(&a[i]) for i in range(BIO_GAP_NBINS)],
+                [bio_load(&b[i]) for i in range(BIO_GAP_NBINS)])
 
 
 def now_ns():

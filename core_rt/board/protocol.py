@@ -27,7 +27,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import ClassVar, NamedTuple, TypeAlias
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
+"""Version 2: no command value equals a sentinel, the link's own SETPOINT counter, PRIMING as a
+flag, echo 0 = none (docs/board-protocol.md, Versions)."""
 SYNC = b"\xa5\x5a"
 HEADER = struct.Struct("<2sBHB")  # sync, length, seq, type
 HEADER_SIZE = HEADER.size  # 6
@@ -37,11 +39,34 @@ MAX_PAYLOAD = 64
 MAX_FRAME = HEADER_SIZE + MAX_PAYLOAD + CRC_SIZE
 
 SEQ_MOD = 1 << 16
-ECHO_NONE = 0xFFFFFFFF
-"""STATUS.echo_seq before the board has applied any SETPOINT."""
-PRIMING_BIT = 0x80000000
-"""SETPOINT.seq with this bit set: sent by a link driver before the controller's core runs (the
-core's tick sequence uses the low 31 bits only)."""
+ECHO_NONE = 0
+"""STATUS.echo_seq when the board has applied no SETPOINT since the last HELLO."""
+SETPOINT_SEQ_MAX = 0x7FFFFFFF
+"""SETPOINT.seq runs 1 … SETPOINT_SEQ_MAX, then wraps to 1 (never 0, bit 31 never set)."""
+SP_FLAG_PRIMING = 1 << 0
+"""SETPOINT.flags: sent before the controller's core runs (always with enable 0)."""
+SP_FLAGS_DEFINED = SP_FLAG_PRIMING
+HEATER_DUTY_FULL = 0xFFFE
+"""SETPOINT heater duty at full power: duty = raw / 65534, raw 0 … 65534 (0xFFFF is invalid)."""
+
+# ---- timings every board and controller keeps (docs/board-protocol.md, Numbers to build to) ----
+WATCHDOG_MAX_MS = 100
+"""A board's outputs are off within this of its last valid SETPOINT (docs/chair.md §6);
+HELLO_ACK's watchdog is 1 … this."""
+STATUS_PERIOD_MAX_US = 5000
+"""A board sends a STATUS at least this often; HELLO_ACK's STATUS period is 1 … this."""
+SETPOINT_PERIOD_MIN_US = 1000
+SETPOINT_PERIOD_MAX_US = 5000
+"""A controller sends a SETPOINT at least every SETPOINT_PERIOD_MAX_US; a board accepts them as
+fast as every SETPOINT_PERIOD_MIN_US (1 kHz)."""
+HELLO_RETRY_MS = 100
+"""A controller repeats an unanswered HELLO this often; a board answers within it."""
+
+
+def next_setpoint_seq(seq: int) -> int:
+    """The SETPOINT seq after `seq` (1 … SETPOINT_SEQ_MAX, wrapping to 1)."""
+    return 1 if seq >= SETPOINT_SEQ_MAX else seq + 1
+
 
 # ---- board fault bits (STATUS.board_faults; the same bits as chair_core.h) --------------------
 FAULT_WATCHDOG = 1 << 0
@@ -153,9 +178,10 @@ class HelloAck:
 class Setpoint:
     """Controller → board, at least every 5 ms: the `chair_setpoint` of one tick.
 
-    Wire units: µm, µm/s, milli-rpm, milli-Hz, duty/65535. `seq` is the core's tick sequence
-    (31 bits; `PRIMING_BIT` marks frames a link driver sends before the core runs) and comes back
-    in STATUS.echo_seq once the board has applied it."""
+    Wire units: µm, µm/s, milli-rpm, milli-Hz, duty/65534. `seq` is the link's SETPOINT counter
+    (1 … 2**31 - 1, restarted by a HELLO; see `next_setpoint_seq`) and comes back in
+    STATUS.echo_seq once the board has applied it. `flags` bit 0 (`SP_FLAG_PRIMING`) marks the
+    frames a link driver sends before the controller's core runs."""
 
     TYPE: ClassVar[int] = TYPE_SETPOINT
     FORMAT: ClassVar[struct.Struct] = struct.Struct("<I3i3iiiHBB")
@@ -170,7 +196,8 @@ class Setpoint:
 
     def pack(self) -> bytes:
         p, v = self.pos_mm, self.vel_mm_s
-        duty_u16 = _fix(self.heater_duty, 65535.0, 0, 65535, 0)  # NaN: heater off
+        # no command value equals a sentinel: 0xFFFF is never sent (NaN: heater off)
+        duty_u16 = _fix(self.heater_duty, HEATER_DUTY_FULL, 0, HEATER_DUTY_FULL, 0)
         return self.FORMAT.pack(
             self.seq & 0xFFFFFFFF,
             _i32(p[0], 1e3),
@@ -195,17 +222,36 @@ class Setpoint:
             (_un(v0, 1e3, _I32_NONE), _un(v1, 1e3, _I32_NONE), _un(v2, 1e3, _I32_NONE)),
             _un(knead, 1e3, _I32_NONE),
             _un(tap, 1e3, _I32_NONE),
-            duty / 65535.0,
-            en != 0,
+            math.nan if duty == _U16_NONE else duty / HEATER_DUTY_FULL,
+            en,  # kept raw: `is_valid` refuses anything but 0 and 1
             flags,
         )
 
-    def is_finite(self) -> bool:
-        """Every number present (a board rejects a SETPOINT with a "no value" field)."""
-        return all(
+    @property
+    def priming(self) -> bool:
+        return bool(self.flags & SP_FLAG_PRIMING)
+
+    def invalid_reason(self) -> str | None:
+        """Why a board must refuse this SETPOINT (not apply, not echo, not feed its watchdog),
+        or None when it is valid: a sentinel in any field, an enable other than 0/1, a reserved
+        flag bit, PRIMING with enable 1, a seq of 0 or with bit 31 set."""
+        if not all(
             math.isfinite(x)
             for x in (*self.pos_mm, *self.vel_mm_s, self.knead_rpm, self.tap_hz, self.heater_duty)
-        )
+        ):
+            return "a field carries its sentinel"
+        if int(self.enable) not in (0, 1):
+            return f"enable {int(self.enable)} (0 or 1)"
+        if self.flags & ~SP_FLAGS_DEFINED & 0xFF:
+            return f"reserved flag bits set ({self.flags:#04x})"
+        if self.priming and self.enable:
+            return "PRIMING with enable 1"
+        if not 1 <= self.seq <= SETPOINT_SEQ_MAX:
+            return f"seq {self.seq:#x} (1 … 0x7fffffff)"
+        return None
+
+    def is_valid(self) -> bool:
+        return self.invalid_reason() is None
 
 
 @dataclass(frozen=True, slots=True)
@@ -461,7 +507,7 @@ EXAMPLES: tuple[tuple[str, int, Message], ...] = (
     ),
     (
         "SETPOINT: carriage at 600 mm moving up at 80 mm/s, width 130 mm, depth 16 mm, kneading "
-        "30 rpm clockwise, no tapping, heater at 40 %, enabled, tick 1234",
+        "30 rpm clockwise, no tapping, heater at 40 %, enabled, SETPOINT 1234",
         0x0007,
         Setpoint(
             seq=1234,
@@ -474,7 +520,7 @@ EXAMPLES: tuple[tuple[str, int, Message], ...] = (
         ),
     ),
     (
-        "STATUS: the board applied tick 1234; carriage at 599.98 mm, pad at 41.25 °C, 23.9 V, "
+        "STATUS: the board applied SETPOINT 1234; carriage at 599.98 mm, pad at 41.25 °C, 23.9 V, "
         "arm touching, seat occupied, drives and heater on, no fault",
         0x0009,
         Status(
@@ -506,6 +552,72 @@ EXAMPLES: tuple[tuple[str, int, Message], ...] = (
             switches=SW_SEAT_OCCUPIED,
             outputs=0,
             board_faults=FAULT_WATCHDOG,
+        ),
+    ),
+    (
+        "PRIMING SETPOINT: the first after a HELLO_ACK, sent before the controller's core runs "
+        "(flag PRIMING, enable 0; the other fields are ignored with enable 0), SETPOINT 1",
+        0x0001,
+        Setpoint(seq=1, enable=False, flags=SP_FLAG_PRIMING),
+    ),
+    (
+        "SETPOINT with the heater at full power (raw 0xFFFE = 65534/65534), carriage holding "
+        "at 412.5 mm, width 100 mm, depth 8 mm, nothing else moving, enabled, SETPOINT 77",
+        0x0042,
+        Setpoint(seq=77, pos_mm=(412.5, 100.0, 8.0), heater_duty=1.0, enable=True),
+    ),
+    (
+        "Goodbye SETPOINT: drives off, heater 0, at the chair's last setpoint, SETPOINT 90001",
+        0x5F37,
+        Setpoint(seq=90001, pos_mm=(1200.0, 160.0, 0.0), enable=False),
+    ),
+    (
+        "HELLO_ACK from a version-1 board answering our version-2 HELLO (the controller "
+        "refuses it; the board stays de-energised and ignores SETPOINTs)",
+        0x0000,
+        HelloAck(
+            version=1,
+            watchdog_ms=100,
+            nonce=0x12345678,
+            status_period_us=2000,
+            flags=0,
+            board_id="acme-v1",
+        ),
+    ),
+    (
+        "STATUS right after a HELLO: echo 0 (nothing applied since the HELLO), SAFE (outputs "
+        "off), carriage parked at 1200 mm with the upper limit switch closed, seat empty",
+        0x0100,
+        Status(
+            echo_seq=ECHO_NONE,
+            board_time_us=0xFFFFF000,
+            pos_mm=(1200.0, 160.0, 0.0),
+            knead_rpm=0.0,
+            tap_hz=0.0,
+            current_a=(0.0, 0.0, 0.0, 0.0, 0.0),
+            thermistor_c=22.5,
+            supply_v=24.1,
+            switches=SW_LIMIT_HIGH,
+            outputs=0,
+            board_faults=0,
+        ),
+    ),
+    (
+        "STATUS with missing readings: the width encoder, the tapping current and the pad "
+        "thermistor read nothing (their sentinels 0x80000000, 0xFFFF, 0x8000)",
+        0x0101,
+        Status(
+            echo_seq=5,
+            board_time_us=1_000_000,
+            pos_mm=(700.0, math.nan, 16.0),
+            knead_rpm=0.0,
+            tap_hz=0.0,
+            current_a=(0.2, 0.1, 0.3, 0.0, math.nan),
+            thermistor_c=math.nan,
+            supply_v=24.0,
+            switches=SW_ARM_CONTACT | SW_SEAT_OCCUPIED,
+            outputs=OUT_DRIVES_ON,
+            board_faults=0,
         ),
     ),
 )
