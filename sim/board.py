@@ -30,6 +30,7 @@ CLOCK_MONOTONIC time the command took effect (tests measure detection times from
     link restore              end a cut
     corrupt P                 flip one random bit in a fraction P (0..1) of the bytes sent
     repair                    test hook: replace the faulty parts (a fresh plant, same positions)
+    break RULE...|none        test hook: break these protocol rules (`BREAKS`), or none
     quit                      exit (status 0)
 
 ``state`` lists recent events with their ``t_ns``: the link's (``hello``, ``first_setpoint``,
@@ -43,6 +44,11 @@ checking "heater not heating" against such a board must use a window scaled by 1
 
 A board is a real-time device: the loop asks for SCHED_FIFO (`BOARD_RT_PRIORITY`, below the
 core's loop) and runs as a normal process when that is not permitted (``state`` says which).
+
+**Broken on purpose** (``--break RULE``, or ``break RULE...`` / ``break none`` on the control
+channel): each of `BREAKS` breaks one rule of the protocol, so the conformance kit
+(`chair board-check`) can show that it catches a board that gets that rule wrong. Each hook is
+one ``if "rule" in self.breaks`` at the rule's spot.
 """
 
 from __future__ import annotations
@@ -61,9 +67,13 @@ from typing import TYPE_CHECKING, Any
 
 from core_rt.board.protocol import (
     CONTROLLER_TO_BOARD,
+    CRC_SIZE,
     ECHO_NONE,
+    FAULT_LINK_LOST,
     FAULT_OVERTEMP,
     FAULT_WATCHDOG,
+    HEADER_SIZE,
+    MAX_PAYLOAD,
     OUT_DRIVES_ON,
     OUT_HEATER_ON,
     PROTOCOL_VERSION,
@@ -71,11 +81,13 @@ from core_rt.board.protocol import (
     SW_LIMIT_HIGH,
     SW_LIMIT_LOW,
     SW_SEAT_OCCUPIED,
+    SYNC,
     FrameDecoder,
     Hello,
     HelloAck,
     Setpoint,
     Status,
+    crc16,
     encode,
 )
 from core_rt.board.transport import Port, Pty, TcpListener
@@ -92,6 +104,30 @@ EXTRAPOLATE_NS = 10 * MS
 MAX_CATCHUP_TICKS = 200
 """After a longer stall the plant skips time instead of racing through it (counted)."""
 BOARD_ID = "chair-sim"
+BREAKS: dict[str, str] = {
+    "wrong-nonce": "HELLO_ACK carries another nonce than the HELLO's",
+    "ack-their-version": "HELLO_ACK says the HELLO's version instead of the board's own",
+    "no-version-check": "drives SETPOINTs after a HELLO of another protocol version",
+    "stale-echo": "keeps the previous echo across a HELLO (instead of 0)",
+    "slow-status": "a STATUS every 10 ms while declaring 1 ms",
+    "set-link-lost-bit": "sets the controller's LINK_LOST bit (3) in its fault bits",
+    "energise-from-safe": "energises on enable 1 in SAFE (without an enable 0 first)",
+    "hello-keeps-on": "a HELLO leaves energised outputs on",
+    "accept-sentinels": "applies SETPOINTs that carry a sentinel",
+    "echo-invalid": "echoes invalid SETPOINTs (without applying them)",
+    "invalid-feeds-watchdog": "an invalid SETPOINT feeds the watchdog",
+    "no-watchdog": "never trips",
+    "slow-watchdog": "trips after 150 ms of silence (declaring its usual watchdog)",
+    "auto-resume": "re-energises after a trip on enable 1, without the enable 0",
+    "sticky-trip": "an enable-0 SETPOINT does not clear a trip",
+    "trip-on-goodbye": "the watchdog is armed in READY too: a normal stop then trips",
+    "no-disconnect-trip": "a TCP disconnect while energised does not trip",
+    "ignore-crc": "accepts frames whatever their CRC",
+    "accept-duplicates": "accepts duplicate and out-of-order SEQs",
+}
+"""``--break RULE``: the rules the emulator can break on purpose (for `chair board-check`)."""
+SLOW_WATCHDOG_NS = 150 * 1_000_000
+SLOW_STATUS_NS = 10 * 1_000_000
 SAFE, READY, ON, TRIPPED = "safe", "ready", "on", "tripped"
 """The board's output states (docs/board-protocol.md, The watchdog): outputs are energised in ON
 only; the watchdog is armed in ON only."""
@@ -259,6 +295,7 @@ class BoardEmulator:
         watchdog_ms: float = 90.0,
         clock: Any = time.monotonic_ns,
         start_mm: tuple[float, float, float] | None = None,
+        breaks: Iterable[str] = (),
     ) -> None:
         from sim.plant import SimPlant
 
@@ -283,6 +320,8 @@ class BoardEmulator:
         self.tick_ns = int(self.plant.tick_ns)
         self.watchdog_ns = int(watchdog_ms * MS)
         self.clock = clock
+        self.breaks = check_breaks(breaks)
+        self._status_due_ns = 0  # break "slow-status" only
         self._start_faults = [s for s in specs if s.kind != "link_loss"]
         self._link_loss_at_s = sorted(s.at_s for s in specs if s.kind == "link_loss")
         self.rng = random.Random(seed ^ 0x5EED)
@@ -355,7 +394,11 @@ class BoardEmulator:
         return self.cut_until_ns is not None
 
     def board_faults(self) -> int:
-        return (FAULT_WATCHDOG if self.tripped else 0) | (FAULT_OVERTEMP if self._fuse else 0)
+        return (
+            (FAULT_WATCHDOG if self.tripped else 0)
+            | (FAULT_OVERTEMP if self._fuse else 0)
+            | (FAULT_LINK_LOST if "set-link-lost-bit" in self.breaks else 0)
+        )
 
     def _event(self, name: str, t_ns: int | None = None, **detail: Any) -> int:
         t = self.clock() if t_ns is None else t_ns
@@ -378,6 +421,7 @@ class BoardEmulator:
             "armed": self.armed,
             "outputs": self.outputs,
             "version_ok": self.version_ok,
+            "breaks": sorted(self.breaks),
             "drives_on": self.drives_on,
             "board_faults": self.board_faults(),
             "watchdog": {
@@ -435,7 +479,7 @@ class BoardEmulator:
         """The byte stream ended (TCP closed): energised outputs trip at once; otherwise
         nothing (a controller that said goodbye left the board READY)."""
         self._event("peer_gone", now)
-        if self.outputs == ON:
+        if self.outputs == ON and "no-disconnect-trip" not in self.breaks:
             self._set_outputs(TRIPPED, now, reason="disconnected")
 
     def on_bytes(self, data: bytes, now: int) -> None:
@@ -444,6 +488,10 @@ class BoardEmulator:
         if self.link_cut:
             self.counters["rx_bytes_ignored"] += len(data)
             return
+        if "ignore-crc" in self.breaks:
+            data = _fix_crcs(data)
+        if "accept-duplicates" in self.breaks:
+            self.decoder.reset_sequence()
         for f in self.decoder.feed(data):
             msg = f.msg
             if isinstance(msg, Setpoint):
@@ -453,24 +501,37 @@ class BoardEmulator:
                 self.version_ok = msg.version == PROTOCOL_VERSION
                 self._event("hello", now, nonce=msg.nonce, version=msg.version)
                 # a new controller never inherits energised outputs, nor a previous one's echo
-                self.echo = ECHO_NONE
-                if self.outputs != TRIPPED:
+                if "stale-echo" not in self.breaks:
+                    self.echo = ECHO_NONE
+                if self.outputs != TRIPPED and not (
+                    self.outputs == ON and "hello-keeps-on" in self.breaks
+                ):
                     self._set_outputs(SAFE, now)
                 self._send(
                     HelloAck(
+                        version=msg.version
+                        if "ack-their-version" in self.breaks
+                        else PROTOCOL_VERSION,
                         watchdog_ms=round(self.watchdog_ns / MS),
-                        nonce=msg.nonce,
+                        nonce=(msg.nonce + ("wrong-nonce" in self.breaks)) & 0xFFFFFFFF,
                         status_period_us=self.tick_ns // 1000,
                         board_id=BOARD_ID,
                     )
                 )
 
     def _apply(self, sp: Setpoint, now: int) -> None:
-        if not self.version_ok:
+        if not self.version_ok and "no-version-check" not in self.breaks:
             self.counters["refused_setpoints"] += 1
             return
-        if not sp.is_valid():
+        reason = sp.invalid_reason()
+        if reason == "a field carries its sentinel" and "accept-sentinels" in self.breaks:
+            reason = None
+        if reason is not None:
             self.counters["invalid_setpoints"] += 1
+            if "echo-invalid" in self.breaks:
+                self.echo = sp.seq
+            if "invalid-feeds-watchdog" in self.breaks:
+                self.last_valid_ns = now
             return
         self.counters["setpoints_applied"] += 1
         self.sp = sp
@@ -485,8 +546,13 @@ class BoardEmulator:
                 self.plant.inject(spec)
             self._event("first_setpoint", now, seq=sp.seq)
         if not sp.enable:
-            self._set_outputs(READY, now, seq=sp.seq)  # also the acknowledgement of a trip
-        elif self.outputs == READY:
+            if not (self.tripped and "sticky-trip" in self.breaks):
+                self._set_outputs(READY, now, seq=sp.seq)  # also the acknowledgement of a trip
+        elif (
+            self.outputs == READY
+            or (self.outputs == TRIPPED and "auto-resume" in self.breaks)
+            or (self.outputs == SAFE and "energise-from-safe" in self.breaks)
+        ):
             self._set_outputs(ON, now, seq=sp.seq)
 
     # ---- time ------------------------------------------------------------------------------
@@ -494,7 +560,9 @@ class BoardEmulator:
     def advance(self, now: int) -> None:
         """Watchdog, timed link events, and the plant's ticks due by `now`; one STATUS per
         tick stepped."""
-        if self.outputs == ON and now - self.last_valid_ns >= self.watchdog_ns:
+        armed = self.outputs == ON or (self.outputs == READY and "trip-on-goodbye" in self.breaks)
+        timeout_ns = SLOW_WATCHDOG_NS if "slow-watchdog" in self.breaks else self.watchdog_ns
+        if armed and "no-watchdog" not in self.breaks and now - self.last_valid_ns >= timeout_ns:
             self._set_outputs(TRIPPED, now, since_setpoint_ms=(now - self.last_valid_ns) / MS)
         if self.cut_until_ns is not None and now >= self.cut_until_ns:
             self.cut_until_ns = None
@@ -518,6 +586,10 @@ class BoardEmulator:
         self.ticks += due
         self.counters["ticks"] += due
         self._watch_outputs(now)
+        if "slow-status" in self.breaks:
+            if now < self._status_due_ns:
+                return
+            self._status_due_ns = now + SLOW_STATUS_NS
         if not self.link_cut:
             self._send_status(now)
 
@@ -626,6 +698,7 @@ class BoardEmulator:
                     "link restore",
                     "corrupt P",
                     "repair",
+                    "break RULE...|none",
                     "quit",
                 ],
             }
@@ -664,6 +737,12 @@ class BoardEmulator:
             return {"t_ns": now, "corrupt": p}
         if cmd == "repair":
             return {"t_ns": now, **self.repair()}
+        if cmd == "break":
+            if not args:
+                raise ValueError(f"usage: break RULE... | break none (rules: {', '.join(BREAKS)})")
+            self.breaks = check_breaks([] if args == ["none"] else args)
+            self._event("breaks", now, rules=sorted(self.breaks))
+            return {"t_ns": now, "breaks": sorted(self.breaks)}
         if cmd == "quit":
             self.quit = True
             return {"t_ns": now}
@@ -754,6 +833,31 @@ class BoardEmulator:
 
     def stop(self) -> None:
         self.quit = True
+
+
+def check_breaks(rules: Iterable[str]) -> frozenset[str]:
+    """``--break`` rules → the set of them (ValueError naming an unknown one)."""
+    out = frozenset(rules)
+    unknown = sorted(out - set(BREAKS))
+    if unknown:
+        raise ValueError(f"unknown break {unknown[0]!r} (one of: {', '.join(BREAKS)})")
+    return out
+
+
+def _fix_crcs(data: bytes) -> bytes:
+    """Break hook ``ignore-crc``: every whole frame in `data` gets the CRC it should have, so the
+    decoder accepts a frame whatever CRC it came with."""
+    out = bytearray(data)
+    i = out.find(SYNC)
+    while i >= 0 and i + HEADER_SIZE <= len(out):
+        length = out[i + 2]
+        end = i + HEADER_SIZE + length + CRC_SIZE
+        if length <= MAX_PAYLOAD and end <= len(out):
+            out[end - CRC_SIZE : end] = crc16(out[i + 2 : end - CRC_SIZE]).to_bytes(2, "little")
+            i = out.find(SYNC, end)
+        else:
+            i = out.find(SYNC, i + 1)
+    return bytes(out)
 
 
 def parse_faults(specs: Iterable[str]) -> list[FaultSpec]:

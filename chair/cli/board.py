@@ -9,6 +9,29 @@ Faults: ``--fault SPEC`` (repeatable, times count from the first valid SETPOINT)
 runs, the ``--control PATH`` socket (one command per line: ``fault stall:carriage``,
 ``occupant leave``, ``link cut 500ms``, ``corrupt 0.01``, ``state``, ``quit``, ``help``).
 Runs until SIGTERM/SIGINT or ``quit`` (exit 0). See docs/board-protocol.md.
+
+Broken on purpose, for the conformance kit (``chair board-check``): ``--break RULE``
+(repeatable; or ``break RULE...`` / ``break none`` on the control socket) breaks one rule:
+
+    wrong-nonce             HELLO_ACK carries another nonce than the HELLO's
+    ack-their-version       HELLO_ACK says the HELLO's version instead of the board's own
+    no-version-check        drives SETPOINTs after a HELLO of another protocol version
+    stale-echo              keeps the previous echo across a HELLO (instead of 0)
+    slow-status             a STATUS every 10 ms while declaring 1 ms
+    set-link-lost-bit       sets the controller's LINK_LOST bit (3) in its fault bits
+    energise-from-safe      energises on enable 1 in SAFE (without an enable 0 first)
+    hello-keeps-on          a HELLO leaves energised outputs on
+    accept-sentinels        applies SETPOINTs that carry a sentinel
+    echo-invalid            echoes invalid SETPOINTs (without applying them)
+    invalid-feeds-watchdog  an invalid SETPOINT feeds the watchdog
+    no-watchdog             never trips
+    slow-watchdog           trips after 150 ms of silence (declaring its usual watchdog)
+    auto-resume             re-energises after a trip on enable 1, without the enable 0
+    sticky-trip             an enable-0 SETPOINT does not clear a trip
+    trip-on-goodbye         the watchdog is armed in READY too: a normal stop then trips
+    no-disconnect-trip      a TCP disconnect while energised does not trip
+    ignore-crc              accepts frames whatever their CRC
+    accept-duplicates       accepts duplicate and out-of-order SEQs
 """
 
 from __future__ import annotations
@@ -72,6 +95,14 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         default=90.0,
         help="the board's own watchdog, 1–100 ms (default 90: stops within 100 ms)",
     )
+    p.add_argument(
+        "--break",
+        dest="breaks",
+        action="append",
+        default=[],
+        metavar="RULE",
+        help="test hook: break one protocol rule on purpose (repeatable; the rules: above)",
+    )
     p.set_defaults(handler=handle)
 
 
@@ -92,6 +123,7 @@ def handle(args: argparse.Namespace) -> int:
             faults=faults,
             thermal_scale=args.thermal_scale,
             watchdog_ms=args.watchdog_ms,
+            breaks=args.breaks,
         )
     except ValueError as e:
         raise UsageError(str(e)) from e
