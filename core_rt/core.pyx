@@ -22,7 +22,7 @@ struct each, in this object) and report what they find through `_report`, at onc
 fault is latched at the very check that found it.
 """
 
-from libc.math cimport fabs, isfinite, ceil
+from libc.math cimport fabs, fmax, fmin, isfinite, ceil
 from libc.string cimport memset
 from libc.stdint cimport int32_t, int64_t, uint32_t, uint64_t
 from libc.errno cimport errno
@@ -169,7 +169,7 @@ cdef class Core:
     cdef int at_rest_pending
     cdef int retract_pending
     cdef int deenergised
-    cdef int reseat_pending
+    cdef int reseat_pending     # the commanded pose is not the chair's: take the encoders
     # telemetry
     cdef int64_t tlm_every
     cdef int64_t tlm_countdown
@@ -218,12 +218,15 @@ cdef class Core:
         self.last_contact = -1
         self.zone = CHAIR_ZONE_NONE
         c = config
-        # start at the park pose, heads parked wide and retracted
+        # where the chair is, the core does not know yet: the first fresh status tells it (the
+        # encoders are the truth, see _reseat). Until then the park pose stands in, the drives
+        # stay off and nothing starts (docs/core.md, Starting from where the chair is).
         self._set_rest(CHAIR_AXIS_CARRIAGE, c.carriage.park_mm)
         self._set_rest(CHAIR_AXIS_WIDTH, c.width.park_mm)
         self._set_rest(CHAIR_AXIS_DEPTH, c.depth.min_mm)
         self._set_rest(CHAIR_AXIS_KNEADING, 0.0)
         self._set_rest(CHAIR_AXIS_TAPPING, 0.0)
+        self.reseat_pending = 1
         self._clear_stats()
 
     def __dealloc__(self):
@@ -287,9 +290,10 @@ cdef class Core:
             self._fault(code, value, limit, axis)
             return
         self._event(kind, code, value, limit, axis)
-        if kind == CHAIR_EVT_LINK and code == 1:
+        if kind == CHAIR_EVT_LINK and code == 1 and (
+                self.mode == CHAIR_MODE_FAULT or self.mode == CHAIR_MODE_ESTOP):
             # back while latched: hold where the chair really is once at rest (see _tick)
-            self.reseat_pending = self.mode == CHAIR_MODE_FAULT or self.mode == CHAIR_MODE_ESTOP
+            self.reseat_pending = 1
 
     cdef void _brake_all(self, int emergency) noexcept nogil:
         """Replace every profile by the time-optimal brake from its current state; drop queues.
@@ -353,10 +357,20 @@ cdef class Core:
         self._event(CHAIR_EVT_ESTOP, self.fault, 0, 0, -1)
 
     cdef void _reseat(self) noexcept nogil:
-        """Commanded pose := measured pose (position axes, at rest)."""
+        """Commanded pose := measured pose (position axes, at rest): the encoders are the truth.
+
+        A reading past an end of its axis's range is held at that end (the guard's tracking and
+        limit checks judge how far past); a missing reading (NaN) keeps the commanded value, and
+        the guard's tracking check faults on it in the same tick."""
         cdef int i
+        cdef double p
         for i in range(CHAIR_N_POSITION_AXES):
-            self._set_rest(i, self.st.pos_mm[i])
+            p = self.st.pos_mm[i]
+            if isfinite(p):
+                p = fmin(fmax(p, self.lim.axis[i].min_mm), self.lim.axis[i].max_mm)
+            else:
+                p = self.ax[i].p
+            self._set_rest(i, p)
         self.reseat_pending = 0
 
     cdef int _all_at_rest(self) noexcept nogil:
@@ -500,7 +514,8 @@ cdef class Core:
         self.wake = 0
         while spsc_pop(&self.cmd_ring, &c) == 0:
             self._command(&c)
-        if self.mode == CHAIR_MODE_RUN or self.mode == CHAIR_MODE_BRAKE:
+        if ((self.mode == CHAIR_MODE_RUN or self.mode == CHAIR_MODE_BRAKE)
+                and not self.reseat_pending):  # pose unknown: what is due waits (see below)
             self._start_due()
 
         # 2. profiles, in closed form from each profile's start
@@ -527,10 +542,19 @@ cdef class Core:
         self.sp.knead_rpm = knead
         self.sp.tap_hz = tap
         self.sp.heater_duty = self.heater.duty
-        self.sp.enable = 0 if self.deenergised else 1
+        self.sp.enable = 0 if (self.deenergised or self.reseat_pending) else 1
         self.sp.seq = <int32_t>(self.ticks & 0x7fffffff)
         if self.hw.exchange(&self.sp, st) != 0:
             st.link_ok = 0
+        # the commanded pose is not the chair's (the core has just started; or the link came back
+        # while latched, and the board may have stopped on its own watchdog away from where the
+        # blind brake ended): with a fresh status and every axis at rest, the encoders are the
+        # truth. Before any check, so that tracking and stall never judge an assumed pose; what
+        # is due starts from there in this very tick (whose setpoint said "drives off").
+        if self.reseat_pending and st.link_ok and self._all_at_rest():
+            self._reseat()
+            if self.mode == CHAIR_MODE_RUN or self.mode == CHAIR_MODE_BRAKE:
+                self._start_due()
 
         # 4. the guard — on what we command ...
         guard_commanded(&self.guard, &self.lim, self.ax, self.mode == CHAIR_MODE_ESTOP)
@@ -586,10 +610,6 @@ cdef class Core:
             else:
                 self.at_rest_pending = 0
                 self._event(CHAIR_EVT_AT_REST, self.mode, self.ax[CHAIR_AXIS_CARRIAGE].p, 0, -1)
-        # back from a lost link, latched and at rest: hold where the chair really is (the board
-        # may have stopped on its own watchdog, away from where the blind brake ended)
-        if self.reseat_pending and st.link_ok and self._all_at_rest():
-            self._reseat()
         # a latched chair at rest is de-energised (motor drives and the heater's power): a
         # heater stuck on behind its duty is cut there too. Over-temperature cuts at once, and
         # so does a lost link: braking through a link that no longer answers is blind, so the
@@ -934,6 +954,7 @@ cdef class Core:
             "seat_occupied": bool(self.st.seat_occupied),
             "arm_contact": bool(self.st.arm_contact),
             "y_meas_mm": self.st.pos_mm[0],
+            "pose_known": not self.reseat_pending,
         }
 
     def last_command_latency(self):

@@ -207,7 +207,7 @@ cdef int guard_measured(Guard* g, const chair_limits* L, const chair_status* st,
             elif now - g.stall_since_ns[i] >= 5 * L.stall_ns:
                 _stall_window(g, i, st.pos_mm[i], x.p, now)
         err = fabs(st.pos_mm[i] - x.p)
-        if rarely(err > L.tracking_error_max_mm[i]):
+        if rarely(not (err <= L.tracking_error_max_mm[i])):  # a missing reading (NaN) too
             _fault(g, CHAIR_FAULT_TRACKING, i, err, L.tracking_error_max_mm[i])
     # motor currents (motor i drives axis i)
     for i in range(CHAIR_N_MOTORS):
