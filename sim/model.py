@@ -9,7 +9,14 @@ e.g. ``PlantParams(heater=ThermalParams(heater_w=60.0))``.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+if TYPE_CHECKING:
+    from core_rt.config import ChairConfig
 
 
 class _Model(BaseModel):
@@ -139,7 +146,8 @@ class PlantParams(_Model):
     overcurrent_factor: float = Field(default=2.0, gt=1)
     """Under the ``overcurrent`` fault the motor draws this multiple of its threshold."""
     start_mm: tuple[float, float, float] | None = None
-    """Carriage, width and depth at start; None = park (carriage and width park, depth 0)."""
+    """Carriage, width and depth at start, each inside its axis's range (`check_start_mm`);
+    None = park (carriage and width park, depth at its minimum)."""
 
     @model_validator(mode="after")
     def _check(self) -> PlantParams:
@@ -151,3 +159,28 @@ class PlantParams(_Model):
     def axes(self) -> tuple[AxisDrive, AxisDrive, AxisDrive]:
         """The position axes in the core's order (carriage, width, depth)."""
         return (self.carriage, self.width, self.depth)
+
+
+def check_start_mm(
+    config: ChairConfig, start_mm: Sequence[float], name: str = "start_mm"
+) -> tuple[float, float, float]:
+    """A start pose (carriage, width, depth in mm) as a tuple, each value a finite number inside
+    its axis's range in `config` (the track, the width's and the depth's ranges); otherwise a
+    ValueError, its message `name` and what is wrong."""
+    pose = tuple(start_mm)
+    if len(pose) != 3:
+        raise ValueError(f"{name}: needs carriage, width and depth (3 values), got {len(pose)}")
+    ranges = (
+        ("carriage", config.carriage.track_min_mm, config.carriage.track_max_mm),
+        ("width", config.width.min_mm, config.width.max_mm),
+        ("depth", config.depth.min_mm, config.depth.max_mm),
+    )
+    out = []
+    for value, (axis, lo, hi) in zip(pose, ranges, strict=True):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError(f"{name}: {axis} must be a number of mm, got {value!r}")
+        v = float(value)
+        if not (math.isfinite(v) and lo <= v <= hi):
+            raise ValueError(f"{name}: {axis} {v:g} mm is outside its range {lo:g}..{hi:g} mm")
+        out.append(v)
+    return (out[0], out[1], out[2])

@@ -21,7 +21,7 @@ from core_rt.hardware cimport Hardware
 
 from core_rt.config import ChairConfig
 from sim.faults import FaultSpec, MOTORS, SESSION_KINDS, parse_fault
-from sim.model import PlantParams
+from sim.model import PlantParams, check_start_mm
 
 cdef enum:
     SIM_FK_STALL = 1
@@ -160,7 +160,10 @@ cdef class SimPlant(Hardware):
             (config.width.min_mm, config.width.max_mm, config.width.limits),
             (config.depth.min_mm, config.depth.max_mm, config.depth.limits),
         )
-        start = params.start_mm or (car.park_mm, config.width.park_mm, config.depth.min_mm)
+        if params.start_mm is None:
+            start = (car.park_mm, config.width.park_mm, config.depth.min_mm)
+        else:
+            start = check_start_mm(config, params.start_mm)  # inside the ranges, or ValueError
         cdef int j
         for j in range(3):
             lo, hi, limits = ranges[j]

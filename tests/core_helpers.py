@@ -15,7 +15,7 @@ from typing import Any
 
 from core_rt.config import ChairConfig
 from core_rt.core import FAULT_CODES, MODES, Core, CoreEvent, Telemetry
-from sim import SimPlant
+from sim import PlantParams, SimPlant
 
 CFG = ChairConfig()
 MS = 1_000_000
@@ -56,10 +56,17 @@ class Rig:
     """One chair: a SimPlant behind a Core, telemetry every tick, driven in virtual time."""
 
     def __init__(
-        self, faults: Iterable[str] = (), *, config: ChairConfig = CFG, seed: int = 1
+        self,
+        faults: Iterable[str] = (),
+        *,
+        config: ChairConfig = CFG,
+        seed: int = 1,
+        start_mm: tuple[float, float, float] | None = None,
     ) -> None:
+        """`start_mm`: where the plant is at power-on (carriage, width, depth; None = park)."""
         self.config = config
-        self.plant = SimPlant(config, seed=seed, faults=list(faults))
+        params = PlantParams(start_mm=start_mm)
+        self.plant = SimPlant(config, seed=seed, faults=list(faults), params=params)
         self.core = Core(config, self.plant, telemetry_hz=float(config.loop.tick_hz))
         self.tick = config.loop.period_ns
         self.events: list[CoreEvent] = []
