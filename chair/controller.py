@@ -92,14 +92,18 @@ class Controller:
         seed: int = 0,
         faults: Sequence[str] = (),
         telemetry_hz: float = 50.0,
+        start_pose_mm: tuple[float, float, float] | None = None,
     ) -> Controller:
         """Build a controller. `speed` = virtual time paced at that factor (tests, demos);
-        None = the real-time core against the wall clock (`pacing` may override)."""
+        None = the real-time core against the wall clock (`pacing` may override).
+        `start_pose_mm`: where the simulated chair is at power-on (carriage, width, depth; None =
+        park); the core takes it from the encoders like any other pose (docs/core.md)."""
         if pacing is None:
             pacing = "realtime" if speed is None else "paced"
         session_faults: list[tuple[float, str]] = []
         if hardware == "sim":
             from sim.faults import parse_fault
+            from sim.model import PlantParams
             from sim.plant import SimPlant
 
             specs = [parse_fault(f) for f in faults]
@@ -108,6 +112,7 @@ class Controller:
                 body_height_cm=body_height_cm,
                 seed=seed,
                 faults=[s for s in specs if s.kind != "estop"],
+                params=PlantParams(start_mm=start_pose_mm),
             )
             session_faults = [(s.at_s, s.kind) for s in specs if s.kind == "estop"]
         else:
@@ -116,6 +121,11 @@ class Controller:
                 raise ValueError(
                     "--fault applies to the simulated chair; inject faults on the board "
                     "(`chair board --fault` or its control socket) instead"
+                )
+            if start_pose_mm is not None:
+                raise ValueError(
+                    "--start-pose applies to the simulated chair; a board reports where it is "
+                    "(`chair board --start-pose` for the simulated one)"
                 )
             if pacing != "realtime":
                 raise ValueError("a board link runs in real time: use --realtime (or no --speed)")

@@ -5,6 +5,9 @@ The first line on stdout says where the controller connects: the pseudo-terminal
 
     chair serve --hardware serial:/dev/pts/N      (or tcp:127.0.0.1:PORT)
 
+``--start-pose CARRIAGE,WIDTH,DEPTH`` (mm) puts the chair there at power-on (default: park), as
+a chair left mid-track by a power cut; the controller takes it from the encoders.
+
 Faults: ``--fault SPEC`` (repeatable, times count from the first valid SETPOINT) and, while it
 runs, the ``--control PATH`` socket (one command per line: ``fault stall:carriage``,
 ``occupant leave``, ``link cut 500ms``, ``corrupt 0.01``, ``state``, ``quit``, ``help``).
@@ -46,8 +49,10 @@ from chair.cli.common import (
     EXIT_OK,
     UsageError,
     add_body_arguments,
+    add_start_pose_argument,
     chair_config,
     check_body_height,
+    check_start_pose,
 )
 
 
@@ -82,6 +87,7 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         help="Unix socket for run-time commands (fault, occupant, link cut, corrupt, state, quit)",
     )
     add_body_arguments(p)
+    add_start_pose_argument(p)
     p.add_argument(
         "--thermal-scale",
         type=float,
@@ -112,6 +118,7 @@ def handle(args: argparse.Namespace) -> int:
 
     config = chair_config(args)
     check_body_height(config, args.body_height)
+    start_mm = check_start_pose(config, args.start_pose)
     if args.tcp is not None and not 0 <= args.tcp <= 65535:
         raise UsageError("--tcp PORT must be 0..65535")
     try:
@@ -123,6 +130,7 @@ def handle(args: argparse.Namespace) -> int:
             faults=faults,
             thermal_scale=args.thermal_scale,
             watchdog_ms=args.watchdog_ms,
+            start_mm=start_mm,
             breaks=args.breaks,
         )
     except ValueError as e:

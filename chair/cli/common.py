@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 
 from core_rt.config import ChairConfig, load_config
 
@@ -39,3 +40,42 @@ def check_body_height(config: ChairConfig, height_cm: float) -> None:
     b = config.body
     if not b.height_min_cm <= height_cm <= b.height_max_cm:
         raise UsageError(f"--body-height must be {b.height_min_cm:g}..{b.height_max_cm:g} cm")
+
+
+def _pose_mm(text: str) -> tuple[float, float, float]:
+    """``CARRIAGE,WIDTH,DEPTH`` in mm → three finite numbers (the ranges: `check_start_pose`)."""
+    parts = text.split(",")
+    try:
+        values = [float(x) for x in parts]
+    except ValueError:
+        values = []
+    if len(values) != 3 or not all(math.isfinite(v) for v in values):
+        raise argparse.ArgumentTypeError(
+            f"expected CARRIAGE,WIDTH,DEPTH in mm, e.g. 100,130,40; got {text!r}"
+        )
+    return (values[0], values[1], values[2])
+
+
+def add_start_pose_argument(p: argparse.ArgumentParser) -> None:
+    """Where the simulated chair is at power-on (the controller takes it from the encoders)."""
+    p.add_argument(
+        "--start-pose",
+        type=_pose_mm,
+        metavar="CARRIAGE,WIDTH,DEPTH",
+        help="where the simulated chair is at power-on, in mm, each inside its axis's range "
+        "(default: park)",
+    )
+
+
+def check_start_pose(
+    config: ChairConfig, pose: tuple[float, float, float] | None
+) -> tuple[float, float, float] | None:
+    """`--start-pose` inside the chair's axis ranges (a UsageError naming the axis otherwise)."""
+    if pose is None:
+        return None
+    from sim.model import check_start_mm
+
+    try:
+        return check_start_mm(config, pose, "--start-pose")
+    except ValueError as e:
+        raise UsageError(str(e)) from None

@@ -20,8 +20,10 @@ from chair.cli.common import (
     EXIT_SAFETY,
     UsageError,
     add_body_arguments,
+    add_start_pose_argument,
     chair_config,
     check_body_height,
+    check_start_pose,
 )
 
 
@@ -37,6 +39,7 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     p.add_argument("--intensity", type=int, help="1..5 (default 3)")
     p.add_argument("--heat", help="off (default), low, medium or high")
     add_body_arguments(p)
+    add_start_pose_argument(p)
     pace = p.add_mutually_exclusive_group()
     pace.add_argument(
         "--speed", type=float, default=60.0, help="simulated seconds per wall second (default 60)"
@@ -76,6 +79,7 @@ def handle(args: argparse.Namespace) -> int:
 
     config = chair_config(args)
     check_body_height(config, args.body_height)
+    start_pose = check_start_pose(config, args.start_pose)
     try:  # the same request model as the controller and MQTT: one check, one message
         choices = {"minutes": args.minutes, "intensity": args.intensity, "heat": args.heat}
         req = parse_request(StartRequest, choices, config, prefix="--")
@@ -111,6 +115,7 @@ def handle(args: argparse.Namespace) -> int:
             seed=args.seed,
             faults=args.fault,
             telemetry_hz=args.telemetry_hz,
+            start_pose_mm=start_pose,
         )
     except (ValueError, OSError) as e:
         raise UsageError(str(e)) from e
