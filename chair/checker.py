@@ -53,6 +53,15 @@ def check_session(
     heat_target = 0.0
     heat_settled = False
     running_order: list[str] = []
+    # The chair starts where it was found (docs/core.md, Starting from where the chair is). Found
+    # pressing, the heads must come back first: until they are retracted the carriage and the
+    # width stay put, the depth only goes back and nothing turns. Where they were found is not a
+    # zone or neck violation (nobody commanded it); any other motion then is a violation.
+    found = bool(telemetry) and telemetry[0]["depth_mm"] > dep.retracted_mm + EPS
+    if found:
+        found_y, found_width, found_depth = (
+            telemetry[0][k] for k in ("y_mm", "width_mm", "depth_mm")
+        )
     for s in telemetry:
         t = s["t"]
         y = s["y_mm"]
@@ -60,6 +69,22 @@ def check_session(
         knead = abs(s["knead_rpm"])
         tap = abs(s["tap_hz"])
         pressing = depth > dep.retracted_mm + EPS or knead > 0 or tap > 0
+        if found and depth <= dep.retracted_mm + EPS:
+            found = False  # retracted: every rule applies from here on
+        if found:
+            if abs(y - found_y) > EPS or abs(s["width_mm"] - found_width) > EPS:
+                once(
+                    f"t={t:.2f}s: carriage or width moving before the heads found pressing "
+                    "were retracted"
+                )
+            if depth > found_depth + EPS:
+                once(f"t={t:.2f}s: depth {depth:.2f} mm pressing further in before retracting")
+            if knead > 0 or tap > 0:
+                once(
+                    f"t={t:.2f}s: kneading or tapping before the heads found pressing were "
+                    "retracted"
+                )
+            found_depth = depth
         if not (car.track_min_mm - EPS <= y <= car.track_max_mm + EPS):
             once(f"t={t:.2f}s: carriage {y:.1f} mm off the track")
         if abs(s["v_mm_s"]) > lim.v_max * (1 + 1e-9) + EPS:
@@ -71,6 +96,7 @@ def check_session(
             clearance = min(abs(s["left_x_mm"]), abs(s["right_x_mm"])) - r - keep_out
             if clearance < -EPS:
                 once(f"t={t:.2f}s: spine clearance {clearance:.2f} mm < 0")
+        if pressing and not found:
             if y > neck_top + EPS:
                 once(f"t={t:.2f}s: pressing at {y:.1f} mm above the neck top {neck_top:.1f}")
             z = zone_at(y, zones)

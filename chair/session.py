@@ -467,7 +467,9 @@ class Session:
         core = self.core
         core.program(False)
         core.set_body(None)
-        # start from the lumbar region of the smallest body, heads retracted, medium width
+        # start from the lumbar region of the smallest body, heads retracted, medium width. The
+        # chair may be anywhere (the core took its pose from the encoders, docs/core.md): the
+        # heads come back first, so the rollers never sweep along the back pressed in
         smallest = cfg.zones_for_shoulder(cfg.shoulder_for_height_mm(b.height_min_cm))
         start_y = smallest[b.scan_start_zone][0]
         core.move("depth", cfg.depth.min_mm)

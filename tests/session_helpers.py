@@ -41,7 +41,9 @@ def run_session(
     script: Script = (),
     config: ChairConfig | None = None,
     telemetry_hz: float = 50.0,
+    start_mm: tuple[float, float, float] | None = None,
 ) -> Run:
+    """One whole session; `start_mm` puts the simulated chair there at power-on (None: park)."""
     config = config or ChairConfig()
     prog = load_program(program) if isinstance(program, str) else program
     controller = Controller.create(
@@ -51,6 +53,7 @@ def run_session(
         seed=seed,
         faults=faults,
         telemetry_hz=telemetry_hz,
+        start_pose_mm=start_mm,
     )
 
     async def main() -> SessionResult:
