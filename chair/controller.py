@@ -178,7 +178,13 @@ class Controller:
                 "zones": {},
             }
             fault = self._fault
-        return {"state": str(self.state_name), **st, "fault": fault}
+        return {"state": str(self.state_name), **st, "fault": fault, "link": self.link_report()}
+
+    def link_report(self) -> dict[str, Any] | None:
+        """The board link's counters (docs/board-protocol.md, Counters); None in the simulator,
+        where the core calls the plant directly."""
+        report = getattr(self.hardware, "report", None)
+        return None if report is None else dict(report())
 
     def telemetry(self) -> dict[str, Any] | None:
         if self.session is not None and self.session.last_telemetry is not None:
@@ -242,7 +248,8 @@ class Controller:
         fut: asyncio.Future[SessionState] = asyncio.get_running_loop().create_future()
         self._waiters.append((pred, fut))
         try:
-            return await asyncio.wait_for(fut, timeout_s)
+            async with asyncio.timeout(timeout_s):  # (3.11's wait_for can swallow a cancel)
+                return await fut
         except TimeoutError:
             now = self.state()
             why = f" ({now['fault']['code']}: {now['fault']['message']})" if now["fault"] else ""
@@ -268,14 +275,20 @@ class Controller:
 
     async def close(self) -> None:
         if self._runner is not None:
-            self._runner.cancel()
+            # Python 3.11's asyncio.wait_for can swallow a cancel that lands as its inner wait
+            # completes: cancel until the runner has really ended
+            while not self._runner.done():
+                self._runner.cancel()
+                await asyncio.wait({self._runner}, timeout=0.1)
             with contextlib.suppress(asyncio.CancelledError):
                 await self._runner
             self._runner = None
-        await self.driver.close()
         close = getattr(self.hardware, "close", None)
-        if close is not None:  # a board link: stop its I/O thread, close the port
-            close()
+        if close is not None:
+            # a board link: its goodbye (drives and heater off, echoed by the board) goes out
+            # while the core still ticks, then the I/O thread stops and the port closes
+            await asyncio.to_thread(close)
+        await self.driver.close()
 
     async def __aenter__(self) -> Controller:
         await self.open()
@@ -356,6 +369,7 @@ class Controller:
             ticks=round(result.sim_seconds * 1e9 / self.core.period_ns),
             wall_seconds=wall_seconds,
         )
+        summary["link"] = self.link_report()
         safety = summary["safety"]
         if session.keep_telemetry:
             violations = await asyncio.to_thread(
@@ -460,7 +474,8 @@ class Controller:
     async def _requested(self, *acks: asyncio.Future[bool]) -> None:
         """Wait until the session has taken the requests (or ended without them)."""
         try:
-            await asyncio.wait_for(asyncio.gather(*acks), ACTION_TIMEOUT_S)
+            async with asyncio.timeout(ACTION_TIMEOUT_S):
+                await asyncio.gather(*acks)
         except TimeoutError:
             raise CommandError(
                 "timeout", f"the session did not take the request within {ACTION_TIMEOUT_S:g} s"
@@ -480,7 +495,8 @@ class Controller:
             raise CommandError("busy", "a session is already starting")
         if self.session is not None:  # the last one has ended and is being summed up
             try:
-                await asyncio.wait_for(self._session_done.wait(), ACTION_TIMEOUT_S)
+                async with asyncio.timeout(ACTION_TIMEOUT_S):
+                    await self._session_done.wait()
             except TimeoutError:
                 raise CommandError("timeout", "the last session is still being closed") from None
             self._require(SessionState.IDLE)
@@ -538,7 +554,8 @@ class Controller:
         self.core.reset()
         self._kick()
         try:
-            ok = await asyncio.wait_for(self._reset_result, timeout=RESET_TIMEOUT_S)
+            async with asyncio.timeout(RESET_TIMEOUT_S):
+                ok = await self._reset_result
         except TimeoutError:
             raise CommandError(
                 "timeout", f"the core did not answer the reset within {RESET_TIMEOUT_S:g} s"

@@ -167,7 +167,8 @@ class CoreDriver:
                     # the next tick is not due yet: sleep until it is, or until interrupted
                     self._wake.clear()
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._wake.wait(), timeout=self._due_in_s(now))
+                        async with asyncio.timeout(self._due_in_s(now)):  # never eats a cancel
+                            await self._wake.wait()
                     if self._wake.is_set():
                         self._wake.clear()
                         return self._deliver()
@@ -225,7 +226,10 @@ class CoreDriver:
             self._wake.clear()
             timeout = (until_ns - now) / 1e9
             try:
-                await asyncio.wait_for(self._wake.wait(), timeout=timeout)
+                # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancel that lands
+                # as the wake-up does, and the controller's runner would never stop
+                async with asyncio.timeout(timeout):
+                    await self._wake.wait()
             except TimeoutError:
                 continue
             events = self._deliver()

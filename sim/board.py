@@ -208,6 +208,10 @@ class PtyLink:
                 raise
             self.tx_dropped += len(data)
 
+    def drop(self) -> bool:
+        """Hang up on the controller: a serial line cannot (False)."""
+        return False
+
     def close(self) -> None:
         self.pty.close()
 
@@ -258,6 +262,14 @@ class TcpLink:
         except OSError:
             self.client.close()
             self.client = None
+
+    def drop(self) -> bool:
+        """Hang up on the controller (True if one was connected)."""
+        if self.client is None:
+            return False
+        self.client.close()
+        self.client = None
+        return True
 
     def close(self) -> None:
         if self.client is not None:
@@ -337,6 +349,7 @@ class BoardEmulator:
             "bytes_sent": 0,
             "bytes_corrupted": 0,
             "rx_bytes_ignored": 0,
+            "rx_setpoints_ignored": 0,
             "watchdog_trips": 0,
             "overruns": 0,
             "ticks": 0,
@@ -345,7 +358,13 @@ class BoardEmulator:
         self.events: deque[_Event] = deque(maxlen=200)
         # link state
         self.tx_seq = self.rng.randrange(1 << 16)
-        self.cut_until_ns: float | None = None
+        self.cut_until_ns: float | None = None  # silent and deaf
+        self.mute_until_ns: float | None = None  # silent: no STATUS, SETPOINTs still applied
+        self.deaf_until_ns: float | None = None  # deaf: STATUS goes on, SETPOINTs not applied
+        self.received: deque[tuple[int, int, int, float, float, bool]] = deque(maxlen=4000)
+        """Every SETPOINT that reached the board while not cut: (t_ns, seq, enable, largest
+        |velocity| of the position axes, heater duty, applied) — what the controller
+        commanded, as the board saw it (control channel ``setpoints``)."""
         self.corrupt_p = 0.0
         # command state
         self.sp: Setpoint | None = None
@@ -392,6 +411,14 @@ class BoardEmulator:
     @property
     def link_cut(self) -> bool:
         return self.cut_until_ns is not None
+
+    @property
+    def silent(self) -> bool:
+        return self.cut_until_ns is not None or self.mute_until_ns is not None
+
+    @property
+    def deaf(self) -> bool:
+        return self.cut_until_ns is not None or self.deaf_until_ns is not None
 
     def board_faults(self) -> int:
         return (
@@ -446,6 +473,8 @@ class BoardEmulator:
             "link": {
                 "spec": None if self.link is None else self.link.spec,
                 "cut": self.link_cut,
+                "mute": self.mute_until_ns is not None,
+                "deaf": self.deaf_until_ns is not None,
                 "cut_until_ns": None
                 if self.cut_until_ns in (None, math.inf)
                 else self.cut_until_ns,
@@ -495,7 +524,17 @@ class BoardEmulator:
         for f in self.decoder.feed(data):
             msg = f.msg
             if isinstance(msg, Setpoint):
+                vmax = max((abs(v) for v in msg.vel_mm_s if v == v), default=0.0)
+                if self.deaf:
+                    self.counters["rx_setpoints_ignored"] += 1
+                    self.received.append(
+                        (now, msg.seq, int(msg.enable), vmax, msg.heater_duty, False)
+                    )
+                    continue
                 self._apply(msg, now)
+                self.received.append(
+                    (now, msg.seq, int(msg.enable), vmax, msg.heater_duty, self.echo == msg.seq)
+                )
             elif isinstance(msg, Hello):
                 self.counters["hellos"] += 1
                 self.version_ok = msg.version == PROTOCOL_VERSION
@@ -567,6 +606,12 @@ class BoardEmulator:
         if self.cut_until_ns is not None and now >= self.cut_until_ns:
             self.cut_until_ns = None
             self._event("link_restored", now)
+        if self.mute_until_ns is not None and now >= self.mute_until_ns:
+            self.mute_until_ns = None
+            self._event("link_restored", now)
+        if self.deaf_until_ns is not None and now >= self.deaf_until_ns:
+            self.deaf_until_ns = None
+            self._event("link_restored", now)
         if (
             self._link_loss_at_s
             and self.epoch_ns is not None
@@ -590,7 +635,7 @@ class BoardEmulator:
             if now < self._status_due_ns:
                 return
             self._status_due_ns = now + SLOW_STATUS_NS
-        if not self.link_cut:
+        if not self.silent:
             self._send_status(now)
 
     def _watch_outputs(self, now: int) -> None:
@@ -658,7 +703,7 @@ class BoardEmulator:
         self.counters["statuses_sent"] += 1
 
     def _send(self, msg: Any) -> None:
-        if self.link is None or self.link_cut:
+        if self.link is None or self.silent:
             return
         frame = encode(msg, self.tx_seq)
         self.tx_seq = (self.tx_seq + 1) & 0xFFFF
@@ -694,7 +739,9 @@ class BoardEmulator:
                     "state",
                     "fault SPEC",
                     "occupant leave|sit",
-                    "link cut [DURATION]",
+                    "link cut|mute|deaf [DURATION]",
+                    "link drop",
+                    "setpoints [SINCE_NS]",
                     "link restore",
                     "corrupt P",
                     "repair",
@@ -721,11 +768,42 @@ class BoardEmulator:
                 self.cut_until_ns = math.inf if dur is None else now + int(dur * 1e9)
                 self._event("link_cut", now, duration_ms=None if dur is None else dur * 1e3)
                 return {"t_ns": now, "cut_ms": None if dur is None else dur * 1e3}
+            if args[:1] in (["mute"], ["deaf"]) and len(args) <= 2:
+                dur = parse_duration_s(args[1]) if len(args) == 2 else None
+                until = math.inf if dur is None else now + int(dur * 1e9)
+                if args[0] == "mute":
+                    self.mute_until_ns = until
+                else:
+                    self.deaf_until_ns = until
+                self._event(f"link_{args[0]}", now, duration_ms=None if dur is None else dur * 1e3)
+                return {"t_ns": now, f"{args[0]}_ms": None if dur is None else dur * 1e3}
+            if args == ["drop"]:
+                if self.link is None or not self.link.drop():
+                    raise ValueError("link drop: no controller connected over TCP")
+                self.on_peer_gone(now)
+                return {"t_ns": now}
             if args == ["restore"]:
-                self.cut_until_ns = None
+                self.cut_until_ns = self.mute_until_ns = self.deaf_until_ns = None
                 self._event("link_restored", now)
                 return {"t_ns": now}
-            raise ValueError("usage: link cut [DURATION] | link restore")
+            raise ValueError("usage: link cut|mute|deaf [DURATION] | link drop | link restore")
+        if cmd == "setpoints":
+            since = int(args[0]) if args else 0
+            return {
+                "t_ns": now,
+                "setpoints": [
+                    {
+                        "t_ns": t,
+                        "seq": seq,
+                        "enable": en,
+                        "max_speed_mm_s": v,
+                        "heater_duty": duty,
+                        "applied": applied,
+                    }
+                    for t, seq, en, v, duty, applied in list(self.received)
+                    if t >= since
+                ],
+            }
         if cmd == "corrupt":
             if len(args) != 1:
                 raise ValueError("usage: corrupt P (a fraction 0..1 of the bytes sent)")

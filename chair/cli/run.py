@@ -2,17 +2,23 @@
 (docs/interfaces.md §2).
 
 Exit codes: 0 completed and every safety check held; 1 bad input; 2 a safety check failed;
-3 the session ended in a fault (or an e-stop).
+3 the session ended in a fault (or an e-stop); 128 + N after signal N (SIGINT 130, SIGTERM 143).
+
+SIGINT or SIGTERM stops the session as the Stop key does (it settles: heater off, heads back,
+carriage to park; the summary is written); a second one e-stops. Either way the controller
+closes cleanly: drives and heater off on the board before the link closes.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
+import signal
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from chair.cli.common import (
     EXIT_FAULT,
@@ -25,6 +31,9 @@ from chair.cli.common import (
     check_body_height,
     check_start_pose,
 )
+
+if TYPE_CHECKING:
+    from chair.controller import Controller
 
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:
@@ -128,11 +137,14 @@ def handle(args: argparse.Namespace) -> int:
         else "live"
     )
 
+    signals: list[int] = []
+
     async def main() -> Any:
         async with controller:
             task = asyncio.ensure_future(
                 controller.run_session(program, minutes=minutes, intensity=intensity, heat=heat)
             )
+            _stop_on_signals(controller, signals)
             if live:
                 from chair.display import LiveView
 
@@ -162,8 +174,36 @@ def handle(args: argparse.Namespace) -> int:
         from chair.display import print_summary
 
         print_summary(summary, args)
+    if signals:  # stopped by SIGINT/SIGTERM: the session settled (or e-stopped) and said so
+        return 128 + signals[0]
     if result.faults and result.end_reason in ("fault", "estop"):
         return EXIT_FAULT
     if violations:
         return EXIT_SAFETY
     return EXIT_OK
+
+
+def _stop_on_signals(controller: Controller, seen: list[int]) -> None:
+    """SIGINT/SIGTERM: the first stops the session (it settles), the next ones e-stop."""
+    loop = asyncio.get_running_loop()
+
+    from chair.api import CommandError
+
+    async def quietly(action: Any) -> None:
+        with contextlib.suppress(CommandError):  # e.g. the session is already over
+            await action
+
+    tasks: set[asyncio.Task[None]] = set()  # held until done (the loop keeps weak references)
+
+    def on_signal(sig: int) -> None:
+        seen.append(sig)
+        if len(seen) == 1 and controller.state_name.in_session:
+            action = controller.stop()
+        else:
+            action = controller.estop()
+        task = loop.create_task(quietly(action))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal, sig)

@@ -58,6 +58,9 @@ ENGAGE_MAX_RPM = 5.0
 ENGAGE_MAX_HZ = 1.0
 """...and the commanded motion must be this slow (a move just starting is; a stale one is not)."""
 HELLO_RETRY_NS = 100 * MS
+RECONNECT_MARGIN_NS = 20 * MS
+"""After a connection ends, a new one starts no sooner than the link's deadline (stale time +
+link_lost_ms) after the last round trip, plus this: the core has latched link_lost by then."""
 GOODBYE_MS = 50.0
 """`close()` waits at most this long for the board to echo a drives-off SETPOINT."""
 LINK_RT_PRIORITY = 60
@@ -216,7 +219,12 @@ class BoardLink(LinkHardware):
                 self.last_error = f"{self.spec}: {os.strerror(errno_) if errno_ else 'I/O error'}"
             if not self._stop.is_set():
                 self.c["disconnects"] += 1
-                self._stop.wait(0.05)
+                # a connection that ended is a lost link: the board has stopped (its watchdog, or
+                # at once when it saw the hang-up), so the core must latch link_lost before a new
+                # connection can bring fresh statuses — nothing resumes by itself
+                last = int(self.io_outcome()["last_confirmed_ns"])
+                hold_ns = last + self.force_off_ns + RECONNECT_MARGIN_NS - time.monotonic_ns()
+                self._stop.wait(max(0.05, hold_ns / 1e9))
 
     # ---- numbers ---------------------------------------------------------------------------
 
@@ -269,6 +277,54 @@ class BoardLink(LinkHardware):
             "sched_fifo": self.sched_fifo,
             "last_error": self.last_error,
             "tick": self.link_counters(),
+        }
+
+    def report(self) -> dict[str, Any]:
+        """The link's counters for people (the session summary's and the MQTT state's ``link``,
+        `chair serve`'s log), each documented in docs/board-protocol.md (Counters)."""
+        c = self.counters()
+        rx = c["rx"]
+
+        def ms(v: float | None) -> float | None:
+            return None if v is None else round(v, 3)
+
+        return {
+            "board": c["board"],
+            "connected": c["connected"],
+            "engaged": c["engaged"],
+            "sched_fifo": c["sched_fifo"],
+            "setpoints_out": c["setpoints_out"],
+            "statuses_in": c["statuses_in"],
+            "bytes_out": c["bytes_out"],
+            "bytes_in": c["bytes_in"],
+            "drops": {
+                **c["drops"],
+                "garbage_bytes": rx["garbage_bytes"],
+                "unmatched_echo": c["unmatched_echo"],
+                "tx_dropped_bytes": c["tx_dropped_bytes"],
+            },
+            "resyncs": c["resyncs"],
+            "seq_gaps": c["seq_gaps"],
+            "rtt_ms": {"p50": ms(c["rtt_p50_ms"]), "p99": ms(c["rtt_p99_ms"])},
+            "setpoint_gap_ms": {
+                "p50": ms(c["setpoint_gap_p50_ms"]),
+                "p99": ms(c["setpoint_gap_p99_ms"]),
+                "max": ms(c["max_setpoint_gap_ms"]),
+            },
+            "status_gap_ms": {
+                "p50": ms(c["status_gap_p50_ms"]),
+                "p99": ms(c["status_gap_p99_ms"]),
+                "max": ms(c["max_status_gap_ms"]),
+            },
+            "stale_episodes": c["tick"]["stale_episodes"],
+            "connects": c["connects"],
+            "disconnects": c["disconnects"],
+            "engages": c["engages"],
+            "disengages": c["disengages"],
+            "forced_off": c["forced_off"],
+            "board_watchdog_seen": c["board_watchdog_seen"],
+            "goodbyes": c["goodbyes"],
+            "last_error": c["last_error"],
         }
 
 

@@ -76,6 +76,7 @@ cdef extern from "board_io.h" nogil:
         bw_hello_ack board
         char refused[160]
         double last_pos_mm[3]
+        int64_t last_confirmed_ns
         bio_counters n
         bw_rx_counters rx
         int64_t rtt_ns[1]

@@ -215,6 +215,7 @@ cdef class LinkHardware(Hardware):
             "connected": io.connected != 0,
             "refused": io.refused.decode("utf-8", "replace") or None,
             "last_errno": io.last_errno,
+            "last_confirmed_ns": bio_load(&io.last_confirmed_ns),
             "board": None if not (io.acked or io.refused[0]) else {
                 "version": io.board.version,
                 "watchdog_ms": io.board.watchdog_ms,

@@ -77,6 +77,7 @@ typedef struct {
     bw_hello_ack board;         /* the accepted HELLO_ACK */
     char refused[160];          /* why the board was refused ("" = not refused) */
     double last_pos_mm[3];      /* encoders of the last STATUS (NaN before) */
+    int64_t last_confirmed_ns;  /* atomic (builtins): send time of the last SETPOINT echoed */
     uint16_t last_board_faults;
     bio_counters n;
     bw_rx_counters rx;          /* the decoder's drops, summed over connections */
@@ -214,6 +215,7 @@ static inline int bio_on_status(bio_link *io, const uint8_t *payload, int64_t no
     }
     *last_rx_ns = now;
     *confirmed_ns = t_sent;
+    __atomic_store_n(&io->last_confirmed_ns, t_sent, __ATOMIC_RELAXED);
     for (int i = 0; i < 3; i++) io->last_pos_mm[i] = s.pos_mm[i];
     io->last_board_faults = s.board_faults;
     if (s.board_faults & BW_FAULT_WATCHDOG) {
