@@ -229,3 +229,25 @@ async def test_a_stopped_session_and_a_closed_controller_leave_the_board_ready(
             assert ctl.state()["link"]["forced_off"] == 0
         board_after_goodbye(b, t0)
         assert b.events("drives_off", t0)
+
+
+async def test_chair_serve_logs_the_link_and_every_counter_of_trouble_that_grows(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The counters in the open: `chair serve`'s log names the board, then each drop reason as
+    it grows (here: 2 % of the board's bytes corrupted)."""
+    from chair.cli.serve import watch_link
+
+    with board(tmp_path) as b:
+        async with controller(b) as w:
+            caplog.set_level("INFO", logger="chair.serve")
+            task = asyncio.create_task(watch_link(w.ctl.link_report, period_s=0.2))
+            try:
+                await until(lambda: "board link: chair-sim" in caplog.text, 2, "the first line")
+                b.cmd("corrupt 0.02")
+                await until(lambda: "drops.bad_crc +" in caplog.text, 3, "a drop logged")
+            finally:
+                task.cancel()
+                b.cmd("corrupt 0")
+            report = w.ctl.state()["link"]
+            assert report["drops"]["bad_crc"] > 0 and report["board"]["board_id"] == "chair-sim"

@@ -13,6 +13,7 @@ import contextlib
 import logging
 import re
 import signal
+from collections.abc import Callable
 from typing import Any
 
 from chair.api import CommandError, ControllerAPI
@@ -97,7 +98,65 @@ async def _main(
         raise UsageError(f"--hardware {hardware}: {e}") from None
     async with controller:  # opens the core and the hardware; closes them on the way out
         controller.serve()  # the runner that idles the core between sessions
-        return await serve(controller, settings, config)
+        watch = None
+        if controller.link_report() is not None:
+            watch = asyncio.create_task(watch_link(controller.link_report), name="link-log")
+        try:
+            return await serve(controller, settings, config)
+        finally:
+            if watch is not None:
+                watch.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watch
+
+
+LINK_LOG_PERIOD_S = 10.0
+LINK_TROUBLE = ("disconnects", "forced_off", "stale_episodes", "board_watchdog_seen")
+"""Counters of the board link whose growth `chair serve` logs (with every drop reason)."""
+
+
+def link_trouble(report: dict[str, Any]) -> dict[str, int]:
+    """The board link's counters that mean trouble: drops by reason, resyncs, seq gaps,
+    disconnects, forced stops, stale episodes, board watchdog reports."""
+    out = {f"drops.{k}": int(v) for k, v in report["drops"].items()}
+    out["resyncs"] = int(report["resyncs"])
+    out["seq_gaps"] = int(report["seq_gaps"])
+    out.update({k: int(report[k]) for k in LINK_TROUBLE})
+    return out
+
+
+async def watch_link(
+    report: Callable[[], dict[str, Any] | None], period_s: float = LINK_LOG_PERIOD_S
+) -> None:
+    """Log the board link once at start, then every counter of trouble that grew, at most every
+    `period_s` (docs/board-protocol.md, Counters): the counters are in the open, not only in
+    the summary and the MQTT state."""
+    first = report()
+    if first is None:
+        return
+    board = first["board"] or {}
+    log.info(
+        "board link: %s, protocol %s, SCHED_FIFO %s",
+        board.get("board_id", "?"),
+        board.get("version", "?"),
+        "yes" if first["sched_fifo"] else "no (a normal thread)",
+    )
+    last = link_trouble(first)
+    while True:
+        await asyncio.sleep(period_s)
+        now = report()
+        if now is None:
+            return
+        cur = link_trouble(now)
+        grew = {k: v - last[k] for k, v in cur.items() if v > last[k]}
+        last = cur
+        if grew:
+            log.warning(
+                "board link: %s (round trip p99 %s ms, SETPOINT gap max %s ms)",
+                ", ".join(f"{k} +{d}" for k, d in sorted(grew.items())),
+                now["rtt_ms"]["p99"],
+                now["setpoint_gap_ms"]["max"],
+            )
 
 
 async def serve(
