@@ -5,7 +5,7 @@ VPY     := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
 SOURCES := $(shell find core_rt sim -name '*.pyx' -o -name '*.pxd' -o -name '*.h') setup.py pyproject.toml
 
-.PHONY: run test bench lint install clean mosquitto rt-tests fmt
+.PHONY: run test bench soak lint install clean mosquitto rt-tests fmt
 
 $(VPY):
 	$(PY) -m venv $(VENV)
@@ -47,6 +47,14 @@ test: $(STAMP) mosquitto
 
 bench: $(STAMP) rt-tests mosquitto
 	$(VENV)/bin/chair bench
+
+# The board link's soak (docs/board-protocol.md, Measured): SESSIONS whole real-time sessions of
+# MINUTES against `chair board`, one after another (50 x 5 min: about 4.5 hours).
+SESSIONS ?= 50
+MINUTES  ?= 5
+soak: $(STAMP)
+	mkdir -p out
+	$(VPY) -m chair.bench.soak --sessions $(SESSIONS) --minutes $(MINUTES) --json out/soak.json
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check chair core_rt sim tests setup.py
