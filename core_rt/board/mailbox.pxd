@@ -51,6 +51,7 @@ cdef extern from "board_io.h" nogil:
         int64_t unexpected_type, duplicate, out_of_order, seq_gaps
     ctypedef struct bw_decoder:
         bw_rx_counters c
+        unsigned expect
     ctypedef struct bw_hello_ack:
         uint16_t version, watchdog_ms
         uint32_t nonce
@@ -85,6 +86,25 @@ cdef extern from "board_io.h" nogil:
         int64_t st_gap_hist[1]
         bw_decoder dec
     int bio_run(bio_link* io, int fd)
+    ctypedef struct bw_setpoint:
+        uint32_t seq
+        double pos_mm[3]
+        double vel_mm_s[3]
+        double knead_rpm, tap_hz, heater_duty
+        unsigned char enable, flags
+    ctypedef struct bw_frame_view:
+        unsigned char type
+        uint16_t seq
+        const unsigned char* payload
+        int len
+    uint16_t bw_crc16(const unsigned char* p, size_t n, uint16_t crc)
+    void bw_pack_setpoint(unsigned char* p, const bw_setpoint* s)
+    void bw_pack_hello(unsigned char* p, uint16_t version, uint16_t period_us, uint32_t nonce)
+    int bw_frame(unsigned char* out, uint16_t seq, unsigned char type, const unsigned char* payload,
+                 unsigned char len)
+    void bw_decoder_init(bw_decoder* d, unsigned expect)
+    int bw_feed(bw_decoder* d, const unsigned char* data, int n)
+    int bw_next(bw_decoder* d, bw_frame_view* f)
     int64_t bio_load(const int64_t* p)
     bio_link* bio_new()
     void bio_free(bio_link* io)

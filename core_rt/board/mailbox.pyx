@@ -21,6 +21,7 @@ each buffer has one writer and one reader.
 
 from libc.math cimport isfinite
 from libc.stdint cimport int32_t, int64_t, uint32_t
+from libc.stdlib cimport calloc, free
 from libc.string cimport memset
 
 from core_rt.chair_core cimport CHAIR_BOARD_LINK_LOST, chair_setpoint, chair_status
@@ -293,6 +294,76 @@ cdef class LinkHardware(Hardware):
         cdef int64_t* b = &self.io.st_gap_hist[0]
         return (BIO_GAP_BIN_NS / 1000.0, [bio_load(&a[i]) for i in range(BIO_GAP_NBINS)],
                 [bio_load(&b[i]) for i in range(BIO_GAP_NBINS)])
+
+
+# ---- the C wire (board_wire.h), for the tests that hold it to the Python reference ------------
+
+def wire_crc16(bytes data):
+    """CRC-16/CCITT-FALSE of `data`, computed by board_wire.h."""
+    return bw_crc16(<const unsigned char*>data, len(data), 0xFFFF)
+
+
+def wire_setpoint_frame(int tx_seq, setpoint):
+    """The SETPOINT frame board_wire.h builds for `setpoint` (a mapping: seq, pos_mm, vel_mm_s,
+    knead_rpm, tap_hz, heater_duty, enable, flags) with link SEQ `tx_seq`."""
+    cdef bw_setpoint sp
+    cdef unsigned char payload[64]
+    cdef unsigned char out[80]
+    memset(&sp, 0, sizeof(sp))
+    sp.seq = <uint32_t>(int(setpoint.get("seq", 1)) & 0xFFFFFFFF)
+    for i, v in enumerate(setpoint.get("pos_mm", (0.0, 0.0, 0.0))):
+        sp.pos_mm[i] = v
+    for i, v in enumerate(setpoint.get("vel_mm_s", (0.0, 0.0, 0.0))):
+        sp.vel_mm_s[i] = v
+    sp.knead_rpm = setpoint.get("knead_rpm", 0.0)
+    sp.tap_hz = setpoint.get("tap_hz", 0.0)
+    sp.heater_duty = setpoint.get("heater_duty", 0.0)
+    sp.enable = 1 if setpoint.get("enable", False) else 0
+    sp.flags = int(setpoint.get("flags", 0)) & 0xFF
+    bw_pack_setpoint(payload, &sp)
+    cdef int n = bw_frame(out, <uint16_t>(tx_seq & 0xFFFF), 0x10, payload, 40)
+    return bytes(out[:n])
+
+
+def wire_hello_frame(int tx_seq, int version, int period_us, uint32_t nonce):
+    """The HELLO frame board_wire.h builds."""
+    cdef unsigned char payload[64]
+    cdef unsigned char out[80]
+    bw_pack_hello(payload, <uint16_t>version, <uint16_t>period_us, nonce)
+    cdef int n = bw_frame(out, <uint16_t>(tx_seq & 0xFFFF), 0x01, payload, 8)
+    return bytes(out[:n])
+
+
+def wire_decode(chunks, bint board_to_controller=True):
+    """Feed `chunks` (bytes) to board_wire.h's decoder; returns ``(frames, counters)``, frames
+    as ``(type, seq, payload)``, counters named as the reference decoder's."""
+    cdef bw_decoder* d = <bw_decoder*>calloc(1, sizeof(bw_decoder))
+    if d == NULL:
+        raise MemoryError()
+    cdef bw_frame_view f
+    cdef int off, took
+    cdef bytes chunk
+    frames = []
+    try:
+        bw_decoder_init(d, (1 << 1) | (1 << 3) if board_to_controller else (1 << 0) | (1 << 2))
+        for chunk in chunks:
+            off = 0
+            while True:
+                took = bw_feed(d, <const unsigned char*>chunk + off, len(chunk) - off)
+                off += took
+                while bw_next(d, &f):
+                    frames.append((f.type, f.seq, bytes(f.payload[:f.len])))
+                if off >= len(chunk):
+                    break
+        c = d.c
+        return frames, {
+            "bytes": c.bytes, "frames": c.frames, "garbage_bytes": c.garbage_bytes,
+            "resyncs": c.resyncs, "bad_length": c.bad_length, "bad_crc": c.bad_crc,
+            "unknown_type": c.unknown_type, "unexpected_type": c.unexpected_type,
+            "duplicate": c.duplicate, "out_of_order": c.out_of_order, "seq_gaps": c.seq_gaps,
+        }
+    finally:
+        free(d)
 
 
 def now_ns():
