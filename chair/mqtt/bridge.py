@@ -67,8 +67,9 @@ def _finite(obj: Any) -> Any:
 
 
 def _significant(state: Mapping[str, Any]) -> dict[str, Any]:
-    """The state without what changes continuously (clocks, pad temperature)."""
-    view = {k: v for k, v in state.items() if k not in ("elapsed_s", "remaining_s")}
+    """The state without what changes continuously (clocks, pad temperature, the board link's
+    counters: they go out with the state, at most every `state_interval_s` on their own)."""
+    view = {k: v for k, v in state.items() if k not in ("elapsed_s", "remaining_s", "link")}
     heat = view.get("heat")
     if isinstance(heat, dict):
         view["heat"] = {k: v for k, v in heat.items() if k != "temp_c"}
