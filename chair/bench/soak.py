@@ -30,6 +30,19 @@ HEIGHTS_CM = (150.0, 165.0, 175.0, 185.0, 195.0)
 HEAT = ("medium", "high", "low")
 
 
+def steal_ms() -> list[float]:
+    """Time each CPU was runnable but not run by the hypervisor (/proc/stat "steal"), ms: on a
+    virtual machine a stolen CPU freezes every thread on it, real-time or not."""
+    hz = os.sysconf("SC_CLK_TCK")
+    out = []
+    with open("/proc/stat", encoding="ascii") as f:
+        for line in f:
+            parts = line.split()
+            if parts[0].startswith("cpu") and parts[0] != "cpu" and len(parts) > 8:
+                out.append(int(parts[8]) * 1000.0 / hz)
+    return out
+
+
 async def one_session(i: int, program: str, minutes: float, tmp: Path) -> dict[str, Any]:
     from chair.controller import Controller
     from core_rt.config import ChairConfig
@@ -54,11 +67,14 @@ async def one_session(i: int, program: str, minutes: float, tmp: Path) -> dict[s
         path = board.stdout.readline().strip()
         ctl = Controller.create(ChairConfig(), hardware=f"serial:{path}", pacing="realtime")
         t0 = time.monotonic()
+        steal0 = steal_ms()
         async with ctl:
             result = await ctl.run_session(
                 program, minutes=minutes, heat=HEAT[i % len(HEAT)], keep_telemetry=False
             )
             link = ctl.link_report() or {}
+            loop = ctl.core.loop_stats()
+        steal = [b - a for a, b in zip(steal0, steal_ms(), strict=True)]
         wall = time.monotonic() - t0
         b = ControlClient(control).cmd("state")
         return {
@@ -74,6 +90,10 @@ async def one_session(i: int, program: str, minutes: float, tmp: Path) -> dict[s
             "stale_episodes": link.get("stale_episodes"),
             "forced_off": link.get("forced_off"),
             "drops": sum(v for v in link.get("drops", {}).values()),
+            "core_latency_max_us": loop.get("latency_max_us"),
+            "core_missed_ticks": loop.get("missed"),
+            "steal_ms_per_cpu": [round(x) for x in steal],
+            "board_max_loop_gap_ms": round(b["counters"]["max_loop_gap_ms"], 1),
             "board_watchdog_trips": b["watchdog"]["trips"],
             "board_outputs": b["outputs"],
         }
