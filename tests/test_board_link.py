@@ -146,6 +146,67 @@ def test_no_board_answering_is_a_clear_error(tmp_path: Path) -> None:
         open_board_link("usb:1", ChairConfig())
 
 
+class AnsweringBoard:
+    """A TCP listener that answers every HELLO with `ack(nonce)` (a board of its own making)."""
+
+    def __init__(self, ack: Any) -> None:
+        import socket
+        import threading
+
+        self.ack = ack
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.setpoints = 0
+        self._t = threading.Thread(target=self._serve, daemon=True)
+        self._t.start()
+
+    def _serve(self) -> None:
+        from core_rt.board.protocol import (
+            CONTROLLER_TO_BOARD,
+            FrameDecoder,
+            Hello,
+            Setpoint,
+            encode,
+        )
+
+        conn, _ = self.sock.accept()
+        dec = FrameDecoder(expect=CONTROLLER_TO_BOARD)
+        with conn:
+            while data := conn.recv(4096):
+                for f in dec.feed(data):
+                    if isinstance(f.msg, Hello):
+                        conn.sendall(encode(self.ack(f.msg.nonce), 0))
+                    elif isinstance(f.msg, Setpoint):
+                        self.setpoints += 1
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.mark.parametrize(
+    ("ack", "why"),
+    [
+        ({"version": 1}, "the board speaks protocol version 1; this controller speaks 2"),
+        ({"watchdog_ms": 250}, "the board's watchdog is 250 ms"),
+        ({"status_period_us": 20000}, "the board's STATUS period is 20000 us"),
+    ],
+)
+def test_a_board_of_another_version_or_out_of_spec_is_refused_at_once_with_the_reason(
+    ack: dict[str, int], why: str
+) -> None:
+    """Not after a 3 s timeout, not with a guess: the reason, and not one SETPOINT sent."""
+    from core_rt.board.protocol import HelloAck
+
+    board_ = AnsweringBoard(lambda nonce: HelloAck(nonce=nonce, **ack))
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(OSError, match=why):
+            open_board_link(f"tcp:127.0.0.1:{board_.port}", ChairConfig(), timeout_s=3.0)
+        assert time.monotonic() - t0 < 1.0 and board_.setpoints == 0
+    finally:
+        board_.close()
+
+
 @pytest.mark.hil
 @pytest.mark.realtime
 def test_tcp_link_reconnects_after_the_board_restarts(tmp_path: Path) -> None:

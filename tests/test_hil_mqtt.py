@@ -75,6 +75,7 @@ async def test_a_whole_session_over_mqtt_with_the_board_on_the_link(tmp_path: Pa
                 serve.terminate()
                 _, err = await asyncio.wait_for(serve.communicate(), 30)
             assert serve.returncode == 0, err.decode()[-2000:]
+            after_exit = b.state()  # SIGTERM: the daemon said goodbye, the board is READY
     finally:
         broker.stop()
 
@@ -93,3 +94,9 @@ async def test_a_whole_session_over_mqtt_with_the_board_on_the_link(tmp_path: Pa
     assert plant["pos_mm"][0] == pytest.approx(config.carriage.park_mm, abs=1.0)
     assert plant["heater_w"] == 0.0
     assert watchdog["trips"] == 0
+    assert after_exit["watchdog"]["trips"] == 0 and after_exit["outputs"] == "ready"
+    link = summary["link"]  # the link's counters in the summary (docs/board-protocol.md)
+    assert link["board"]["board_id"] == "chair-sim" and link["board"]["version"] == 2
+    assert link["forced_off"] == 0 and link["drops"]["bad_crc"] == 0
+    assert link["setpoint_gap_ms"]["p99"] < 5.0
+    assert "board link: chair-sim" in err.decode()  # and in the daemon's log
