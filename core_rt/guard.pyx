@@ -209,6 +209,12 @@ cdef int guard_measured(Guard* g, const chair_limits* L, const chair_status* st,
         err = fabs(st.pos_mm[i] - x.p)
         if rarely(not (err <= L.tracking_error_max_mm[i])):  # a missing reading (NaN) too
             _fault(g, CHAIR_FAULT_TRACKING, i, err, L.tracking_error_max_mm[i])
+    # the rate motors' measured rates are not controlled here, but a missing reading (NaN: the
+    # board lost that sensor) is a broken chair all the same
+    if rarely(not isfinite(st.knead_rpm)):
+        _fault(g, CHAIR_FAULT_TRACKING, CHAIR_AXIS_KNEADING, st.knead_rpm, 0)
+    if rarely(not isfinite(st.tap_hz)):
+        _fault(g, CHAIR_FAULT_TRACKING, CHAIR_AXIS_TAPPING, st.tap_hz, 0)
     # motor currents (motor i drives axis i)
     for i in range(CHAIR_N_MOTORS):
         if st.current_a[i] > L.overcurrent_a[i] or not isfinite(st.current_a[i]):

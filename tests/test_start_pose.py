@@ -121,7 +121,7 @@ def test_moves_sent_before_the_first_status_start_from_the_found_pose_within_the
     )
 
 
-def linked_core(pos_mm: tuple[float, float, float]) -> Core:
+def linked_core(pos_mm: tuple[float, float, float], **readings: float) -> Core:
     """A core on a board link whose board says its encoders read `pos_mm` (fresh: it echoes a
     SETPOINT sent just now), run for 5 ticks."""
     hw = LinkHardware()
@@ -138,6 +138,7 @@ def linked_core(pos_mm: tuple[float, float, float]) -> Core:
         "seat_occupied": True,
         "board_faults": 0,
     }
+    status.update(readings)
     hw.put_status(status, now_ns())
     core = Core(CFG, hw, telemetry_hz=1000.0)
     core.heartbeat()
@@ -158,6 +159,16 @@ def test_an_encoder_without_a_reading_is_a_tracking_fault_at_once() -> None:
     assert [(FAULT_CODES[e.code], POSITION_AXES[e.axis], e.t_ns) for e in faults] == [
         ("tracking", "width", 0)
     ]
+
+
+@pytest.mark.parametrize(("reading", "axis"), [("knead_rpm", 3), ("tap_hz", 4)])
+def test_a_motor_rate_without_a_reading_is_a_tracking_fault_at_once(
+    reading: str, axis: int
+) -> None:
+    """docs/board-protocol.md: a missing reading travels as its sentinel (NaN): a broken sensor."""
+    core = linked_core((600.0, 130.0, 0.0), **{reading: float("nan")})
+    faults = [e for e in core.drain_events() if e.kind == "fault"]
+    assert [(FAULT_CODES[e.code], e.axis) for e in faults] == [("tracking", axis)]
 
 
 # ---- whole sessions ------------------------------------------------------------------------------
