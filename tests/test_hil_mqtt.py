@@ -28,7 +28,7 @@ from tests.mqtt_helpers import Observer
 pytestmark = [pytest.mark.hil, pytest.mark.realtime, pytest.mark.broker]
 
 ROOT = Path(__file__).resolve().parents[1]
-MINUTES = 2.0
+MINUTES = 1.0
 
 
 async def test_a_whole_session_over_mqtt_with_the_board_on_the_link(tmp_path: Path) -> None:

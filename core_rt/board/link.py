@@ -18,8 +18,9 @@ make the link late:
   motion is (nearly) at rest and within `ENGAGE_TOLERANCE_MM` of the encoders; after a board
   watchdog report it disengages again. Nothing resumes by itself.
 - **Drives off without asking the core** when no round trip has been confirmed for the link's
-  whole deadline (stale time + `config.faults.link_lost_ms`), and when the tick has stopped
-  publishing (a setpoint older than `setpoint_max_age_ns`): enable 0, heater 0.
+  whole deadline (stale time + `config.faults.link_lost_ms`): enable 0, heater 0. When the tick
+  has stopped publishing (a setpoint older than `setpoint_max_age_ns`) it sends nothing: the
+  board's watchdog stops the chair unless the tick comes back.
 - **Goodbye.** `close()` sends drives-off SETPOINTs until the board echoes one (at most
   `GOODBYE_MS`) before it closes the port: the board's watchdog is for failures only.
 - **Reconnects** (tcp and serial): on EOF or an I/O error it reopens the port with back-off and

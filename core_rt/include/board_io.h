@@ -15,8 +15,8 @@
  * - enable 1 reaches the board only when engaged: bumpless (commanded motion at rest and within
  *   the tolerance of the encoders), and not after the board reported its watchdog;
  * - drives off (enable 0, heater 0) whatever the core says once no round trip has been confirmed
- *   for `force_off_ns` (the link is lost), and when the core's tick has stopped publishing for
- *   `max_age_ns` (a stopped core): the board's watchdog is for failures of this side only.
+ *   for `force_off_ns` (the link is lost); nothing at all while the core's tick has not published
+ *   for `max_age_ns` (a stopped core: the board's watchdog stops the chair unless it comes back).
  */
 #ifndef BOARD_IO_H
 #define BOARD_IO_H
@@ -198,8 +198,10 @@ static inline int bio_on_status(bio_link *io, const uint8_t *payload, int64_t no
     bw_unpack_status(payload, &s);
     BIO_INC(io, statuses_in);
     uint32_t k = s.echo_seq % BIO_SENT_MEMORY;
-    if (s.echo_seq == 0 || io->sent_seq[k] != s.echo_seq) {
-        BIO_INC(io, unmatched_echo); /* none yet, or not ours (a previous controller's) */
+    if (s.echo_seq == 0)
+        return 0; /* the board has applied none of ours yet (just after the HELLO): no drop */
+    if (io->sent_seq[k] != s.echo_seq) {
+        BIO_INC(io, unmatched_echo); /* not ours, or older than the last 512 */
         return 0;
     }
     int64_t t_sent = io->sent_ns[k];
@@ -351,8 +353,12 @@ static inline int bio_run(bio_link *io, int fd) {
             out.flags = BW_SP_FLAG_PRIMING; /* the core has not ticked yet */
             BIO_INC(io, priming_out);
         } else if (now - s->published_ns > io->max_age_ns) {
-            BIO_INC(io, stale_core_setpoints); /* the tick has stopped: drives off */
-            bio_disengage(io);
+            /* the tick has stopped publishing: send nothing, so that the board's watchdog stops
+               the chair if it does not come back. Not drives off, and no disengage: a tick that
+               was only late (a stolen CPU) then carries on where the board still holds, instead
+               of finding its drives withdrawn mid-move (docs/board-protocol.md, Link loss) */
+            BIO_INC(io, stale_core_setpoints);
+            continue;
         } else {
             const chair_setpoint *c = &s->sp;
             for (int i = 0; i < 3; i++) {
