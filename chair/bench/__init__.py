@@ -3,7 +3,15 @@ in the same run — the planner against ruckig, the core's jitter against cyclic
 simulated session against the wall clock, MQTT commands against the broker's round trip, the board
 link over a real pty."""
 
+import contextlib
+import os
 import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]  # the checkout, for a child's PYTHONPATH
 
 
 class MissingToolError(RuntimeError):
@@ -20,3 +28,33 @@ def find_tool(name: str, package: str, why: str) -> str:
             "(`make bench` installs it)."
         )
     return path
+
+
+@contextlib.contextmanager
+def board_process(*args: str) -> Iterator[str]:
+    """`chair board --pty ARGS...` as a child process for the block; yields its link spec
+    (``serial:/dev/pts/N``) and stops it (SIGTERM, then SIGKILL after 5 s) on the way out."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
+    board = subprocess.Popen(
+        [sys.executable, "-m", "chair", "board", "--pty", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=env,
+    )
+    try:
+        assert board.stdout is not None
+        path = board.stdout.readline().strip()
+        if not path:
+            raise RuntimeError(f"chair board did not start (exit {board.wait()})")
+        yield f"serial:{path}"
+    finally:
+        board.terminate()
+        try:
+            board.wait(5)
+        except subprocess.TimeoutExpired:
+            board.kill()
+            board.wait()
+        if board.stdout is not None:
+            board.stdout.close()

@@ -20,16 +20,13 @@ and the core's own wake-up latency (p99, max) in the same window. The top-level 
 
 from __future__ import annotations
 
-import os
 import random
-import subprocess
-import sys
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[2]  # the checkout, for the board's PYTHONPATH
+from chair.bench import board_process
+
 GAP_LATE_MS = 5.0
 """A SETPOINT gap above this breaks the protocol's "at least every 5 ms"."""
 
@@ -120,34 +117,11 @@ def _window(kind: str, spec: str, seconds: float, hog: bool) -> dict[str, Any]:
 def run(quick: bool = False) -> dict[str, Any]:
     """Run the benchmark (about 5 s quick, 25 s full) and return its numbers."""
     seconds = 1.0 if quick else 5.0
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
-    board = subprocess.Popen(
-        [sys.executable, "-m", "chair", "board", "--pty"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        env=env,
-    )
     windows: dict[str, dict[str, Any]] = {"c": {}, "python": {}}
-    try:
-        assert board.stdout is not None
-        path = board.stdout.readline().strip()
-        if not path:
-            raise RuntimeError(f"chair board did not start (exit {board.wait()})")
-        spec = f"serial:{path}"
+    with board_process() as spec:
         for kind in ("c", "python"):
             for load in ("quiet", "gil_hog"):
                 windows[kind][load] = _window(kind, spec, seconds, hog=load == "gil_hog")
-    finally:
-        board.terminate()
-        try:
-            board.wait(5)
-        except subprocess.TimeoutExpired:
-            board.kill()
-            board.wait()
-        if board.stdout is not None:
-            board.stdout.close()
     c0, c1, dt = windows["c"]["quiet"]["_counters"]
     for w in windows.values():
         for v in w.values():
@@ -176,5 +150,6 @@ def run(quick: bool = False) -> dict[str, Any]:
 
 if __name__ == "__main__":  # pragma: no cover
     import json
+    import sys
 
     print(json.dumps(run(quick="--quick" in sys.argv), indent=2))

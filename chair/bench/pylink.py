@@ -10,13 +10,12 @@ goodbye: it sends enable 0 throughout).
 
 from __future__ import annotations
 
-import os
 import random
 import threading
 import time
 from typing import Any
 
-from core_rt.board.link import LINK_RT_PRIORITY, MS
+from core_rt.board.link import MS, link_thread_priority
 from core_rt.board.mailbox import LinkHardware
 from core_rt.board.protocol import (
     BOARD_TO_CONTROLLER,
@@ -68,13 +67,7 @@ class PythonLink(LinkHardware):
         self._thread = None
 
     def _run(self) -> None:
-        try:
-            os.sched_setscheduler(
-                threading.get_native_id(), os.SCHED_FIFO, os.sched_param(LINK_RT_PRIORITY)
-            )
-            self.sched_fifo = True
-        except (OSError, AttributeError):
-            self.sched_fifo = False
+        self.sched_fifo = link_thread_priority()
         port = open_port(self.spec)
         try:
             self._connection(port)

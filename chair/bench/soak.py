@@ -18,14 +18,13 @@ import argparse
 import asyncio
 import json
 import os
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[2]
+from chair.bench import board_process
+
 HEIGHTS_CM = (150.0, 165.0, 175.0, 185.0, 195.0)
 HEAT = ("medium", "high", "low")
 
@@ -50,22 +49,9 @@ async def one_session(i: int, program: str, minutes: float, tmp: Path) -> dict[s
 
     height = HEIGHTS_CM[i % len(HEIGHTS_CM)]
     control = str(tmp / f"board-{i}.sock")
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
-    board = subprocess.Popen(
-        [
-            *(sys.executable, "-m", "chair", "board", "--pty", "--control", control),
-            *("--body-height", str(height), "--seed", str(i)),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        env=env,
-    )
-    try:
-        assert board.stdout is not None
-        path = board.stdout.readline().strip()
-        ctl = Controller.create(ChairConfig(), hardware=f"serial:{path}", pacing="realtime")
+    args = ("--control", control, "--body-height", str(height), "--seed", str(i))
+    with board_process(*args) as spec:
+        ctl = Controller.create(ChairConfig(), hardware=spec, pacing="realtime")
         t0 = time.monotonic()
         steal0 = steal_ms()
         async with ctl:
@@ -77,35 +63,26 @@ async def one_session(i: int, program: str, minutes: float, tmp: Path) -> dict[s
         steal = [b - a for a, b in zip(steal0, steal_ms(), strict=True)]
         wall = time.monotonic() - t0
         b = ControlClient(control).cmd("state")
-        return {
-            "session": i,
-            "program": program,
-            "body_height_cm": height,
-            "end_reason": result.end_reason,
-            "faults": [f.code for f in result.faults],
-            "wall_s": round(wall, 1),
-            "setpoint_gap_max_ms": link.get("setpoint_gap_ms", {}).get("max"),
-            "setpoint_gap_p99_ms": link.get("setpoint_gap_ms", {}).get("p99"),
-            "status_gap_max_ms": link.get("status_gap_ms", {}).get("max"),
-            "stale_episodes": link.get("stale_episodes"),
-            "forced_off": link.get("forced_off"),
-            "drops": sum(v for v in link.get("drops", {}).values()),
-            "core_latency_max_us": loop.get("latency_max_us"),
-            "core_missed_ticks": loop.get("missed"),
-            "steal_ms_per_cpu": [round(x) for x in steal],
-            "board_max_loop_gap_ms": round(b["counters"]["max_loop_gap_ms"], 1),
-            "board_watchdog_trips": b["watchdog"]["trips"],
-            "board_outputs": b["outputs"],
-        }
-    finally:
-        board.terminate()
-        try:
-            board.wait(5)
-        except subprocess.TimeoutExpired:
-            board.kill()
-            board.wait()
-        if board.stdout is not None:
-            board.stdout.close()
+    return {
+        "session": i,
+        "program": program,
+        "body_height_cm": height,
+        "end_reason": result.end_reason,
+        "faults": [f.code for f in result.faults],
+        "wall_s": round(wall, 1),
+        "setpoint_gap_max_ms": link.get("setpoint_gap_ms", {}).get("max"),
+        "setpoint_gap_p99_ms": link.get("setpoint_gap_ms", {}).get("p99"),
+        "status_gap_max_ms": link.get("status_gap_ms", {}).get("max"),
+        "stale_episodes": link.get("stale_episodes"),
+        "forced_off": link.get("forced_off"),
+        "drops": sum(v for v in link.get("drops", {}).values()),
+        "core_latency_max_us": loop.get("latency_max_us"),
+        "core_missed_ticks": loop.get("missed"),
+        "steal_ms_per_cpu": [round(x) for x in steal],
+        "board_max_loop_gap_ms": round(b["counters"]["max_loop_gap_ms"], 1),
+        "board_watchdog_trips": b["watchdog"]["trips"],
+        "board_outputs": b["outputs"],
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

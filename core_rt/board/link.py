@@ -70,6 +70,19 @@ END_STOPPED, END_EOF, END_IO_ERROR, END_REFUSED = 0, 1, 2, 3
 """How a connection of the C loop ended (BIO_END_* of core_rt/include/board_io.h)."""
 
 
+def link_thread_priority() -> bool:
+    """Ask for SCHED_FIFO `LINK_RT_PRIORITY` for the calling thread: a link is part of the
+    control loop (below the core's tick), as the core's loop does; without the privilege it runs
+    as a normal thread (False)."""
+    try:
+        os.sched_setscheduler(
+            threading.get_native_id(), os.SCHED_FIFO, os.sched_param(LINK_RT_PRIORITY)
+        )
+    except (OSError, AttributeError):
+        return False
+    return True
+
+
 def _percentile(values: list[float], q: float) -> float | None:
     if not values:
         return None
@@ -175,15 +188,7 @@ class BoardLink(LinkHardware):
     # ---- the I/O thread --------------------------------------------------------------------
 
     def _run(self, port: Port | None) -> None:
-        # a link is part of the control loop: ask for real-time priority (below the core's
-        # tick), as the core's loop does; without the privilege it runs as a normal thread
-        try:
-            os.sched_setscheduler(
-                threading.get_native_id(), os.SCHED_FIFO, os.sched_param(LINK_RT_PRIORITY)
-            )
-            self.sched_fifo = True
-        except (OSError, AttributeError):
-            self.sched_fifo = False
+        self.sched_fifo = link_thread_priority()
         rng = random.Random()
         backoff = 0.05
         while not self._stop.is_set():

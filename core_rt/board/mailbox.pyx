@@ -257,26 +257,12 @@ cdef class LinkHardware(Hardware):
             "max_status_gap_ms": bio_load(&n.max_status_gap_ns) / 1e6,
         }
         # the decoder's totals of finished connections (the running one's are added at its end)
-        out["rx"] = {
-            "bytes": r.bytes, "frames": r.frames, "garbage_bytes": r.garbage_bytes,
-            "resyncs": r.resyncs, "bad_length": r.bad_length, "bad_crc": r.bad_crc,
-            "unknown_type": r.unknown_type, "unexpected_type": r.unexpected_type,
-            "duplicate": r.duplicate, "out_of_order": r.out_of_order, "seq_gaps": r.seq_gaps,
-        }
+        out["rx"] = _rx_counters(r)
         return out
 
     def io_rx_live(self):
         """The running connection's decoder counters (read while it runs: statistics only)."""
-        cdef bw_rx_counters* r = &self.io.dec.c
-        return {
-            "bytes": bio_load(&r.bytes), "frames": bio_load(&r.frames),
-            "garbage_bytes": bio_load(&r.garbage_bytes), "resyncs": bio_load(&r.resyncs),
-            "bad_length": bio_load(&r.bad_length), "bad_crc": bio_load(&r.bad_crc),
-            "unknown_type": bio_load(&r.unknown_type),
-            "unexpected_type": bio_load(&r.unexpected_type),
-            "duplicate": bio_load(&r.duplicate), "out_of_order": bio_load(&r.out_of_order),
-            "seq_gaps": bio_load(&r.seq_gaps),
-        }
+        return _rx_counters(&self.io.dec.c)
 
     def io_rtt_ns(self):
         """Round trips kept (the last BIO_RTT_KEEP), oldest first, ns."""
@@ -294,6 +280,20 @@ cdef class LinkHardware(Hardware):
         cdef int64_t* b = &self.io.st_gap_hist[0]
         return (BIO_GAP_BIN_NS / 1000.0, [bio_load(&a[i]) for i in range(BIO_GAP_NBINS)],
                 [bio_load(&b[i]) for i in range(BIO_GAP_NBINS)])
+
+
+cdef dict _rx_counters(bw_rx_counters* r):
+    """A decoder's drop counters (relaxed loads: another thread may be counting), named as
+    `core_rt.board.protocol.COUNTERS` (without the reference's own ``bad_input``)."""
+    return {
+        "bytes": bio_load(&r.bytes), "frames": bio_load(&r.frames),
+        "garbage_bytes": bio_load(&r.garbage_bytes), "resyncs": bio_load(&r.resyncs),
+        "bad_length": bio_load(&r.bad_length), "bad_crc": bio_load(&r.bad_crc),
+        "unknown_type": bio_load(&r.unknown_type),
+        "unexpected_type": bio_load(&r.unexpected_type),
+        "duplicate": bio_load(&r.duplicate), "out_of_order": bio_load(&r.out_of_order),
+        "seq_gaps": bio_load(&r.seq_gaps),
+    }
 
 
 # ---- the C wire (board_wire.h), for the tests that hold it to the Python reference ------------
@@ -355,13 +355,7 @@ def wire_decode(chunks, bint board_to_controller=True):
                     frames.append((f.type, f.seq, bytes(f.payload[:f.len])))
                 if off >= len(chunk):
                     break
-        c = d.c
-        return frames, {
-            "bytes": c.bytes, "frames": c.frames, "garbage_bytes": c.garbage_bytes,
-            "resyncs": c.resyncs, "bad_length": c.bad_length, "bad_crc": c.bad_crc,
-            "unknown_type": c.unknown_type, "unexpected_type": c.unexpected_type,
-            "duplicate": c.duplicate, "out_of_order": c.out_of_order, "seq_gaps": c.seq_gaps,
-        }
+        return frames, _rx_counters(&d.c)
     finally:
         free(d)
 
