@@ -494,11 +494,12 @@ EXAMPLES: tuple[tuple[str, int, Message], ...] = (
         Hello(version=PROTOCOL_VERSION, setpoint_period_us=2000, nonce=0x12345678),
     ),
     (
-        "HELLO_ACK from the board",
+        "HELLO_ACK from the board (the emulator's, `chair board`): watchdog 90 ms, a STATUS at "
+        "least every 1000 µs, board id chair-sim",
         0x0000,
         HelloAck(
             version=PROTOCOL_VERSION,
-            watchdog_ms=100,
+            watchdog_ms=90,
             nonce=0x12345678,
             status_period_us=1000,
             flags=0,
@@ -538,18 +539,22 @@ EXAMPLES: tuple[tuple[str, int, Message], ...] = (
         ),
     ),
     (
-        "STATUS after the board's watchdog stopped it: drives and heater off, fault bit 0",
+        "STATUS after the board's watchdog stopped it: no SETPOINT after 1234 (applied at board "
+        "time 5.0 s), the trip 90 ms later, this STATUS 10 ms after it: drives and heater off, "
+        "fault bit 0 (WATCHDOG), echo still 1234, every current 0; the carriage where the "
+        "extrapolation ended (600 mm + 80 mm/s × 10 ms = 600.8 mm), the kneading motor "
+        "coasting down (28.5 rpm), the heads still against the back",
         0x0A0B,
         Status(
             echo_seq=1234,
             board_time_us=5_100_000,
-            pos_mm=(600.5, 130.0, 16.0),
-            knead_rpm=0.0,
+            pos_mm=(600.8, 130.0, 16.0),
+            knead_rpm=28.5,
             tap_hz=0.0,
             current_a=(0.0, 0.0, 0.0, 0.0, 0.0),
             thermistor_c=41.2,
             supply_v=24.0,
-            switches=SW_SEAT_OCCUPIED,
+            switches=SW_ARM_CONTACT | SW_SEAT_OCCUPIED,
             outputs=0,
             board_faults=FAULT_WATCHDOG,
         ),
@@ -603,8 +608,11 @@ EXAMPLES: tuple[tuple[str, int, Message], ...] = (
         ),
     ),
     (
-        "STATUS with missing readings: the width encoder, the tapping current and the pad "
-        "thermistor read nothing (their sentinels 0x80000000, 0xFFFF, 0x8000)",
+        "STATUS with missing readings, in READY (outputs off, every current it has 0): the "
+        "width encoder, the tapping current and the pad thermistor read nothing (their "
+        "sentinels 0x80000000, 0xFFFF, 0x8000); no fault bit (a sentinel says it all; the "
+        "controller faults `tracking` on the missing encoder at once and never energises "
+        "while it lasts)",
         0x0101,
         Status(
             echo_seq=5,
@@ -612,11 +620,11 @@ EXAMPLES: tuple[tuple[str, int, Message], ...] = (
             pos_mm=(700.0, math.nan, 16.0),
             knead_rpm=0.0,
             tap_hz=0.0,
-            current_a=(0.2, 0.1, 0.3, 0.0, math.nan),
+            current_a=(0.0, 0.0, 0.0, 0.0, math.nan),
             thermistor_c=math.nan,
             supply_v=24.0,
             switches=SW_ARM_CONTACT | SW_SEAT_OCCUPIED,
-            outputs=OUT_DRIVES_ON,
+            outputs=0,
             board_faults=0,
         ),
     ),
