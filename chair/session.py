@@ -25,7 +25,7 @@ from typing import Any
 from chair.driver import CoreDriver
 from chair.lifecycle import LATCHED, SessionEvent, SessionState
 from chair.programs.model import Program
-from chair.programs.plan import Action, SessionPlan, build_plan
+from chair.programs.plan import Action, PlanError, SessionPlan, build_plan
 from core_rt.config import AXES, ZONES, ChairConfig
 from core_rt.core import FAULT_CODES, FAULT_MESSAGES, MODES, CoreEvent, Telemetry
 
@@ -623,7 +623,12 @@ class Session:
         self.core.heat(target)
 
     async def _run_program(self) -> None:
-        self.plan = self._build_plan()
+        try:
+            self.plan = self._build_plan()
+        except PlanError as e:  # this program does not fit this body in this time: settle
+            raise SessionAborted(
+                "plan_error", f"the program cannot be planned for this session: {e}"
+            ) from None
         plan = self.plan
         core = self.core
         core.clear_stats()

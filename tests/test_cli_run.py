@@ -197,3 +197,23 @@ def test_help_lists_every_command() -> None:
         "bench",
     ):
         assert name in r.stdout
+
+
+def test_a_program_that_cannot_fit_the_minutes_settles_and_exits_1_without_a_traceback(
+    tmp_path: Path,
+) -> None:
+    """The plan is made after the scan (it needs the shoulder line): when the program's steps
+    cannot fit the session, the chair settles and the user gets the reason, not a crash."""
+    cfg = tmp_path / "chair.toml"
+    cfg.write_text("[session]\nmin_minutes = 1.0\n")
+    summary = tmp_path / "summary.json"
+    r = chair(
+        "--config", str(cfg), "run", "quick", "--minutes", "1", "--fast", "--quiet",
+        "--summary", str(summary),
+    )  # fmt: skip
+    assert r.returncode == 1, r.stderr
+    assert "cannot be planned" in r.stderr and "step-too-short" in r.stderr
+    assert "Traceback" not in r.stderr
+    s = json.loads(summary.read_text())
+    assert s["end_reason"] == "plan_error" and not s["completed"] and s["faults"] == []
+    assert s["safety"]["ok"]  # settled: heads back, carriage parked, checked

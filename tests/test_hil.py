@@ -233,7 +233,7 @@ async def test_session_scan_strokes_pause_resume_then_occupant_leaves_and_it_set
 ) -> None:
     """A whole session's life on the board: body scan, heated strokes, pause (holds), resume,
     then the user stands up: detected within 500 ms, the chair settles to park, heater off."""
-    cfg = ChairConfig.model_validate({"body": {"adjust_window_s": 1.0}})
+    cfg = ChairConfig.model_validate({"body": {"adjust_window_s": 1.0, "scan_speed_mm_s": 100.0}})
     with board(tmp_path, "--body-height", "140", "--seed", "3") as b:
         async with controller(b, cfg) as w:
             ctl = w.ctl

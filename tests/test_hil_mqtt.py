@@ -28,20 +28,27 @@ from tests.mqtt_helpers import Observer
 pytestmark = [pytest.mark.hil, pytest.mark.realtime, pytest.mark.broker]
 
 ROOT = Path(__file__).resolve().parents[1]
-MINUTES = 1.0
+MINUTES = 2.0
+FOUND = (100.0, 90.0, 40.0)
+"""Where the board starts (carriage, width, depth mm): below the seat, narrowest, pressing."""
 
 
 async def test_a_whole_session_over_mqtt_with_the_board_on_the_link(tmp_path: Path) -> None:
     if not have_mosquitto():
         pytest.skip("mosquitto is not installed (apt-get install mosquitto)")
     cfg_path = tmp_path / "hil-chair.toml"
-    cfg_path.write_text("[session]\nmin_minutes = 1.0\n[body]\nadjust_window_s = 2.0\n")
+    # the quickest session the controller allows: the scan at the carriage's top speed (the arm's
+    # switch is read every tick: 0.1 mm a tick), a one-second adjust window
+    cfg_path.write_text(
+        "[session]\nmin_minutes = 1.0\n[body]\nadjust_window_s = 1.0\nscan_speed_mm_s = 100.0\n"
+    )
     config = load_config(cfg_path)
     broker = Mosquitto(tmp_path / "broker")
     broker.start()
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     try:
-        with board(tmp_path) as b:
+        # found where a power cut left it: low on the track, heads narrow and pressing in
+        with board(tmp_path, "--start-pose", ",".join(f"{v:g}" for v in FOUND)) as b:
             serve = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "chair", "--config", str(cfg_path), "serve",
                 "--hardware", b.spec, "--broker", broker.url, "--chair-id", "hil",
@@ -86,6 +93,15 @@ async def test_a_whole_session_over_mqtt_with_the_board_on_the_link(tmp_path: Pa
     assert {"scanning", "adjusting", "running", "settling", "idle"} <= {
         s["state"] for s in telemetry
     }
+    # it started from where the board was (the encoders), heads back before any walk
+    first = telemetry[0]
+    assert (first["y_mm"], first["width_mm"]) == pytest.approx(FOUND[:2], abs=0.5)
+    k = next(
+        i
+        for i, t in enumerate(telemetry)
+        if abs(t["y_mm"] - first["y_mm"]) > 0.5 or abs(t["width_mm"] - first["width_mm"]) > 0.5
+    )
+    assert telemetry[k - 1]["depth_mm"] <= config.depth.retracted_mm + 0.5
     violations = check_session(telemetry, summary, config)
     assert violations == [], violations
     assert summary["safety"]["ok"]

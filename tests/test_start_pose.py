@@ -3,7 +3,7 @@ encoders as its pose, and a session walks from anywhere on the track, heads back
 
 In-process and in virtual time: the real core against the real plant started at the extremes of
 every axis (docs/core.md, Starting from where the chair is). The same start on a real link:
-tests/test_hil_pose.py.
+tests/test_hil_mqtt.py (a whole session over MQTT from a board found low, narrow and pressing).
 """
 
 from __future__ import annotations

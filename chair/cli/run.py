@@ -1,7 +1,8 @@
 """`chair run PROGRAM_OR_PATH [options]`: one whole session on the simulated chair
 (docs/interfaces.md §2).
 
-Exit codes: 0 completed and every safety check held; 1 bad input; 2 a safety check failed;
+Exit codes: 0 completed and every safety check held; 1 bad input (also a program that cannot
+be planned for the scanned body in the minutes asked: the chair settles); 2 a safety check failed;
 3 the session ended in a fault (or an e-stop); 128 + N after signal N (SIGINT 130, SIGTERM 143).
 
 SIGINT or SIGTERM stops the session as the Stop key does (it settles: heater off, heads back,
@@ -24,6 +25,7 @@ from chair.cli.common import (
     EXIT_FAULT,
     EXIT_OK,
     EXIT_SAFETY,
+    EXIT_USAGE,
     UsageError,
     add_body_arguments,
     add_start_pose_argument,
@@ -176,6 +178,9 @@ def handle(args: argparse.Namespace) -> int:
         print_summary(summary, args)
     if signals:  # stopped by SIGINT/SIGTERM: the session settled (or e-stopped) and said so
         return 128 + signals[0]
+    if result.end_reason == "plan_error":  # the program and the minutes do not fit this body
+        print(f"chair run: error: {result.notes[-1]}", file=sys.stderr)
+        return EXIT_USAGE
     if result.faults and result.end_reason in ("fault", "estop"):
         return EXIT_FAULT
     if violations:
