@@ -307,7 +307,10 @@ class Controller:
         while True:
             if self._pending is not None:
                 self.session, self._pending = self._pending, None
-                await self._run_session(self.session)
+                # a session that crashed is logged, e-stopped and reported by _run_session: the
+                # daemon goes on serving (reset, the next session)
+                with contextlib.suppress(Exception):
+                    await self._run_session(self.session)
                 continue
             events = await self.driver.advance(self.driver.now_ns() + IDLE_STEP_NS)
             self._idle_events(events)
@@ -323,6 +326,9 @@ class Controller:
             self.core.estop()
             self._state = SessionState.ESTOP
             self._fault = {"code": "internal", "message": "session crashed"}
+            session._emit(
+                SessionEvent.SESSION_FINISHED, completed=False, end_reason="internal", summary=None
+            )
             self.session = None
             self._session_done.set()
             self._changed()

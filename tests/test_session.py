@@ -294,3 +294,34 @@ def test_session_finished_carries_the_one_summary_with_the_checkers_verdict(stri
         assert safety["violations"] and not safety["ok"]
     else:
         assert safety["violations"] == [] and safety["ok"]
+
+
+async def test_a_session_that_crashes_is_e_stopped_reported_and_the_daemon_serves_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A bug inside a session (simulated: its run raises) must not take the daemon with it: the
+    chair is e-stopped, `session_finished` says so, and after a reset the next session runs."""
+    from chair.session import Session
+
+    ctl = Controller.create(ChairConfig(), hardware="sim", pacing="fast")
+    events: list[dict[str, object]] = []
+    ctl.on_event(events.append)
+    real_run = Session.run
+
+    async def crash(self: Session) -> object:
+        raise RuntimeError("a bug in a session")
+
+    async with ctl:
+        runner = ctl.serve()
+        monkeypatch.setattr(Session, "run", crash)
+        await ctl.start(SHORT, minutes=5)
+        await ctl.wait_for_state(lambda s: s == "estop", timeout_s=10, what="the e-stop")
+        assert ctl.state()["state"] == "estop"
+        finished = [e for e in events if e["event"] == "session_finished"]
+        assert finished and finished[-1]["end_reason"] == "internal"
+        assert not runner.done()  # the daemon's runner survived
+        monkeypatch.setattr(Session, "run", real_run)
+        await ctl.reset()
+        await ctl.start(SHORT, minutes=5)
+        await ctl.wait_for_state(lambda s: s == "scanning", timeout_s=10, what="a new session")
+        await ctl.estop()
