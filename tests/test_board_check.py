@@ -69,7 +69,18 @@ def sim_board(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Board]:
 def test_chair_board_passes_every_check_from_the_command_line(sim_board: Board) -> None:
     proc = board_check("--tcp", f"127.0.0.1:{sim_board.where}", "--json")
     out = json.loads(proc.stdout)
-    not_passed = [(c["name"], c["reason"]) for c in out["checks"] if c["verdict"] != PASS]
+    # the kit is honest about itself: when this machine cannot let it send 1000 SETPOINT/s it
+    # says so (SKIP, not a verdict on the board); every other check must pass
+    busy = [
+        c
+        for c in out["checks"]
+        if c["name"] == "setpoint-1khz" and c["verdict"] != PASS and "too busy" in c["reason"]
+    ]
+    if busy:
+        print("setpoint-1khz skipped:", busy[0]["reason"])
+    not_passed = [
+        (c["name"], c["reason"]) for c in out["checks"] if c["verdict"] != PASS and c not in busy
+    ]
     assert not not_passed, not_passed
     assert proc.returncode == 0, proc.stderr
     assert out["passed"] is True and out["board_id"] == "chair-sim"
