@@ -6,13 +6,17 @@ Formats are the public contract of docs/interfaces.md §2; extra fields are addi
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from chair.lifecycle import SessionState
 from chair.session import SessionResult
-from core_rt.config import ZONES, ChairConfig
+from core_rt.config import ZONES, ChairConfig, Depth
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 TELEMETRY_KEYS = (
     "t",
@@ -123,36 +127,83 @@ def _round(x: Any) -> Any:
     return x
 
 
-def write_plot(
-    path: str | Path,
+LEVEL_COLORS = ("#95a5a6", "#2e86de", "#16a085", "#f39c12", "#e74c3c", "#7d3c98")
+"""The roller trace's colour at depth levels 0 (retracted) to 5: grey, then cool to hot."""
+
+_EPS = 1e-6
+
+
+def depth_level(depth_mm: float, depth: Depth) -> int:
+    """The depth level the heads press at: 0 (retracted) at or below `depth.retracted_mm`, else the
+    lowest level k with depth_mm ≤ `depth.level_mm(k)` (past the top level: the top level). So
+    at a zone cap of level 1 or more, a depth is within the cap exactly when its level is."""
+    if depth_mm <= depth.retracted_mm + _EPS:
+        return 0
+    top = len(depth.levels_mm)
+    return next((k for k in range(1, top) if depth_mm <= depth.level_mm(k) + _EPS), top)
+
+
+def zone_cap_mm(zone: str | None, config: ChairConfig) -> float | None:
+    """The depth cap (mm) of `zone` (docs/chair.md §2); None outside every zone."""
+    caps = config.body.zone_caps.get(zone) if zone is not None else None
+    return None if caps is None else config.depth.level_mm(caps.depth_level)
+
+
+def _level_label(k: int, depth: Depth) -> str:
+    if k == 0:
+        return f"0 retracted: ≤ {depth.retracted_mm:g} mm"
+    lo = depth.retracted_mm if k == 1 else depth.level_mm(k - 1)
+    return f"{k}{' light' if k == 1 else ''}: {lo:g}–{depth.level_mm(k):g} mm"
+
+
+def session_figure(
     samples: Sequence[dict[str, Any]],
     summary: dict[str, Any],
     result: SessionResult,
-    trip_c: float,
-    retracted_mm: float,
-) -> None:
-    """A PNG: roller over the zone bands with the steps, lateral contact vs the spine band, heat."""
-    import matplotlib
+    config: ChairConfig,
+) -> Figure:
+    """The session plot, four panels on one time axis: the roller over the zone bands with the
+    steps, coloured by the depth level the heads press at; the depth against the cap of the zone
+    the carriage is in; the lateral contact against the spine band; the heat."""
+    import numpy as np
+    from matplotlib.collections import LineCollection
+    from matplotlib.colors import BoundaryNorm, ListedColormap
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    dep = config.depth
+    trip_c = config.heater.trip_c
     t = [s["t"] for s in samples]
-    fig, (ax1, ax2, ax3) = plt.subplots(
-        3, 1, figsize=(13, 10), sharex=True, gridspec_kw={"height_ratios": [3, 1.4, 1.2]}
+    fig = Figure(figsize=(13, 13.5))
+    ax1, axd, ax2, ax3 = fig.subplots(
+        4, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1.6, 1.3, 1.1]}
     )
     colors = ["#e8d5c4", "#f2e2ba", "#d9ead3", "#cfe2f3", "#d9d2e9", "#f4cccc", "#fff2cc"]
     for (z, (lo, hi)), c in zip(summary["body"]["zones"].items(), colors, strict=False):
         ax1.axhspan(lo, hi, color=c, alpha=0.8, lw=0)
         ax1.text(t[-1] if t else 0, (lo + hi) / 2, f" {z}", va="center", fontsize=8)
-    ax1.plot(t, [s["y_mm"] for s in samples], color="#1f3b73", lw=0.7, label="roller y")
-    pressing = [s["y_mm"] if s["depth_mm"] > retracted_mm else None for s in samples]
-    ax1.plot(t, pressing, color="#c0392b", lw=0.9, label=f"pressing (depth > {retracted_mm:g} mm)")
+    # the roller y, each stretch in the colour of the depth level the heads press at
+    levels = [depth_level(s["depth_mm"], dep) for s in samples]
+    n_levels = len(dep.levels_mm) + 1
+    points = np.column_stack([t, [s["y_mm"] for s in samples]]).reshape(-1, 1, 2)
+    trace = LineCollection(
+        list(np.concatenate([points[:-1], points[1:]], axis=1)),
+        cmap=ListedColormap(LEVEL_COLORS[:n_levels]),
+        norm=BoundaryNorm(np.arange(n_levels + 1) - 0.5, n_levels),
+        linewidths=[0.7 if k == 0 else 1.3 for k in levels[:-1]],
+        gid="roller-depth-level",
+    )
+    trace.set_array(np.asarray(levels[:-1], dtype=float))
+    ax1.add_collection(trace)
+    ax1.autoscale_view()
+    lo, hi = ax1.get_ylim()
+    ax1.set_ylim(lo - 0.12 * (hi - lo), hi)  # a strip under the zones for the level legend
     if result.plan is not None and samples:
         t_start = next((s["t"] for s in samples if s["state"] == SessionState.RUNNING), 0.0)
         for st in result.plan.steps:
             x = t_start + st.start_s
-            ax1.axvline(x, color="grey", lw=0.5, ls=":")
+            for ax in (ax1, axd):
+                ax.axvline(x, color="grey", lw=0.5, ls=":")
             ax1.text(
                 x,
                 summary["body"]["zones"]["neck"][1] + 15,
@@ -167,7 +218,63 @@ def write_plot(
         f"{summary['body']['height_cm']:g} cm, shoulder "
         f"{summary['body']['shoulder_mm']} mm — {summary['end_reason']}"
     )
-    ax1.legend(loc="lower left", fontsize=8)
+    ax1.legend(
+        handles=[
+            Line2D(
+                [], [], color=LEVEL_COLORS[k], lw=0.7 if k == 0 else 2, label=_level_label(k, dep)
+            )
+            for k in range(n_levels)
+        ],
+        title="roller y, coloured by depth level",
+        title_fontsize=8,
+        loc="lower left",
+        ncols=n_levels,
+        fontsize=7,
+    )
+    # the depth against the cap of the zone the carriage is in (none outside the zones)
+    depth = [s["depth_mm"] for s in samples]
+    caps = [zone_cap_mm(s["zone"], config) for s in samples]
+    cap_line = [math.nan if c is None else c for c in caps]
+    light = dep.level_mm(1)
+    axd.axhspan(dep.retracted_mm, light, color=LEVEL_COLORS[1], alpha=0.15, lw=0)
+    axd.plot(t, depth, color="#1f3b73", lw=0.8, label="depth", gid="depth")
+    axd.plot(
+        t,
+        cap_line,
+        color="#c0392b",
+        lw=1.3,
+        ls="--",
+        drawstyle="steps-post",
+        label="cap of the zone the carriage is in (zones: from the body scan on)",
+        gid="zone-cap",
+    )
+    over = [c is not None and d > c + _EPS for d, c in zip(depth, caps, strict=True)]
+    if any(over):
+        axd.fill_between(
+            t,
+            cap_line,
+            depth,
+            where=over,
+            color="red",
+            alpha=0.6,
+            label="over the cap",
+            gid="over-cap",
+        )
+    top = dep.level_mm(len(dep.levels_mm))
+    axd.set_yticks(
+        [0.0, *dep.levels_mm],
+        ["0", *(f"{mm:g}  L{k}" for k, mm in enumerate(dep.levels_mm, start=1))],
+    )
+    axd.set_ylim(0, max(top, max(depth, default=0.0)) + 3)
+    axd.grid(axis="y", color="#bbbbbb", lw=0.4)
+    axd.set_ylabel("depth (mm)")
+    axd.set_title(
+        f"heads' depth against the cap of the zone the carriage is in (shaded: light, "
+        f"≤ {light:g} mm)",
+        fontsize=9,
+        loc="left",
+    )
+    axd.legend(loc="lower right", bbox_to_anchor=(1, 1), ncols=2, fontsize=7, frameon=False)
     keep = summary["body"]["spine_half_width_mm"] + summary["body"]["spine_margin_mm"]
     r = summary["body"]["contact_radius_mm"]
     ax2.axhspan(-keep, keep, color="#f4cccc", label="spine keep-out band")
@@ -176,6 +283,7 @@ def write_plot(
     ax2.plot(t, [x + r for x in lx], color="#1f77b4", lw=0.6, label="left patch inner edge")
     ax2.plot(t, [x - r for x in rx], color="#2ca02c", lw=0.6, label="right patch inner edge")
     ax2.set_ylabel("lateral x (mm)")
+    ax2.set_title("contact patches against the spine", fontsize=9, loc="left")
     ax2.legend(loc="upper right", fontsize=7)
     ax3.plot(t, [s["heat_c"] for s in samples], color="#d35400", lw=0.8, label="pad °C")
     ax3.plot(
@@ -190,10 +298,33 @@ def write_plot(
     ax3.axhline(trip_c, color="red", lw=0.6, ls=":", label="trip")
     ax3.set_ylim(20, max(trip_c, hottest) + 2)
     ax3.set_ylabel("heat (°C)")
+    ax3.set_title("lumbar pad", fontsize=9, loc="left")
     ax3.set_xlabel("session time (s)")
     ax3.legend(loc="upper right", fontsize=7)
     fig.tight_layout()
+    return fig
+
+
+def write_plot(
+    path: str | Path,
+    samples: Sequence[dict[str, Any]],
+    summary: dict[str, Any],
+    result: SessionResult,
+    trip_c: float | None = None,
+    retracted_mm: float | None = None,
+    *,
+    config: ChairConfig | None = None,
+) -> None:
+    """Save `session_figure` as a PNG. The chair's numbers (depth levels, zone caps, heat trip)
+    come from `config` (default: the reference chair); `trip_c` and `retracted_mm`, when given,
+    override its heat trip and retracted depth."""
+    cfg = config if config is not None else ChairConfig()
+    if trip_c is not None:
+        cfg = cfg.model_copy(update={"heater": cfg.heater.model_copy(update={"trip_c": trip_c})})
+    if retracted_mm is not None:
+        depth = cfg.depth.model_copy(update={"retracted_mm": retracted_mm})
+        cfg = cfg.model_copy(update={"depth": depth})
+    fig = session_figure(samples, summary, result, cfg)
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(p, dpi=110)
-    plt.close(fig)
