@@ -230,6 +230,29 @@ class Faults(_Model):
     travels in one stall window plus its brake, so a jam is reported as the stall it is)."""
 
 
+class Link(_Model):
+    """The board link's own numbers (docs/board-protocol.md): the controller's side of the wire."""
+
+    deadline_ms: float = Field(default=100.0, gt=0)
+    """A lost link is detected, and the chair stopped, within this (docs/chair.md §6): the
+    link's stale time + `faults.link_lost_ms` + a frame period and a tick stay inside it."""
+    hello_retry_ms: float = Field(default=100.0, gt=0)
+    """HELLO is repeated this often until the board answers."""
+    reconnect_margin_ms: float = Field(default=20.0, ge=0)
+    """After a connection ends, a new one starts no sooner than the deadline after the last
+    round trip plus this: the core has latched link_lost by then."""
+    goodbye_ms: float = Field(default=50.0, gt=0)
+    """On close, drives-off SETPOINTs go out until one is echoed, for at most this."""
+    engage_tolerance_mm: float = Field(default=2.0, gt=0)
+    """The board may be energised only when every commanded axis is this close to its encoder..."""
+    engage_max_speed_mm_s: float = Field(default=5.0, gt=0)
+    engage_max_rpm: float = Field(default=5.0, gt=0)
+    engage_max_hz: float = Field(default=1.0, gt=0)
+    """...and the commanded motion is this slow (a move just starting is; a stale one is not)."""
+    rt_priority: int = Field(default=60, ge=1, le=99)
+    """SCHED_FIFO priority of the link's I/O thread when permitted (below the core's loop)."""
+
+
 class Loop(_Model):
     tick_hz: int = Field(default=1000, ge=250, le=2000)
     rt_priority: int = Field(default=80, ge=1, le=99)
@@ -266,6 +289,11 @@ class Session(_Model):
     intensity presses exactly the program's level (never past the zone's cap)."""
     default_intensity: int = 3
     """What a session runs at when nobody chooses."""
+    max_rest_pressing_s: float = Field(default=1.0, gt=0)
+    """Longest the roller may stand still pressing deeper than depth level 1, outside the
+    press-and-hold techniques (docs/chair.md §3: strokes never stand still under pressure)."""
+    rest_speed_mm_s: float = Field(default=1.0, gt=0)
+    """Below this carriage speed the roller counts as standing still (for the rule above)."""
 
     @property
     def intensities(self) -> tuple[int, ...]:
@@ -289,6 +317,7 @@ class ChairConfig(_Model):
     heater: Heater = Heater()
     body: Body = Body()
     faults: Faults = Faults()
+    link: Link = Link()
     loop: Loop = Loop()
     session: Session = Session()
 

@@ -26,7 +26,7 @@ from tests.test_hil import MS, controller, reach, start_motion, until
 
 pytestmark = [pytest.mark.hil, pytest.mark.realtime]
 
-LINK_DEADLINE_MS = 100.0
+LINK_DEADLINE_MS = ChairConfig().link.deadline_ms
 """docs/chair.md §6: a lost link stops the chair within 100 ms."""
 
 

@@ -29,6 +29,7 @@ from core_rt.board.protocol import (
     next_setpoint_seq,
 )
 from core_rt.board.transport import open_port
+from core_rt.config import ChairConfig
 from core_rt.rtloop import hist_percentile
 
 GAP_BIN_US = 10.0
@@ -67,7 +68,7 @@ class PythonLink(LinkHardware):
         self._thread = None
 
     def _run(self) -> None:
-        self.sched_fifo = link_thread_priority()
+        self.sched_fifo = link_thread_priority(ChairConfig().link.rt_priority)
         port = open_port(self.spec)
         try:
             self._connection(port)

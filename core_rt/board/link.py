@@ -15,14 +15,14 @@ make the link late:
   tick judges freshness from that SETPOINT's send time (a round trip), so silence in either
   direction makes the link stale.
 - **Engage, bumpless.** The core's ``enable = 1`` reaches the board only once the commanded
-  motion is (nearly) at rest and within `ENGAGE_TOLERANCE_MM` of the encoders; after a board
-  watchdog report it disengages again. Nothing resumes by itself.
+  motion is (nearly) at rest and within `config.link.engage_tolerance_mm` of the encoders; after
+  a board watchdog report it disengages again. Nothing resumes by itself.
 - **Drives off without asking the core** when no round trip has been confirmed for the link's
   whole deadline (stale time + `config.faults.link_lost_ms`): enable 0, heater 0. When the tick
   has stopped publishing (a setpoint older than `setpoint_max_age_ns`) it sends nothing: the
   board's watchdog stops the chair unless the tick comes back.
 - **Goodbye.** `close()` sends drives-off SETPOINTs until the board echoes one (at most
-  `GOODBYE_MS`) before it closes the port: the board's watchdog is for failures only.
+  `config.link.goodbye_ms`) before it closes the port: the board's watchdog is for failures only.
 - **Reconnects** (tcp and serial): on EOF or an I/O error it reopens the port with back-off and
   says HELLO again; meanwhile the status goes stale and the core faults ``link_lost``.
 - A board speaking another protocol version (or with a watchdog above 100 ms, or a STATUS period
@@ -49,35 +49,16 @@ from core_rt.config import ChairConfig
 from core_rt.rtloop import hist_percentile
 
 MS = 1_000_000
-LINK_DEADLINE_MS = 100.0
-"""A lost link is detected within this (stale time + config.faults.link_lost_ms): link_lost's
-deadline in docs/core.md (The guard)."""
-ENGAGE_TOLERANCE_MM = 2.0
-"""Commanded vs measured position (each axis) within which the driver lets the board energise."""
-ENGAGE_MAX_SPEED_MM_S = 5.0
-ENGAGE_MAX_RPM = 5.0
-ENGAGE_MAX_HZ = 1.0
-"""...and the commanded motion must be this slow (a move just starting is; a stale one is not)."""
-HELLO_RETRY_NS = 100 * MS
-RECONNECT_MARGIN_NS = 20 * MS
-"""After a connection ends, a new one starts no sooner than the link's deadline (stale time +
-link_lost_ms) after the last round trip, plus this: the core has latched link_lost by then."""
-GOODBYE_MS = 50.0
-"""`close()` waits at most this long for the board to echo a drives-off SETPOINT."""
-LINK_RT_PRIORITY = 60
-"""SCHED_FIFO priority of the I/O thread when permitted (the core's loop runs at 80)."""
 END_STOPPED, END_EOF, END_IO_ERROR, END_REFUSED = 0, 1, 2, 3
 """How a connection of the C loop ended (BIO_END_* of core_rt/include/board_io.h)."""
 
 
-def link_thread_priority() -> bool:
-    """Ask for SCHED_FIFO `LINK_RT_PRIORITY` for the calling thread: a link is part of the
-    control loop (below the core's tick), as the core's loop does; without the privilege it runs
-    as a normal thread (False)."""
+def link_thread_priority(priority: int) -> bool:
+    """Ask for SCHED_FIFO `priority` (config.link.rt_priority) for the calling thread: a link is
+    part of the control loop (below the core's tick), as the core's loop does; without the
+    privilege it runs as a normal thread (False)."""
     try:
-        os.sched_setscheduler(
-            threading.get_native_id(), os.SCHED_FIFO, os.sched_param(LINK_RT_PRIORITY)
-        )
+        os.sched_setscheduler(threading.get_native_id(), os.SCHED_FIFO, os.sched_param(priority))
     except (OSError, AttributeError):
         return False
     return True
@@ -106,14 +87,15 @@ class BoardLink(LinkHardware):
         setpoint_max_age_ns: int = 20 * MS,
     ) -> None:
         cfg = config or ChairConfig()
+        self.link_config = lk = cfg.link
         lost_ms = cfg.faults.link_lost_ms
         if stale_ns is None:
             # stale + link_lost + a frame period and a tick of slack stay inside the deadline
-            budget_ms = LINK_DEADLINE_MS - lost_ms - 10.0
+            budget_ms = lk.deadline_ms - lost_ms - 10.0
             if budget_ms < 5.0:
                 raise ValueError(
                     f"config faults.link_lost_ms = {lost_ms:g} leaves no room for "
-                    f"the {LINK_DEADLINE_MS:g} ms link deadline"
+                    f"the {lk.deadline_ms:g} ms link deadline"
                 )
             stale_ns = min(DEFAULT_STALE_NS, int(budget_ms * MS))
         super().__init__(stale_ns=stale_ns)
@@ -128,14 +110,14 @@ class BoardLink(LinkHardware):
         latches link_lost at the same time, and de-energises too)."""
         self._io_configure(
             period_ns=self.send_period_ns,
-            hello_retry_ns=HELLO_RETRY_NS,
+            hello_retry_ns=int(lk.hello_retry_ms * MS),
             max_age_ns=setpoint_max_age_ns,
             force_off_ns=self.force_off_ns,
-            goodbye_ns=int(GOODBYE_MS * MS),
-            engage_tol_mm=ENGAGE_TOLERANCE_MM,
-            engage_max_speed_mm_s=ENGAGE_MAX_SPEED_MM_S,
-            engage_max_rpm=ENGAGE_MAX_RPM,
-            engage_max_hz=ENGAGE_MAX_HZ,
+            goodbye_ns=int(lk.goodbye_ms * MS),
+            engage_tol_mm=lk.engage_tolerance_mm,
+            engage_max_speed_mm_s=lk.engage_max_speed_mm_s,
+            engage_max_rpm=lk.engage_max_rpm,
+            engage_max_hz=lk.engage_max_hz,
         )
         self._stop = threading.Event()
         self._ready = threading.Event()  # set on the first fresh status, or on a refusal
@@ -169,7 +151,7 @@ class BoardLink(LinkHardware):
         return self.refused is None and bool(self.io_outcome()["ready"])
 
     def close(self) -> None:
-        """Say goodbye (drives and heater off, echoed by the board, at most `GOODBYE_MS`), stop
+        """Say goodbye (drives and heater off, echoed by the board, at most `goodbye_ms`), stop
         the I/O thread and close the port. Idempotent."""
         self._stop.set()
         self._io_stop()
@@ -188,7 +170,7 @@ class BoardLink(LinkHardware):
     # ---- the I/O thread --------------------------------------------------------------------
 
     def _run(self, port: Port | None) -> None:
-        self.sched_fifo = link_thread_priority()
+        self.sched_fifo = link_thread_priority(self.link_config.rt_priority)
         rng = random.Random()
         backoff = 0.05
         while not self._stop.is_set():
@@ -229,7 +211,8 @@ class BoardLink(LinkHardware):
                 # at once when it saw the hang-up), so the core must latch link_lost before a new
                 # connection can bring fresh statuses — nothing resumes by itself
                 last = int(self.io_outcome()["last_confirmed_ns"])
-                hold_ns = last + self.force_off_ns + RECONNECT_MARGIN_NS - time.monotonic_ns()
+                margin_ns = int(self.link_config.reconnect_margin_ms * MS)
+                hold_ns = last + self.force_off_ns + margin_ns - time.monotonic_ns()
                 self._stop.wait(max(0.05, hold_ns / 1e9))
 
     # ---- numbers ---------------------------------------------------------------------------

@@ -30,10 +30,6 @@ CONTROLLER_SETPOINT_PERIOD_US = 2000
 CONTROLLER_STALE_MS = DEFAULT_STALE_NS / 1e6
 """The controller's stale time: no confirmed round trip for this long and the tick's status is
 stale (then `faults.link_lost_ms` more and the core latches ``link_lost``)."""
-LINK_DEADLINE_MS = 100.0
-"""docs/chair.md §6: a lost link is detected, and the chair stopped, within this."""
-GOODBYE_MAX_MS = 50.0
-"""The controller's goodbye (enable-0 SETPOINTs until one is echoed) lasts at most this."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -255,14 +251,15 @@ def board_numbers(config: ChairConfig) -> list[Row]:
         Row(
             "link lost (the controller)",
             f"stale + {_n(f.link_lost_ms)} ms = "
-            f"{_n(CONTROLLER_STALE_MS + f.link_lost_ms)} ms, inside {_n(LINK_DEADLINE_MS)} ms",
-            "`faults.link_lost_ms`",
+            f"{_n(CONTROLLER_STALE_MS + f.link_lost_ms)} ms, inside "
+            f"{_n(config.link.deadline_ms)} ms",
+            "`faults.link_lost_ms`, `link.deadline_ms`",
             "then enable 0 on the next SETPOINT, or silence",
         ),
         Row(
             "goodbye (the controller)",
-            f"enable-0 SETPOINTs until one is echoed, at most {_n(GOODBYE_MAX_MS)} ms",
-            "controller",
+            f"enable-0 SETPOINTs until one is echoed, at most {_n(config.link.goodbye_ms)} ms",
+            "`link.goodbye_ms`",
             "ON → READY, no trip",
         ),
     ]
