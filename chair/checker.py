@@ -12,9 +12,17 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from chair.lifecycle import SessionState
+from chair.programs.model import TECHNIQUE_SPECS
 from core_rt.config import ZONES, ChairConfig
 
+HOLD_TECHNIQUES = frozenset(t for t, spec in TECHNIQUE_SPECS.items() if spec.holds)
+"""Press-and-hold techniques: they stand still under pressure by design (docs/chair.md §3)."""
+
 EPS = 1e-6
+HEAT_GRACE_S = 0.1
+"""The heater's target is set on the tick the program starts: a sample may come just before."""
+DEPTH_STILL_MM = 0.01
+"""Depth changing less than this between two samples: the heads are not pressing in or out."""
 
 
 def zone_at(y: float, zones: Mapping[str, Sequence[float]]) -> str | None:
@@ -52,6 +60,19 @@ def check_session(
 
     heat_target = 0.0
     heat_settled = False
+    # Heat is the session's: when its level is not off, the pad's target holds from the
+    # program's start to the settle (docs/chair.md §3).
+    levels = [
+        (float(t), str(lv)) for t, lv in summary.get("heat_levels") or [[0.0, summary["heat"]]]
+    ]
+    level_i = 0
+    # Strokes never stand still under pressure: outside the holds, at most this long at a time.
+    light_mm = dep.level_mm(1)
+    rest_max_s = config.session.max_rest_pressing_s
+    rest_v = config.session.rest_speed_mm_s
+    rest_since: float | None = None
+    program_t0: float | None = None
+    last_depth: float | None = None  # the roller rests when neither the carriage nor the depth move
     running_order: list[str] = []
     # The chair starts where it was found (docs/core.md, Starting from where the chair is). Found
     # pressing, the heads must come back first: until they are retracted the carriage and the
@@ -121,7 +142,41 @@ def check_session(
                 heat_settled = True
             if heat_settled and hc > heat_target + config.heater.steady_band_c + EPS:
                 once(f"t={t:.2f}s: pad {hc:.2f} °C above target {heat_target:g} + band")
-        if s["state"] == SessionState.RUNNING:
+        running = s["state"] == SessionState.RUNNING
+        if running and program_t0 is None:
+            program_t0 = t
+        while level_i + 1 < len(levels) and levels[level_i + 1][0] <= t:
+            level_i += 1
+        since, level = levels[level_i]
+        level_c = config.heater.target_c(level) if level in config.heater.level_names else 0.0
+        if (
+            running
+            and level_c > 0
+            and abs(tgt - level_c) > EPS
+            and program_t0 is not None
+            and t - max(program_t0, since) > HEAT_GRACE_S
+        ):
+            once(f"t={t:.2f}s: heat target {tgt:g} °C in the program, not the {level} level's "
+                 f"{level_c:g} °C")  # fmt: skip
+        resting = (
+            running
+            and s["technique"] not in HOLD_TECHNIQUES
+            and abs(s["v_mm_s"]) < rest_v
+            and last_depth is not None
+            and abs(depth - last_depth) <= DEPTH_STILL_MM
+            and depth > light_mm + EPS
+        )
+        last_depth = depth
+        if not resting:
+            rest_since = None
+        elif rest_since is None:
+            rest_since = t
+        elif t - rest_since > rest_max_s + EPS:
+            once(
+                f"t={t:.2f}s: standing still pressing {depth:.2f} mm (deeper than level 1) "
+                f"for more than {rest_max_s:g} s in {s['technique']}"
+            )
+        if running:
             z = zone_at(y, zones)
             if z is not None and (not running_order or running_order[-1] != z):
                 running_order.append(z)

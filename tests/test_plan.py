@@ -420,8 +420,101 @@ def test_checker_catches_a_wrong_duration_and_broken_proportions() -> None:
     assert "step-proportion" in _rules(dataclasses.replace(plan, steps=steps), prog)
 
 
-def test_checker_catches_heat_in_a_step_without_heat() -> None:
+def test_checker_catches_heat_that_is_not_held_or_not_the_level() -> None:
     plan, prog = _good()
-    hot = Action(1.0, "heat", "heater", CONFIG.heater.target_c("medium"), 0, 0, 0, 0, 0)
-    cold = Action(2.0, "heat", "heater", 0.0, 0, 0, 0, 0, 0)
-    assert "heat-level" in _rules(_with(plan, [*plan.actions, hot, cold]), prog)
+    assert _rules(plan, prog) == set()
+    cold = Action(2.0, "heat", "heater", 0.0, 0, 0, 0, 0, 0)  # off mid-program
+    assert "heat-held" in _rules(_with(plan, [*plan.actions, cold]), prog)
+    hot = Action(2.0, "heat", "heater", 50.0, 0, 0, 0, 0, 0)  # not the level's target
+    assert "heat-level" in _rules(_with(plan, [*plan.actions, hot]), prog)
+    late = [a for a in plan.actions if not (a.kind == "heat" and a.t_s == 0.0)]
+    assert "heat-held" in _rules(_with(plan, late), prog)  # not on at the program's start
+
+
+def test_checker_catches_the_roller_standing_still_under_pressure() -> None:
+    plan, prog = _good()
+    # relax step 2 is kneading: hold the carriage 3 s at the end of one pass (the old "dwell")
+    k, a = _first(plan, lambda a: a.step == 2 and a.axis == "carriage" and a.t_s > 0)
+    k, a = _first(plan, lambda b: b.step == 2 and b.axis == "carriage" and b.t_s > a.t_s)
+    moved = [
+        dataclasses.replace(b, t_s=b.t_s + 3.0) if j > k and b.kind != "heat" else b
+        for j, b in enumerate(plan.actions)
+    ]
+    assert "rest-pressing" in _rules(_with(plan, moved), prog)
+
+
+# ---- therapist-like motion (docs/chair.md §3) ------------------------------------------------
+
+
+@pytest.mark.parametrize("minutes", [5, 30])
+def test_stroke_steps_spend_spare_time_in_slower_passes_never_in_halts(minutes: int) -> None:
+    prog = load_program("relax")
+    plan = build_plan(prog, CONFIG, shoulder(175), minutes, 3, "off")
+    level1 = CONFIG.depth.level_mm(1)
+    strokes = [st for st in plan.steps if plan.settings[st.index].pattern == "stroke"]
+    slowed = 0
+    for st in strokes:
+        nominal = plan.settings[st.index].speed_mm_s
+        passes = [
+            a for a in plan.actions
+            if a.step == st.index and a.axis == "carriage" and a.v_max <= nominal + 1e-9
+        ]  # fmt: skip
+        assert len({round(a.v_max, 9) for a in passes}) == 1  # one even pace per step
+        slowed += passes[0].v_max < nominal - 1e-6
+    assert slowed >= len(strokes) - 1  # the spare time went into slower passes
+    idle = dict.fromkeys((st.index for st in strokes), 0.0)
+    rest_since = None
+    dt = 0.02
+    for smp in sample_plan(plan, CONFIG, dt=dt):
+        si = plan.step_at(smp.t)
+        still = not (smp.carriage_moving or smp.depth_moving or smp.width_moving)
+        if si in idle and still:
+            idle[si] += dt
+        resting = (
+            si is not None
+            and plan.settings[si].technique not in ("shiatsu", "trigger_point", "friction")
+            and still
+            and smp.depth > level1 + 1e-9
+        )
+        rest_since = (smp.t if rest_since is None else rest_since) if resting else None
+        assert rest_since is None or smp.t - rest_since <= CONFIG.session.max_rest_pressing_s
+    for st in strokes:  # was 40-53 % of every effleurage step with dwells after each pass
+        assert idle[st.index] <= 0.1 * (st.end_s - st.start_s), (st, idle[st.index])
+
+
+def test_shiatsu_pulses_at_each_point_and_trigger_point_releases_slowly() -> None:
+    plan = build_plan(load_program("shiatsu"), CONFIG, shoulder(175), 15, 5, "off")
+    step = next(s for s in plan.settings if s.technique == "shiatsu")
+    assert 2 <= step.pulses <= 4 and 1.0 <= step.hold_s <= 2.0
+    i = plan.settings.index(step)
+    acts = [a for a in plan.actions if a.step == i and a.axis in ("carriage", "depth")]
+    # between two carriage moves: `pulses` presses (each held 1-2 s), each released
+    presses: list[int] = []
+    for a in acts:
+        if a.axis == "carriage":
+            presses.append(0)
+        elif presses and a.value > a.from_value:
+            presses[-1] += 1
+            assert 1.0 <= a.hold_s <= 2.0 + 1e-9
+    assert presses and all(n == step.pulses for n in presses[1:]), presses
+    tp = build_plan(load_program("trigger_point"), CONFIG, shoulder(175), 15, 5, "off")
+    k = next(k for k, s in enumerate(tp.settings) if s.technique == "trigger_point")
+    ins = [a for a in tp.actions if a.step == k and a.axis == "depth" and a.value > a.from_value]
+    outs = [a for a in tp.actions if a.step == k and a.axis == "depth" and a.value < a.from_value]
+    assert ins and all(a.hold_s >= 5.0 for a in ins)  # the sustained hold
+    assert all(a.v_max <= tp.settings[k].release_mm_s for a in outs[1:])  # the slow release
+    assert min(a.duration_s for a in outs[1:]) > 2 * max(a.duration_s for a in ins)
+
+
+@pytest.mark.parametrize("name", builtin_programs())
+def test_heat_holds_from_the_program_start_to_its_end_in_every_program(name: str) -> None:
+    plan = build_plan(load_program(name), CONFIG, shoulder(175), 10, 3, "low")
+    heats = [(a.t_s, a.value) for a in plan.actions if a.kind == "heat"]
+    assert heats == [(0.0, CONFIG.heater.target_c("low")), (plan.duration_s, 0.0)]
+
+
+def test_classic_follows_seed_003s_order() -> None:
+    techniques = [s.technique for s in load_program("classic").steps]
+    # "first stroke, then rub, and at the end ... knead" (seed 003), closing strokes after
+    first = {t: techniques.index(t) for t in ("effleurage", "friction", "kneading")}
+    assert first["effleurage"] < first["friction"] < first["kneading"]

@@ -92,7 +92,7 @@ def test_builtins_follow_their_purpose() -> None:
     quick = load_program("quick")
     assert 5 <= quick.default_minutes <= 10
     heat = load_program("lumbar_heat")
-    assert all(s.heat for s in heat.steps) and heat.default_heat != "off"
+    assert heat.default_heat != "off"  # heat is the session's, held in every step
     assert "neck" in load_program("neck_shoulders").zones
     for name in builtin_programs():
         p = load_program(name)
@@ -125,6 +125,7 @@ def valid_steps(draw: st.DrawFn) -> dict[str, Any]:
         step["direction"] = direction
     light_only = spec.light_returns and (direction or spec.direction) != "up"
     cap_d = 1 if light_only else min(x.depth_level for x in caps)
+    cap_d = min(cap_d, spec.max_depth)
     if light_only or draw(st.booleans()):
         step["depth"] = draw(st.integers(1, cap_d))
     speed = draw(
@@ -155,7 +156,9 @@ def valid_steps(draw: st.DrawFn) -> dict[str, Any]:
     if spec.tapping and draw(st.booleans()):
         step["tap_hz"] = draw(st.floats(1, min(x.tap_hz for x in caps)))
     if spec.holds and draw(st.booleans()):
-        step["hold_s"] = draw(st.floats(1, 12))
+        step["hold_s"] = draw(st.floats(*spec.hold_range_s).filter(lambda h: h <= 12))
+    if spec.pulses > 1 and draw(st.booleans()):
+        step["pulses"] = draw(st.integers(2, 4))
     step["heat"] = draw(st.booleans())
     step["repeat"] = draw(st.integers(1, 3))
     return step
@@ -268,6 +271,14 @@ INVALID: list[tuple[str, str, str, str]] = [
      "steps[2].seconds", "share-or-seconds"),
     ("technique_field", 'technique = "kneading"\nzone = "glutes"\ntap_hz = 5', "steps[2].tap_hz",
      "technique-field"),
+    ("pulses_field", 'technique = "kneading"\nzone = "glutes"\npulses = 3', "steps[2].pulses",
+     "technique-field"),
+    ("shiatsu_hold", 'technique = "shiatsu"\nzone = "glutes"\nhold_s = 5', "steps[2].hold_s",
+     "technique-hold"),
+    ("trigger_hold", 'technique = "trigger_point"\nzone = "glutes"\nhold_s = 2',
+     "steps[2].hold_s", "technique-hold"),
+    ("vibration_deep", 'technique = "vibration"\nzone = "glutes"\ndepth = 3', "steps[2].depth",
+     "technique-depth"),
     ("zone_cap_depth", 'technique = "kneading"\nfrom = "lumbar"\nto = "mid_back"\ndepth = 4',
      "steps[2].depth", "zone-cap-depth"),
     ("zone_cap_tapping_neck", 'technique = "tapping"\nzone = "neck"', "steps[2].zone",

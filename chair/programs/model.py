@@ -90,6 +90,17 @@ class TechniqueSpec:
     spacing_mm: float = 0.0
     """Distance between points (points pattern)."""
     seed_name: str = ""
+    pulses: int = 1
+    """Presses at each point (shiatsu: 2-4 rhythmic pulses, docs/chair.md §3)."""
+    release_s: float = 0.0
+    """Light pause between two pulses at a point (shiatsu: 0.5-1 s)."""
+    release_mm_s: float = 0.0
+    """How fast the heads come back after a hold (0: the depth axis's v_max; trigger point
+    releases slowly)."""
+    hold_range_s: tuple[float, float] = (1.0, 30.0)
+    """The hold a step may ask for (shiatsu: one pulse's press, 1-2 s; trigger point 5-10 s)."""
+    max_depth: int = 5
+    """Deepest level the technique may press (vibration is shallow: level 1)."""
 
 
 TECHNIQUE_SPECS: dict[str, TechniqueSpec] = {
@@ -111,15 +122,17 @@ TECHNIQUE_SPECS: dict[str, TechniqueSpec] = {
     ),
     "vibration": TechniqueSpec(
         "stroke", False, True, False, False, 1, "slow", "medium", "up_down",
-        tap_hz=None, seed_name="vibration (tapping at its highest rate, shallow)",
+        tap_hz=None, seed_name="vibration (tapping at its highest rate, shallow)", max_depth=1,
     ),
     "shiatsu": TechniqueSpec(
         "points", False, False, True, False, 3, "medium", "narrow", "up",
-        hold_s=5.0, spacing_mm=50.0, seed_name="shiatsu / rhythmic pressure",
+        hold_s=1.5, spacing_mm=50.0, seed_name="shiatsu / pulsing, rhythmic pressure",
+        pulses=3, release_s=0.75, hold_range_s=(1.0, 2.0),
     ),
     "trigger_point": TechniqueSpec(
         "points", False, False, True, False, 4, "medium", "narrow", "up",
-        hold_s=10.0, spacing_mm=60.0, seed_name="trigger point (sustained pressure on knots)",
+        hold_s=8.0, spacing_mm=60.0, seed_name="trigger point (sustained pressure, slow release)",
+        release_mm_s=4.0, hold_range_s=(5.0, 10.0),
     ),
     "friction": TechniqueSpec(
         "points", True, False, True, False, 3, "slow", "narrow", "up",
@@ -226,13 +239,23 @@ class Step(BaseModel):
         "the highest rate the zones allow.",
     )
     heat: bool = Field(
-        False, description="Heater on during this step (when the session's heat is not off)."
+        False,
+        description="Marks a step the author meant to be warm. Kept so older program files "
+        "load; it changes nothing: heat is the session's choice, held from the program's "
+        "start to the settle in every program (docs/chair.md §3; `default_heat` suggests it).",
     )
     hold_s: float | None = Field(
         None,
         ge=1,
         le=30,
-        description="Press-and-hold time at each point, s (shiatsu, trigger_point, friction).",
+        description="Press time, s: each pulse's press for shiatsu (1-2 s), the sustained hold "
+        "for trigger_point (5-10 s), the rubbing time at each spot for friction.",
+    )
+    pulses: int | None = Field(
+        None,
+        ge=2,
+        le=4,
+        description="Shiatsu only: rhythmic presses at each point before moving on (default 3).",
     )
     repeat: int = Field(
         1,
@@ -271,6 +294,7 @@ class Step(BaseModel):
             ("knead_direction", spec.kneading, "kneading and friction"),
             ("tap_hz", spec.tapping, "tapping and vibration"),
             ("hold_s", spec.holds, "shiatsu, trigger_point and friction"),
+            ("pulses", spec.pulses > 1, "shiatsu"),
         ):
             if not applies and getattr(self, name) is not None:
                 raise _custom(
@@ -278,6 +302,19 @@ class Step(BaseModel):
                     name,
                     f"`{name}` does not apply to {self.technique} (only to {who})",
                 )
+        lo, hi = spec.hold_range_s
+        if self.hold_s is not None and not lo <= self.hold_s <= hi:
+            raise _custom(
+                "technique-hold",
+                "hold_s",
+                f"{self.technique} holds {lo:g}-{hi:g} s (docs/chair.md §3), not {self.hold_s:g}",
+            )
+        if self.depth is not None and self.depth > spec.max_depth:
+            raise _custom(
+                "technique-depth",
+                "depth",
+                f"{self.technique} presses at most level {spec.max_depth} (docs/chair.md §3)",
+            )
         return self
 
     # ---- derived ------------------------------------------------------------------------------
@@ -361,6 +398,9 @@ class Step(BaseModel):
             heat=self.heat,
             repeat=self.repeat,
             light_returns=spec.light_returns,
+            pulses=self.pulses if self.pulses is not None else spec.pulses,
+            release_s=spec.release_s,
+            release_mm_s=spec.release_mm_s,
         )
 
 
@@ -385,6 +425,9 @@ class StepSettings:
     heat: bool
     repeat: int
     light_returns: bool
+    pulses: int = 1
+    release_s: float = 0.0
+    release_mm_s: float = 0.0
 
 
 class Program(BaseModel):

@@ -4,8 +4,11 @@
 deterministic. It lays the steps end to end, each in its time budget (the program's proportions
 scaled to `minutes`), and fills each budget with whole passes (or presses) whose durations come
 from the core's own planner (`core_rt.plan_move` for position moves, `core_rt.plan_velocity` for
-the rate ramps); what is left of a budget is spread as dwells at the end of each pass (or added to
-each press hold), so every step lasts exactly its budget and the plan exactly ``minutes·60`` s.
+the rate ramps). What is left of a budget never becomes a halt under pressure (docs/chair.md §3,
+"strokes never stand still under pressure"): a stroke step plays as many passes as fit and then
+slows them all just enough to fill the budget; a press step adds it to its holds (trigger point,
+friction) or to the light pause between points (shiatsu). So every step lasts exactly its budget
+and the plan exactly ``minutes·60`` s.
 
 The timeline is a list of `Action`s, in time order:
 
@@ -13,7 +16,8 @@ The timeline is a list of `Action`s, in time order:
   under ``v_max/a_max/j_max``, then ``hold_s`` at rest. Moves on one axis never overlap.
 - ``rate``: kneading (signed rpm, + = cw) or tapping (Hz) ramps to ``value`` from ``t_s``, within
   the rate axis's limits (the core's ramp; ``duration_s`` is its length).
-- ``heat``: heater target °C (0 = off) from ``t_s``.
+- ``heat``: heater target °C (0 = off) from ``t_s``: the session's level from the program's start
+  to its end, in every program (docs/chair.md §3: heat is the user's choice for the whole session).
 
 Safety rules the plan follows by construction (and `chair.programs.validate.check_plan` verifies):
 width and depth only move with the carriage at rest and both rates at 0; rates start after the
@@ -25,9 +29,15 @@ the outer edges); the plan ends with every axis at rest and both rates at 0.
 
 The timeline (every action's time, kind and axis) is the same for every intensity and heat level;
 only values differ: depth moves get a time slot long enough for any intensity (even when it
-changes between two actions), and heat actions mark where the steps' heat flag changes (target 0
-when the session's heat is off). A session can therefore swap in the plan of a new intensity or
-heat level for the actions it has not sent yet.
+changes between two actions), and the two heat actions (program start, program end) are there
+at every level (target 0 when the session's heat is off). A session can therefore swap in the
+plan of a new intensity or heat level for the actions it has not sent yet.
+
+Rates ramp while the carriage starts its pass (a kneading reversal between two passes, the
+kneading or tapping start of a stroke), never with the roller standing still pressing: outside the
+press-and-hold techniques the roller rests deeper than level 1 for at most
+`config.session.max_rest_pressing_s` at a time (the depth moving in or out does not count as a
+rest; `chair.programs.validate.check_plan` and the independent checker both judge it).
 
 A short guard gap (`GUARD_GAP_S`) follows every move and ramp, so that a next action that must wait
 for it (a width move after tapping stopped, a depth move after the carriage stopped) never meets
@@ -54,13 +64,27 @@ MIN_SPAN_MM = 10.0
 """Shortest span a step may work over (a zone band must be at least this + 2 margins)."""
 GUARD_GAP_S = 0.05
 """Rest after every move and ramp before the next action (tick quantisation headroom)."""
+MIN_STROKE_SPEED_FRACTION = 0.05
+"""Slowest a stroke is played to fill its step (× the carriage's v_max): still a stroke."""
+FILL_TOLERANCE_S = 0.002
+"""How close the slowed passes must end to the step's end (the rest is a light pause)."""
 DURATION_TOLERANCE_S = 0.5
 HEAT_OFF_C = 0.0
 
 
 Depths = tuple[float, ...]
 """A depth (mm) at each of the chair's intensities (`config.session.intensities`), lowest first."""
-_Snap = tuple[int, float, dict[str, float], dict[str, float], int, Depths]
+_Snap = tuple[
+    int,
+    float,
+    dict[str, float],
+    dict[str, float],
+    int,
+    Depths,
+    dict[str, float],
+    int,
+    tuple[float, float],
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,6 +282,12 @@ class _Builder:
         # depth is tracked at every intensity at once: the timeline is sized for all of them
         self.depth: Depths = (depth,) * len(config.session.intensities)
         self.rate_now = {"kneading": 0.0, "tapping": 0.0}
+        self.rate_busy = {"kneading": 0.0, "tapping": 0.0}
+        """When each rate axis's last ramp (and its guard gap) ends."""
+        self.paced_moves = 0
+        """Carriage moves made at the step's pass speed (the ones slowed to fill a step)."""
+        self.last_pass = (0.0, 0.0)
+        """Start and end of the last of those moves."""
         self.heat_now = HEAT_OFF_C
         self.actions: list[Action] = []
         self.step = 0
@@ -271,7 +301,7 @@ class _Builder:
         }
 
     # primitives
-    def move_depth(self, goal: Depths, hold: float = 0.0) -> int:
+    def move_depth(self, goal: Depths, hold: float = 0.0, v_max: float | None = None) -> int:
         """Append a depth move (goal given at every intensity). Its time slot fits the longest
         move between any intensity's start and any intensity's goal, so the timeline is the same
         at every intensity and stays valid when the intensity changes mid-session."""
@@ -281,12 +311,13 @@ class _Builder:
                 self.t += hold
             return -1
         lim = self.lim["depth"]
+        v = lim.v_max if v_max is None else min(v_max, lim.v_max)
         reach = max(max(cur) - min(goal), max(goal) - min(cur))
-        slot = move_duration(0.0, reach, lim.v_max, lim)
+        slot = move_duration(0.0, reach, v, lim)
         k = self.k
-        d = move_duration(cur[k], goal[k], lim.v_max, lim)
+        d = move_duration(cur[k], goal[k], v, lim)
         self.actions.append(
-            Action(self.t, "move", "depth", goal[k], lim.v_max, lim.a_max, lim.j_max, hold,
+            Action(self.t, "move", "depth", goal[k], v, lim.a_max, lim.j_max, hold,
                    self.step, d, cur[k])
         )  # fmt: skip
         self.t += slot + hold + GUARD_GAP_S
@@ -316,15 +347,20 @@ class _Builder:
         self.pos[axis] = goal
         return len(self.actions) - 1
 
-    def rate(self, axis: str, value: float) -> None:
+    def rate(self, axis: str, value: float, *, with_next: bool = False) -> None:
+        """Ramp a rate to `value`. `with_next`: the ramp runs while the next action (a carriage
+        pass) starts, instead of before it; a later ramp of the same axis still waits for it."""
         r0 = self.rate_now[axis]
         if value == r0:
             return
+        self.t = max(self.t, self.rate_busy[axis])
         lim = self.lim[axis]
         d = ramp_duration(r0, value, lim)
         a = Action(self.t, "rate", axis, value, lim.v_max, lim.a_max, lim.j_max, 0.0, self.step)
         self.actions.append(_replace(a, duration_s=d, from_value=r0))
-        self.t += d + GUARD_GAP_S
+        self.rate_busy[axis] = self.t + d + GUARD_GAP_S
+        if not with_next:
+            self.t = self.rate_busy[axis]
         self.rate_now[axis] = value
 
     def rates_off(self) -> None:
@@ -332,7 +368,8 @@ class _Builder:
             self.rate(axis, 0.0)
 
     def rates_off_cost(self) -> float:
-        return sum(
+        busy = max(self.rate_busy.values())
+        return max(busy - self.t, 0.0) + sum(
             ramp_duration(r, 0.0, self.lim[a]) + GUARD_GAP_S
             for a, r in self.rate_now.items()
             if r != 0.0
@@ -352,11 +389,11 @@ class _Builder:
 
     def snapshot(self) -> _Snap:
         return (len(self.actions), self.t, dict(self.pos), dict(self.rate_now), len(self.pads),
-                self.depth)  # fmt: skip
+                self.depth, dict(self.rate_busy), self.paced_moves, self.last_pass)  # fmt: skip
 
     def restore(self, snap: _Snap) -> None:
-        n, self.t, pos, rate_now, npads, self.depth = snap
-        self.pos, self.rate_now = dict(pos), dict(rate_now)
+        n, self.t, pos, rate_now, npads, self.depth, busy, self.paced_moves, self.last_pass = snap
+        self.pos, self.rate_now, self.rate_busy = dict(pos), dict(rate_now), dict(busy)
         del self.actions[n:]
         del self.pads[npads:]
 
@@ -377,12 +414,44 @@ class _Builder:
         self.move_depth(tuple(min(d, lt, top) for d, lt in zip(self.depth, light, strict=True)))
         self.move("carriage", y, self.cfg.carriage.limits.v_max * TRAVEL_SPEED_FRACTION)
 
-    def setup(self, y: float, width: float, depth: Depths) -> None:
-        """Bring the heads to a step's start: rates off, carriage, width, then depth."""
+    def setup(self, y: float, width: float, depth: Depths, *, pause_here: bool = False) -> None:
+        """Bring the heads to a step's start: rates off, carriage, width, then depth.
+        `pause_here`: the step's leftover time may be spent here, before pressing in (a pause
+        at light contact, never a rest under pressure)."""
         self.rates_off()
         self.travel(y)
+        if abs(width - self.pos["width"]) > 1e-9:  # the width changes at light contact
+            light = self.levels(1)
+            self.move_depth(tuple(min(d, lt) for d, lt in zip(self.depth, light, strict=True)))
         self.move("width", width)
+        if pause_here:
+            self.pad_here(None)
         self.move_depth(depth)
+
+    def paced(self, goal: float, speed_mm_s: float) -> int:
+        """A pass of the carriage at the step's pass speed (slowed to fill the step)."""
+        self.paced_moves += 1
+        t0 = self.t
+        i = self.move("carriage", goal, speed_mm_s)
+        if i >= 0:
+            self.last_pass = (t0, t0 + self.actions[i].duration_s)
+        return i
+
+    def rates_fade(self) -> None:
+        """Ramp the rates down so that they reach 0 as the last pass ends (as late as they can
+        start, never before the pass does), not with the roller standing still after it."""
+        t_start, t_end = self.last_pass
+        starts = []
+        for axis in RATE_AXES:
+            r0 = self.rate_now[axis]
+            if r0 != 0.0:
+                d = ramp_duration(r0, 0.0, self.lim[axis])
+                starts.append((max(self.rate_busy[axis], t_start, t_end - d), axis))
+        cursor = self.t
+        for t, axis in sorted(starts):
+            self.t = t
+            self.rate(axis, 0.0, with_next=True)
+        self.t = max(cursor, *self.rate_busy.values())
 
 
 def _knead_sign(s: StepSettings, k: int) -> float:
@@ -393,8 +462,12 @@ def _knead_sign(s: StepSettings, k: int) -> float:
     return 1.0
 
 
-def _stroke_units(b: _Builder, s: StepSettings, span: tuple[float, float]) -> Iterator[None]:
-    """Setup, then one working pass per iteration."""
+def _stroke_units(
+    b: _Builder, s: StepSettings, span: tuple[float, float], speed_mm_s: float
+) -> Iterator[None]:
+    """Setup, then one working pass per iteration, every pass at `speed_mm_s`. Rates ramp as the
+    pass starts (a therapist's hands never stop to change their rhythm, seed 004: "smooth,
+    continuous motion"), so the roller never stands still under pressure between passes."""
     a, z = span
     work = b.levels(s.depth_level)
     light = b.levels(min(1, s.depth_level))
@@ -406,13 +479,13 @@ def _stroke_units(b: _Builder, s: StepSettings, span: tuple[float, float]) -> It
     else:
         start = a if abs(y - a) <= abs(y - z) else z
     other = z if start == a else a
-    b.setup(start, s.width_mm, work)
+    b.setup(start, s.width_mm, work, pause_here=True)
 
     def rates_on(k: int) -> None:
         if s.knead_rpm:
-            b.rate("kneading", _knead_sign(s, k) * s.knead_rpm)
+            b.rate("kneading", _knead_sign(s, k) * s.knead_rpm, with_next=True)
         if s.tap_hz:
-            b.rate("tapping", s.tap_hz)
+            b.rate("tapping", s.tap_hz, with_next=True)
 
     k = 0
     while True:
@@ -422,14 +495,13 @@ def _stroke_units(b: _Builder, s: StepSettings, span: tuple[float, float]) -> It
             rates_on(k)  # a new kneading direction on alternate passes, else nothing
         else:
             # one-way: a light return to the start end, no rates (pressure only one way)
-            b.rates_off()
+            b.rates_fade()
             b.move_depth(light)
-            b.move("carriage", start, s.speed_mm_s)
+            b.paced(start, speed_mm_s)
             b.move_depth(work)
             rates_on(k)
         end = other if (s.direction != "up_down" or k % 2 == 0) else start
-        i = b.move("carriage", end, s.speed_mm_s)
-        b.pad_here(i)
+        b.paced(end, speed_mm_s)
         yield
         k += 1
 
@@ -452,22 +524,33 @@ def _point_units(
         order = up if abs(y - pts[0]) <= abs(y - pts[-1]) else up[n - 1 :] + up[: n - 1]
         if n == 1:
             order = [0]
-    friction = s.technique == "friction"
     b.setup(pts[order[0]], s.width_mm, light)
     k = 0
     while True:
         b.move("carriage", pts[order[k % len(order)]], s.speed_mm_s)
-        if friction:
+        if s.technique == "friction":
+            # rubbing: kneading fast at one spot while the width changes a little (seed 003:
+            # "first stroke, then rub"; docs/chair.md §3)
             b.move("width", s.width_mm if k % 2 == 0 else s.friction_width_mm)
             b.move_depth(work)
             b.rate("kneading", _knead_sign(s, k) * s.knead_rpm)
             b.t += s.hold_s
             b.pad_here(None)
             b.rate("kneading", 0.0)
+            b.move_depth(light)
+        elif s.technique == "shiatsu":
+            # "pulsing, rhythmic pressure" (seed 000): a few short presses at each point, each
+            # released to light contact, then on to the next point (docs/chair.md §3)
+            for p in range(s.pulses):
+                b.move_depth(work, hold=s.hold_s)
+                b.move_depth(light, hold=s.release_s if p < s.pulses - 1 else 0.0)
+            b.pad_here(None)  # spare time: a longer light pause between points
         else:
+            # trigger point: "sustained pressure on knots, then release" (docs/chair.md §3) —
+            # the hold takes the spare time, then the heads come back slowly
             i = b.move_depth(work, hold=s.hold_s)
             b.pad_here(i)
-        b.move_depth(light)
+            b.move_depth(light, v_max=s.release_mm_s or None)
         yield
         k += 1
 
@@ -521,15 +604,12 @@ def build_plan(
     b = _Builder(config, zones, intensity, y0, w0, d0)
     steps: list[StepPlan] = []
     t0 = 0.0
-    heat_on = False  # the steps' heat flag; heat actions follow it even when the heat is off
+    b.heat(heat_c)  # the session's heat, from the program's start to its end (0 when off)
     for i, (s, budget) in enumerate(zip(settings, budgets, strict=True)):
         b.step = i
         b.t = t0
         first_action = len(b.actions)
         b.pads = []
-        if s.heat != heat_on:
-            heat_on = s.heat
-            b.heat(heat_c if heat_on else HEAT_OFF_C)
         a, z = step_span(zones, s)
         if z - a < MIN_SPAN_MM - 1e-9:
             raise PlanError(
@@ -541,7 +621,7 @@ def build_plan(
             )
         end = t0 + budget
         if s.pattern == "stroke":
-            done = _fill(b, _stroke_units(b, s, (a, z)), end)
+            done = _fill_strokes(b, s, (a, z), end)
         else:
             # as many points as one round can visit in the budget (up to the technique's
             # spacing), so that a short step still covers its whole span once
@@ -564,6 +644,8 @@ def build_plan(
                 f"{budget:.1f} s cannot hold {need} × {unit} of {s.technique} "
                 f"({minutes:g} min session, shoulder line {shoulder_mm:.0f} mm)",
             )
+        if s.pattern == "stroke":
+            b.rates_fade()
         b.rates_off()
         slack = end - b.t
         _spread(b, first_action, slack)
@@ -571,8 +653,7 @@ def build_plan(
         steps.append(StepPlan(i, s.technique, s.zones, t0, end))
         t0 = end
     b.t = duration
-    if heat_on:
-        b.heat(HEAT_OFF_C)
+    b.heat(HEAT_OFF_C)
     actions = b.actions
     zone_seconds, zone_order = _carriage_zones(actions, zones, y0, duration)
     return SessionPlan(
@@ -607,6 +688,54 @@ def _fill(b: _Builder, units: Iterator[None], end: float) -> int:
         done += 1
         snap = b.snapshot()
     return done
+
+
+def _fill_strokes(b: _Builder, s: StepSettings, span: tuple[float, float], end: float) -> int:
+    """As many whole passes as fit by `end` at the step's speed, then the same passes slowed
+    just enough to end at `end` (never below MIN_STROKE_SPEED_FRACTION of v_max): the spare
+    time goes into slower passes, never into halts (docs/chair.md §3). Returns the passes."""
+    start = b.snapshot()
+    done = _fill(b, _stroke_units(b, s, span, s.speed_mm_s), end)
+    slack = end - _faded_end(b)
+    moves = b.paced_moves - start[7]
+    if done == 0 or moves == 0 or slack <= FILL_TOLERANCE_S:
+        return done
+    # Every paced move of the step spans the same distance, so the step lasts
+    # fixed + moves × duration(span, v): find the v whose one-move duration takes the slack.
+    lim = b.lim["carriage"]
+    span_mm = span[1] - span[0]
+    want = move_duration(0.0, span_mm, s.speed_mm_s, lim) + slack / moves
+    lo = min(s.speed_mm_s, lim.v_max * MIN_STROKE_SPEED_FRACTION)
+    if move_duration(0.0, span_mm, lo, lim) <= want:
+        v = lo  # even the slowest stroke leaves time: the rest is a light pause
+    else:
+        hi = s.speed_mm_s
+        for _ in range(50):
+            mid = 0.5 * (lo + hi)
+            if move_duration(0.0, span_mm, mid, lim) > want:
+                lo = mid
+            else:
+                hi = mid
+        v = hi
+    fast = b.snapshot()
+    b.restore(start)
+    for slowed, _ in enumerate(_stroke_units(b, s, span, v), start=1):
+        if slowed == done:
+            break
+    if _faded_end(b) > end + 1e-9:  # rounding: keep the passes at their speed
+        b.restore(start)
+        _fill(b, _stroke_units(b, s, span, s.speed_mm_s), end)
+        assert b.snapshot()[:2] == fast[:2]
+    return done
+
+
+def _faded_end(b: _Builder) -> float:
+    """When the step's passes end once the rates have faded out with the last one."""
+    snap = b.snapshot()
+    b.rates_fade()
+    t = b.t
+    b.restore(snap)
+    return t
 
 
 def _spread(b: _Builder, first_action: int, slack: float) -> None:
@@ -735,7 +864,14 @@ def step_time_bounds(program: Program, config: ChairConfig) -> list[float]:
         setup = t_depth + walk_t + t_width + t_depth + rates
         span = move_duration(0.0, z - a, min(s.speed_mm_s, cl.v_max), cl) + g
         if s.pattern == "points":
-            press = 2 * t_depth + s.hold_s + (t_width + 2 * k_up if s.knead_rpm else 0.0)
+            t_release = t_depth
+            if s.release_mm_s:
+                t_release = move_duration(c.depth.min_mm, c.depth.max_mm, s.release_mm_s, dl) + g
+            if s.pulses > 1:  # shiatsu: press and release each pulse, light pauses between
+                press = s.pulses * (2 * t_depth + s.hold_s) + (s.pulses - 1) * s.release_s
+            else:
+                press = t_depth + s.hold_s + t_release
+                press += t_width + 2 * k_up if s.knead_rpm else 0.0
             work = press + (s.repeat - 1) * (span + press)
         elif s.direction == "up_down":
             work = span + (s.repeat - 1) * (span + k_flip)

@@ -23,7 +23,8 @@ session-length        default_minutes outside the chair's session range (30 min 
 zone-band             a zone band too short for the carriage to work in, for some body
 step-too-short        a step's share of the shortest session cannot hold its passes
 plan rules            track-limit, head-limit, tap-width, rate-width, width-rest, depth-rest,
-                      axis-overlap, motion-limit, heat-level, plan-end, plan-duration,
+                      axis-overlap, motion-limit, heat-level, heat-held, rest-pressing,
+                      plan-end, plan-duration,
                       plan-replay, step-order, step-proportion: see `check_plan`
 ===================== ===========================================================================
 
@@ -304,8 +305,11 @@ def check_plan(
     zone-cap-depth, zone-cap-kneading, zone-cap-tapping, spine-clearance, tap-width (tapping
     during a width move), rate-width (kneading during a width move), width-rest / depth-rest
     (width or depth moving while the carriage moves), down-stroke-pressure, axis-overlap,
-    motion-limit, rate-limit, heat-level, plan-end, plan-duration, plan-replay (an action's
-    from_value is not where the axis is), step-order, step-proportion.
+    motion-limit, rate-limit, heat-level, heat-held (the session's heat from the program's
+    start to its end), rest-pressing (the roller standing still deeper than level 1 for more than
+    `config.session.max_rest_pressing_s` outside the press-and-hold techniques), plan-end,
+    plan-duration, plan-replay (an action's from_value is not where the axis is), step-order,
+    step-proportion.
     """
     c = config
     lims = _limits(c)
@@ -380,8 +384,13 @@ def check_plan(
         if a.kind == "heat":
             if a.value not in heat_ok or a.value < 0:
                 add(a.step, "heat-level", f"t={a.t_s:.2f} s: heater target {a.value:g} °C")
-            if a.value > 0 and not program.steps[a.step].heat:
-                add(a.step, "heat-level", f"t={a.t_s:.2f} s: heater on in a step without heat")
+            if a.value != (plan.heat_target_c if a.t_s < plan.duration_s - EPS else 0.0):
+                add(
+                    a.step,
+                    "heat-held",
+                    f"t={a.t_s:.2f} s: heater target {a.value:g} °C; the session's heat holds "
+                    f"{plan.heat_target_c:g} °C from the program's start to its end",
+                )
             heat = a.value
             continue
         ax = a.axis
@@ -436,6 +445,9 @@ def check_plan(
             add(None, "plan-end", f"{ax} still at {value[ax]:g} at the end")
     if heat != 0.0:
         add(None, "plan-end", "heater still on at the end")
+    heats = [a for a in plan.actions if a.kind == "heat"]
+    if not heats or heats[0].t_s > EPS:
+        add(None, "heat-held", "the session's heat is not set at the program's start")
 
     # the instant-by-instant checks, per interval between boundaries
     cuts = {0.0, plan.duration_s}
@@ -470,6 +482,8 @@ def check_plan(
         val = lst[k - 1].end if k > 0 else start[ax]
         return val, val, False
 
+    rest_max = c.session.max_rest_pressing_s
+    rest_since: float | None = None  # the roller standing still deeper than level 1 since
     for u, v in itertools.pairwise(times):
         if v - u <= 1e-12:
             continue
@@ -478,6 +492,23 @@ def check_plan(
         y0, y1, mc = at("carriage", u, v)
         w0, w1, mw = at("width", u, v)
         d0, d1, md = at("depth", u, v)
+        if (
+            not mc
+            and not md
+            and min(d0, d1) > level1 + 1e-9
+            and si is not None
+            and not TECHNIQUE_SPECS[plan.steps[si].technique].holds
+        ):
+            rest_since = u if rest_since is None else rest_since
+            if v - rest_since > rest_max + 1e-6:
+                add(
+                    si,
+                    "rest-pressing",
+                    f"t={rest_since:.2f}-{v:.2f} s: the roller stands still at "
+                    f"{min(d0, d1):.1f} mm (deeper than level 1) for more than {rest_max:g} s",
+                )
+        else:
+            rest_since = None
         k0, k1, _ = at("kneading", u, v)
         t0, t1, _ = at("tapping", u, v)
         ylo, yhi = min(y0, y1), max(y0, y1)
