@@ -82,8 +82,10 @@ class BoardProcess:
                         return i
                 start = len(self.events)
                 left = deadline - time.monotonic()
-                if left <= 0 or self.proc.poll() is not None:
-                    raise AssertionError(f"the board never showed {what or match} in {timeout} s")
+                code = self.proc.poll()
+                if left <= 0 or code is not None:
+                    why = f"the board exited ({code})" if code is not None else f"{timeout} s"
+                    raise AssertionError(f"the board never showed {what or match}: {why}")
                 self.cond.wait(left)
 
     def named(self, name: str) -> list[Event]:
@@ -182,7 +184,9 @@ def test_session_scans_and_stops_cleanly(
     finally:
         run.send_signal(signal.SIGTERM)
         out, err = run.communicate(timeout=30)
-    print(out, err)
+        print(out, err)
+        with board.cond:  # what the board saw, for a failure's post-mortem
+            print(*(json.dumps(e) for e in board.events[-40:]), sep="\n")
     assert run.returncode == 128 + signal.SIGTERM, err
 
     summary = json.loads(summary_path.read_text())
