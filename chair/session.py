@@ -297,7 +297,15 @@ class Session:
     # ------------------------------------------------------------------------------------------
 
     async def run(self) -> SessionResult:
-        """Run the whole session; returns how it ended (never raises for chair faults)."""
+        """Run the whole session; returns how it ended (never raises for chair faults). The
+        session's telemetry ends with it: the chair's telemetry after that is no longer its."""
+        try:
+            return await self._run()
+        finally:
+            if self._on_telemetry in self.driver.telemetry_sinks:
+                self.driver.telemetry_sinks.remove(self._on_telemetry)
+
+    async def _run(self) -> SessionResult:
         self._emit(
             SessionEvent.SESSION_STARTED,
             program=self.program.name,

@@ -325,3 +325,16 @@ async def test_a_session_that_crashes_is_e_stopped_reported_and_the_daemon_serve
         await ctl.start(SHORT, minutes=5)
         await ctl.wait_for_state(lambda s: s == "scanning", timeout_s=10, what="a new session")
         await ctl.estop()
+
+
+async def test_a_finished_session_takes_no_more_telemetry() -> None:
+    """A session's telemetry ends with it: the chair's telemetry afterwards (the daemon idles
+    between sessions for days) is not appended to a past session's record, nor to the last
+    summary's telemetry."""
+    ctl = Controller.create(CFG, pacing="fast")
+    async with ctl:
+        await ctl.run_session(SHORT, minutes=5)
+        kept = len(ctl.last_telemetry)
+        assert ctl.driver.telemetry_sinks == [ctl._on_telemetry]
+        await ctl.driver.advance(ctl.driver.now_ns() + 10_000_000_000)  # 10 s of idle chair
+        assert len(ctl.last_telemetry) == kept
