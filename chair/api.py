@@ -45,7 +45,9 @@ class ControllerAPI(Protocol):
     def state(self) -> dict[str, Any]:
         """The state payload of docs/interfaces.md §3 (state, program, step, technique, zone,
         elapsed_s, remaining_s, intensity, heat{level,target_c,temp_c}, shoulder_mm, fault,
-        session_id), the same keys in every state."""
+        session_id), the same keys in every state. In a session: the intensity and heat level it
+        runs at, `target_c` that level's target; between sessions: what a `set` chose for the
+        next session, None when nothing was (docs/mqtt.md, State)."""
 
     def telemetry(self) -> dict[str, Any] | None:
         """The latest telemetry sample (docs/interfaces.md §2 fields), None when nothing has run."""

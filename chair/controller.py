@@ -62,8 +62,10 @@ class Controller:
         self.last_summary: dict[str, Any] | None = None
         self._state = SessionState.IDLE  # the chair's own state between sessions
         self._fault: dict[str, str] | None = None
-        self._intensity = config.session.default_intensity
-        self._heat = "off"
+        # what a `set` chose between sessions for the next one (None: not chosen); the next
+        # start consumes it (docs/mqtt.md, `set`)
+        self._intensity: int | None = None
+        self._heat: str | None = None
         self._change_cbs: list[Callable[[dict[str, Any]], None]] = []
         self._event_cbs: list[Callable[[dict[str, Any]], None]] = []
         self._pending: Session | None = None
@@ -158,6 +160,7 @@ class Controller:
         else:
             tl = self._latest_tlm
             last = self.last_result
+            heater = self.config.heater
             st = {
                 "program": None,
                 "step": None,
@@ -165,10 +168,12 @@ class Controller:
                 "zone": None,
                 "elapsed_s": 0.0,
                 "remaining_s": 0.0,
+                # the next session's choice, None (null) when nothing was set: the program's
+                # defaults will apply
                 "intensity": self._intensity,
                 "heat": {
                     "level": self._heat,
-                    "target_c": 0.0,
+                    "target_c": 0.0 if self._heat is None else heater.target_c(self._heat),
                     "temp_c": None if tl is None else round(tl["heat_c"], 2),
                 },
                 "shoulder_mm": None
@@ -431,6 +436,8 @@ class Controller:
         intensity: int | None = None,
         heat: str | None = None,
     ) -> Session:
+        """The next session. Intensity and heat: the value given here, else the one a `set`
+        chose since the last session (consumed here), else the program's default."""
         req = parse_request(
             StartRequest,
             {
@@ -449,6 +456,8 @@ class Controller:
         else:
             prog = program
         sid = f"{uuid.uuid4().hex[:8]}-{next(self._ids)}"
+        # precedence: the start's own choice > what a `set` chose since the last session > the
+        # program's default (the session applies that last one)
         session = Session(
             self.config,
             self.driver,
@@ -462,6 +471,7 @@ class Controller:
             session_faults=list(self.session_faults),
         )
         self.session_faults = []
+        self._intensity = self._heat = None  # a `set` between sessions is for one session
         if hasattr(self.hardware, "set_epoch"):
             self.hardware.set_epoch(self.driver.now_ns())  # --fault times count from here
         return session
@@ -573,6 +583,9 @@ class Controller:
         self._changed()
 
     async def set(self, intensity: int | None = None, heat: str | None = None) -> None:
+        """Change the running session's intensity/heat; between sessions, choose them for the
+        next session only (a start's own values win; the start after that is back to the
+        program's defaults)."""
         req = parse_request(SetRequest, {"intensity": intensity, "heat": heat}, self.config)
         if req.intensity is None and req.heat is None:
             raise CommandError("bad_field", "set needs intensity and/or heat")

@@ -54,6 +54,18 @@ def track_bar(
     return text
 
 
+def heat_text(heat: dict[str, Any]) -> str:
+    """The session's heat level with its target, and the pad temperature: ``low (target 38 °C,
+    pad 31.2 °C)``; ``off (pad 24.0 °C)`` without a target."""
+    temp = heat.get("temp_c")
+    pad = f"pad {'-' if temp is None else f'{temp:.1f}'} °C"
+    level = heat.get("level") or "-"
+    target = heat.get("target_c") or 0.0
+    if level == "off" or target <= 0.0:
+        return f"{level} ({pad})"
+    return f"{level} (target {target:g} °C, {pad})"
+
+
 class LiveView:
     def __init__(self, controller: Any, config: ChairConfig, program: Program) -> None:
         self.c = controller
@@ -80,13 +92,12 @@ class LiveView:
         t.add_row("zone", st.get("zone") or "-")
         rem = st.get("remaining_s") or 0.0
         t.add_row("time left", f"{int(rem // 60):02d}:{int(rem % 60):02d}")
-        heat = st["heat"]
-        temp = heat.get("temp_c")
+        intensity = st.get("intensity")
         t.add_row(
-            "heat",
-            f"{heat['level']} (target {heat['target_c']:g} °C, pad "
-            f"{'-' if temp is None else f'{temp:.1f}'} °C)",
+            "intensity",
+            "-" if intensity is None else f"{intensity}/{self.config.session.max_intensity}",
         )
+        t.add_row("heat", heat_text(st["heat"]))
         if tl:
             t.add_row(
                 "roller",

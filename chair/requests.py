@@ -136,7 +136,7 @@ class Request(BaseModel):
 
 class StartRequest(Request):
     """Start a session: a program (None: the preset one) and what the user chose; what is None
-    falls back to the chair's remembered choice, then the program's or the chair's default."""
+    falls back to what a `set` chose between sessions, then to the program's default."""
 
     program: str | None = None
     minutes: float | None = None

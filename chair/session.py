@@ -111,7 +111,7 @@ class Session:
         *,
         minutes: float | None = None,
         intensity: int | None = None,
-        heat: str = "off",
+        heat: str | None = None,
         session_id: str = "",
         on_change: Callable[[], None] | None = None,
         on_event: Callable[[dict[str, Any]], None] | None = None,
@@ -125,8 +125,11 @@ class Session:
         self.minutes = float(minutes if minutes is not None else program.default_minutes)
         if not s.min_minutes <= self.minutes <= s.max_minutes:
             raise ValueError(f"minutes must be in {s.min_minutes:g}..{s.max_minutes:g}")
+        # what the user did not choose: the program's defaults (docs/chair.md §3)
         if intensity is None:
-            intensity = s.default_intensity
+            intensity = program.default_intensity
+        if heat is None:
+            heat = program.default_heat
         if intensity not in s.intensities:  # checked above too: no layer trusts the one above
             raise ValueError(f"intensity must be {s.min_intensity}..{s.max_intensity}")
         if heat not in config.heater.level_names:
@@ -240,10 +243,9 @@ class Session:
             "intensity": self.intensity,
             "heat": {
                 "level": self.heat_level,
-                # what the heater regulates to now (0 outside heat steps, in faults, settling)
-                "target_c": 0.0
-                if self.last_telemetry is None
-                else self.last_telemetry["heat_target_c"],
+                # the chosen level's target (0 only when off); what the heater regulates to at
+                # this moment is the telemetry's heat_target_c
+                "target_c": self.heat_target_c(),
                 "temp_c": None if self.heat_c is None else round(self.heat_c, 2),
             },
             "shoulder_mm": None if self.shoulder_mm is None else round(self.shoulder_mm, 1),

@@ -47,8 +47,8 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     )
     p.add_argument("program", metavar="PROGRAM_OR_PATH")
     p.add_argument("--minutes", type=float, help="session length, 5–30 (default: the program's)")
-    p.add_argument("--intensity", type=int, help="1..5 (default 3)")
-    p.add_argument("--heat", help="off (default), low, medium or high")
+    p.add_argument("--intensity", type=int, help="1..5 (default: the program's)")
+    p.add_argument("--heat", help="off, low, medium or high (default: the program's)")
     add_body_arguments(p)
     add_start_pose_argument(p)
     pace = p.add_mutually_exclusive_group()
@@ -131,8 +131,6 @@ def handle(args: argparse.Namespace) -> int:
     except (ValueError, OSError) as e:
         raise UsageError(str(e)) from e
     minutes = req.minutes if req.minutes is not None else program.default_minutes
-    intensity = req.intensity if req.intensity is not None else config.session.default_intensity
-    heat = req.heat if req.heat is not None else "off"
     live = (
         None
         if (args.quiet or args.json or (not sys.stdout.isatty() and pacing == "fast"))
@@ -144,7 +142,10 @@ def handle(args: argparse.Namespace) -> int:
     async def main() -> Any:
         async with controller:
             task = asyncio.ensure_future(
-                controller.run_session(program, minutes=minutes, intensity=intensity, heat=heat)
+                # intensity/heat not given (None): the session takes the program's defaults
+                controller.run_session(
+                    program, minutes=minutes, intensity=req.intensity, heat=req.heat
+                )
             )
             _stop_on_signals(controller, signals)
             if live:
