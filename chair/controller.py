@@ -381,6 +381,7 @@ class Controller:
             wall_seconds=wall_seconds,
         )
         summary["link"] = self.link_report()
+        summary["heat_levels"] = [[round(t, 3), level] for t, level in session.heat_levels]
         safety = summary["safety"]
         if session.keep_telemetry:
             violations = await asyncio.to_thread(

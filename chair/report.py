@@ -310,20 +310,12 @@ def write_plot(
     samples: Sequence[dict[str, Any]],
     summary: dict[str, Any],
     result: SessionResult,
-    trip_c: float | None = None,
-    retracted_mm: float | None = None,
     *,
     config: ChairConfig | None = None,
 ) -> None:
     """Save `session_figure` as a PNG. The chair's numbers (depth levels, zone caps, heat trip)
-    come from `config` (default: the reference chair); `trip_c` and `retracted_mm`, when given,
-    override its heat trip and retracted depth."""
+    come from `config` (default: the reference chair)."""
     cfg = config if config is not None else ChairConfig()
-    if trip_c is not None:
-        cfg = cfg.model_copy(update={"heater": cfg.heater.model_copy(update={"trip_c": trip_c})})
-    if retracted_mm is not None:
-        depth = cfg.depth.model_copy(update={"retracted_mm": retracted_mm})
-        cfg = cfg.model_copy(update={"depth": depth})
     fig = session_figure(samples, summary, result, cfg)
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)

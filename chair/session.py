@@ -155,6 +155,8 @@ class Session:
         self.zone: str | None = None
         self.end_reason = ""
         self.heat_c: float | None = None
+        self.heat_levels: list[tuple[float, str]] = [(0.0, heat)]
+        """The session's heat level and when it was chosen (s since the session's start)."""
         self.telemetry: list[dict[str, Any]] = []
         self.keep_telemetry = True
         self.last_telemetry: dict[str, Any] | None = None
@@ -439,6 +441,10 @@ class Session:
             if kind == "contact":
                 self._contact_events.append((code, e.value))
 
+    def _session_s(self) -> float:
+        """Seconds since the session's start (the telemetry's `t`)."""
+        return (self.driver.now_ns() - self._t0_ns) / S
+
     def _scripted_estop(self) -> None:
         self.core.estop()
 
@@ -461,6 +467,7 @@ class Session:
                 self._on_change()
             elif what == "heat":
                 self.heat_level = str(value)
+                self.heat_levels.append((self._session_s(), self.heat_level))
                 self._replan()
                 self._on_change()
             elif what == "adjust" and self.state == ADJUSTING:

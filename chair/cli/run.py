@@ -168,9 +168,7 @@ def handle(args: argparse.Namespace) -> int:
             json.dump(summary, f, indent=2)
             f.write("\n")
     if args.plot:
-        write_plot(
-            args.plot, session_tlm, summary, result, config.heater.trip_c, config.depth.retracted_mm
-        )
+        write_plot(args.plot, session_tlm, summary, result, config=config)
     if args.json:
         print(json.dumps(summary, indent=2))
     elif not args.quiet:

@@ -1,0 +1,80 @@
+"""The independent checker's therapist rules (docs/chair.md §3), judged from telemetry alone: the
+roller never stands still deeper than level 1 for more than 1 s outside the press-and-hold
+techniques, and the session's heat level holds from the program's start to the settle. Each rule
+is shown to pass a real session and to catch the violation written into its telemetry."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from chair.checker import check_session
+from core_rt.config import ChairConfig
+from tests.session_helpers import Run, run_session
+
+CONFIG = ChairConfig()
+
+
+def _run() -> Run:
+    run = run_session("relax", minutes=5, intensity=5, heat="medium", telemetry_hz=25)
+    assert run.result.completed and run.violations == []
+    return run
+
+
+def _running(tlm: list[dict[str, Any]], technique: str) -> list[int]:
+    return [i for i, s in enumerate(tlm) if s["state"] == "running" and s["technique"] == technique]
+
+
+def test_a_halt_under_pressure_in_a_stroke_step_is_caught() -> None:
+    run = _run()
+    tlm = copy.deepcopy(run.telemetry)
+    kneading = _running(tlm, "kneading")
+    level1 = CONFIG.depth.level_mm(1)
+    # a 1.5 s halt in the middle of a kneading pass, pressing at the depth it was at
+    i = next(i for i in kneading[len(kneading) // 3 :] if tlm[i]["depth_mm"] > level1 + 1)
+    for s in tlm[i : i + 38]:  # 25 Hz
+        s["v_mm_s"] = 0.0
+        s["depth_mm"] = tlm[i]["depth_mm"]
+    found = check_session(tlm, run.summary, CONFIG)
+    assert any("standing still pressing" in v for v in found), found
+    # a 0.8 s halt is within the bound
+    tlm = copy.deepcopy(run.telemetry)
+    for s in tlm[i : i + 20]:
+        s["v_mm_s"] = 0.0
+        s["depth_mm"] = tlm[i]["depth_mm"]
+    assert check_session(tlm, run.summary, CONFIG) == []
+
+
+def test_holds_are_not_halts() -> None:
+    run = run_session("shiatsu", minutes=5, intensity=5, telemetry_hz=25)
+    assert run.violations == []
+    # the shiatsu presses stand still deeper than level 1 (that is the technique)
+    level1 = CONFIG.depth.level_mm(1)
+    held = [
+        s for s in run.telemetry
+        if s["technique"] == "shiatsu" and s["v_mm_s"] == 0.0 and s["depth_mm"] > level1
+    ]  # fmt: skip
+    assert held
+
+
+def test_heat_that_is_not_held_through_the_program_is_caught() -> None:
+    run = _run()
+    tlm = copy.deepcopy(run.telemetry)
+    running = [s for s in tlm if s["state"] == "running"]
+    target = CONFIG.heater.target_c("medium")
+    assert all(s["heat_target_c"] == target for s in running[5:])  # held: the real session
+    for s in running[len(running) // 2 : len(running) // 2 + 10]:
+        s["heat_target_c"] = 0.0
+    found = check_session(tlm, run.summary, CONFIG)
+    assert any("heat target 0" in v for v in found), found
+
+
+def test_a_heat_change_mid_session_moves_the_target_it_is_judged_by() -> None:
+    run = run_session(
+        "quick", minutes=5, heat="low", telemetry_hz=25,
+        script=[(120.0, lambda s: s.request("heat", "high"))],
+    )  # fmt: skip
+    assert run.violations == [], run.violations
+    assert [lv for _, lv in run.summary["heat_levels"]] == ["low", "high"]
+    late = [s for s in run.telemetry if s["state"] == "running" and s["t"] > 121.0]
+    assert late and all(s["heat_target_c"] == CONFIG.heater.target_c("high") for s in late)
