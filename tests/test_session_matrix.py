@@ -9,18 +9,20 @@ from chair.programs.model import builtin_programs
 from tests.session_helpers import run_session
 
 HEIGHTS = (140.0, 155.0, 175.0, 190.0, 200.0)
-INTENSITIES = (1, 3, 5)
-HEAT = {1: "low", 3: "medium", 5: "high"}
+INTENSITIES = (1, 5)
+"""The extremes: intensity only scales depths between them (docs/programs.md, Intensity) and the
+plan's timeline is the same at every intensity (tests/test_plan.py checks plans at 1, 3 and 5)."""
+HEATS = ("low", "medium", "high")
 
 
 @pytest.mark.parametrize("program", builtin_programs())
 @pytest.mark.parametrize("height", HEIGHTS)
 def test_builtin_program_is_safe_for_every_body_and_intensity(program: str, height: float) -> None:
-    for intensity in INTENSITIES:
+    for k, intensity in enumerate(INTENSITIES):
         run = run_session(
             program,
             intensity=intensity,
-            heat=HEAT[intensity],
+            heat=HEATS[(HEIGHTS.index(height) + k) % len(HEATS)],
             height=height,
             seed=int(height) + intensity,
             telemetry_hz=25,
