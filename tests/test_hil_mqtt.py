@@ -87,7 +87,7 @@ async def test_a_whole_session_over_mqtt_with_the_board_on_the_link(tmp_path: Pa
         broker.stop()
 
     summary = finished["summary"]
-    assert finished["completed"], (finished["end_reason"], summary.get("notes"))
+    assert finished["completed"], (finished["end_reason"], summary["faults"], summary.get("link"))
     assert events[0] == "session_started" and "shoulder_detected" in events
     assert events.count("step_started") >= 1 and events[-1] == "session_finished"
     assert {"scanning", "adjusting", "running", "settling", "idle"} <= {
