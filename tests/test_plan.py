@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 import core_rt
+from chair.checker import HOLD_TECHNIQUES
 from chair.programs.model import Program, builtin_programs, load_program
 from chair.programs.plan import (
     DURATION_TOLERANCE_S,
@@ -472,7 +473,7 @@ def test_stroke_steps_spend_spare_time_in_slower_passes_never_in_halts(minutes: 
             idle[si] += dt
         resting = (
             si is not None
-            and plan.settings[si].technique not in ("shiatsu", "trigger_point", "friction")
+            and plan.settings[si].technique not in HOLD_TECHNIQUES
             and still
             and smp.depth > level1 + 1e-9
         )
