@@ -76,8 +76,8 @@ async def test_a_whole_session_over_mqtt_with_the_board_on_the_link(tmp_path: Pa
                     telemetry = obs.json_on("telemetry", mark)
                     events = [e["event"] for e in obs.json_on("event", mark)]
                 # the board's side: at park, at rest, heater off, its watchdog never tripped
-                plant = b.state()["plant"]
-                watchdog = b.state()["watchdog"]
+                board_state = b.state()
+                plant, watchdog = board_state["plant"], board_state["watchdog"]
             finally:
                 serve.terminate()
                 _, err = await asyncio.wait_for(serve.communicate(), 30)
@@ -87,7 +87,13 @@ async def test_a_whole_session_over_mqtt_with_the_board_on_the_link(tmp_path: Pa
         broker.stop()
 
     summary = finished["summary"]
-    assert finished["completed"], (finished["end_reason"], summary["faults"], summary.get("link"))
+    assert finished["completed"], (
+        finished["end_reason"],
+        summary["faults"],
+        summary.get("link"),
+        summary.get("loop"),  # a late tick?
+        board_state["counters"],  # a late board loop (max_loop_gap_ms)?
+    )
     assert events[0] == "session_started" and "shoulder_detected" in events
     assert events.count("step_started") >= 1 and events[-1] == "session_finished"
     assert {"scanning", "adjusting", "running", "settling", "idle"} <= {
