@@ -40,10 +40,10 @@ rt-tests:
 	  else echo "cyclictest is missing: install it with 'sudo apt-get install rt-tests'"; exit 1; fi; }
 
 # CPU-bound tests spread over the cores, then the wall-clock ones (real-time loop, HIL, broker)
-# alone, one at a time.
+# alone, one at a time. The slowest of each part are listed: the suite must stay under 10 minutes.
 test: $(STAMP) mosquitto
-	$(VPY) -m pytest -q -n auto -m "not serial" -p no:cacheprovider
-	$(VPY) -m pytest -q -m serial -p no:cacheprovider
+	$(VPY) -m pytest -q -n auto -m "not serial" -p no:cacheprovider --durations=8
+	$(VPY) -m pytest -q -m serial -p no:cacheprovider --durations=12
 
 bench: $(STAMP) rt-tests mosquitto
 	$(VENV)/bin/chair bench

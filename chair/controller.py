@@ -384,6 +384,7 @@ class Controller:
         # the real-time loop's wake-up latency and missed ticks (null in virtual time): a late
         # tick is the first thing to rule out when a link goes stale
         summary["loop"] = self.core.loop_stats() if self.driver.pacing == "realtime" else None
+        summary["commands"] = self.core.command_stats()
         summary["heat_levels"] = [[round(t, 3), level] for t, level in session.heat_levels]
         safety = summary["safety"]
         if session.keep_telemetry:

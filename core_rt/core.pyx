@@ -179,6 +179,7 @@ cdef class Core:
     cdef double max_speed, max_accel, min_clearance, max_heat_c
     cdef double max_knead_rpm, max_tap_hz
     cdef int64_t last_sent_ns, last_applied_ns
+    cdef int64_t late_commands, late_max_ns  # timed commands taken after their start time
     # real-time loop
     cdef rt_loop loop
     cdef int efd
@@ -390,6 +391,12 @@ cdef class Core:
         if c.sent_ns > 0:
             self.last_sent_ns = c.sent_ns
             self.last_applied_ns = _mono_ns()
+        if c.at_ns > 0 and c.at_ns < self.now_ns:
+            # a timed command that reached the tick after its start: the session fed the core
+            # late (its event loop was held up for longer than the look-ahead)
+            self.late_commands += 1
+            if self.now_ns - c.at_ns > self.late_max_ns:
+                self.late_max_ns = self.now_ns - c.at_ns
         if k == CHAIR_CMD_HEARTBEAT:
             return
         if k == CHAIR_CMD_ESTOP:
@@ -956,6 +963,12 @@ cdef class Core:
             "y_meas_mm": self.st.pos_mm[0],
             "pose_known": not self.reseat_pending,
         }
+
+    def command_stats(self):
+        """Timed commands (moves, rates, heat) that reached the tick after their start time:
+        how many and the latest by how much (ms). Non-zero means the session's look-ahead did
+        not cover a hold-up of its event loop (docs/core.md)."""
+        return {"late": self.late_commands, "late_max_ms": self.late_max_ns / 1e6}
 
     def last_command_latency(self):
         """(sent_ns, applied_ns) CLOCK_MONOTONIC of the last command sent with `sent_ns`."""

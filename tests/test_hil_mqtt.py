@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from chair.bench.soak import steal_ms
 from chair.checker import check_session
 from core_rt.config import load_config
 from tests.board_helpers import board
@@ -43,6 +44,7 @@ async def test_a_whole_session_over_mqtt_with_the_board_on_the_link(tmp_path: Pa
         "[session]\nmin_minutes = 1.0\n[body]\nadjust_window_s = 1.0\nscan_speed_mm_s = 100.0\n"
     )
     config = load_config(cfg_path)
+    steal_before = steal_ms()
     broker = Mosquitto(tmp_path / "broker")
     broker.start()
     env = dict(os.environ, PYTHONPATH=str(ROOT))
@@ -70,8 +72,16 @@ async def test_a_whole_session_over_mqtt_with_the_board_on_the_link(tmp_path: Pa
                         since=mark,
                         timeout=MINUTES * 60 + 120,
                     )
-                    await obs.wait_state("idle", since=mark, timeout=10)
-                    await asyncio.sleep(0.5)  # the last telemetry sample, at rest
+                    # the chair at rest after the session (idle; a fault is reported below), and
+                    # the last telemetry sample, at rest (the bridge sends one when it stops)
+                    end_states = ("idle", "fault", "estop")
+                    await obs.wait_for(
+                        "telemetry",
+                        lambda m: m.json().get("state") in end_states,
+                        since=mark,
+                        timeout=10,
+                    )
+                    end_state = obs.last_state()
                     finished = done.json()
                     telemetry = obs.json_on("telemetry", mark)
                     events = [e["event"] for e in obs.json_on("event", mark)]
@@ -92,8 +102,12 @@ async def test_a_whole_session_over_mqtt_with_the_board_on_the_link(tmp_path: Pa
         summary["faults"],
         summary.get("link"),
         summary.get("loop"),  # a late tick?
+        summary.get("commands"),  # a late session (its event loop held up)?
         board_state["counters"],  # a late board loop (max_loop_gap_ms)?
+        # a frozen virtual machine (both sides late at once)?
+        {"steal_ms_per_cpu": [b - a for a, b in zip(steal_before, steal_ms(), strict=True)]},
     )
+    assert end_state is not None and end_state["state"] == "idle", end_state
     assert events[0] == "session_started" and "shoulder_detected" in events
     assert events.count("step_started") >= 1 and events[-1] == "session_finished"
     assert {"scanning", "adjusting", "running", "settling", "idle"} <= {
@@ -109,7 +123,8 @@ async def test_a_whole_session_over_mqtt_with_the_board_on_the_link(tmp_path: Pa
     )
     assert telemetry[k - 1]["depth_mm"] <= config.depth.retracted_mm + 0.5
     violations = check_session(telemetry, summary, config)
-    assert violations == [], violations
+    # (a halt under pressure here: was the session late feeding the core? see `commands`)
+    assert violations == [], (violations[:5], summary.get("commands"), summary.get("loop"))
     assert summary["safety"]["ok"]
     assert summary["zone_order_observed"] == summary["zone_order_planned"]
     assert abs(summary["program_seconds"] - MINUTES * 60) <= 2.0
