@@ -22,7 +22,9 @@ ERROR_CODES: dict[str, str] = {
     "bad_field": "a field has the wrong type or an unknown field was given",
     "out_of_range": "a value is outside its allowed range",
     "unknown_program": "no such program",
+    "unknown_zone": "a zone name that is not one of the body's zones (docs/chair.md §2)",
     "not_allowed": "the action is not allowed in the current state",
+    "not_manual": "manual settings or a move outside a manual session (docs/chair.md §8)",
     "busy": "another command is being executed",
     "timeout": "the chair did not reach the command's outcome in time (it is reported; watch the "
     "state)",
@@ -44,10 +46,11 @@ class ControllerAPI(Protocol):
 
     def state(self) -> dict[str, Any]:
         """The state payload of docs/interfaces.md §3 (state, program, step, technique, zone,
-        elapsed_s, remaining_s, intensity, heat{level,target_c,temp_c}, shoulder_mm, fault,
-        session_id), the same keys in every state. In a session: the intensity and heat level it
-        runs at, `target_c` that level's target; between sessions: what a `set` chose for the
-        next session, None when nothing was (docs/mqtt.md, State)."""
+        elapsed_s, remaining_s, intensity, zone_intensity, manual, heat{level,target_c,
+        temp_c}, shoulder_mm, fault, session_id), the same keys in every state. In a session:
+        the intensity and heat level it runs at, `target_c` that level's target; between
+        sessions: what a `set` chose for the next session, None when nothing was (docs/mqtt.md,
+        State)."""
 
     def telemetry(self) -> dict[str, Any] | None:
         """The latest telemetry sample (docs/interfaces.md §2 fields), None when nothing has run."""
@@ -67,6 +70,8 @@ class ControllerAPI(Protocol):
         minutes: float | None = None,
         intensity: int | None = None,
         heat: str | None = None,
+        zone_intensity: dict[str, int] | None = None,
+        manual: dict[str, Any] | None = None,
     ) -> None: ...
 
     async def pause(self) -> None: ...
@@ -80,7 +85,16 @@ class ControllerAPI(Protocol):
 
     async def reset(self) -> None: ...
 
-    async def set(self, intensity: int | None = None, heat: str | None = None) -> None: ...
+    async def set(
+        self,
+        intensity: int | None = None,
+        heat: str | None = None,
+        zone_intensity: dict[str, int] | None = None,
+        manual: dict[str, Any] | None = None,
+    ) -> None: ...
+
+    async def move(self, mm: float) -> None:
+        """Manual mode: move the area's centre (docs/chair.md §8)."""
 
     async def adjust_shoulder(self, mm: float) -> None: ...
 

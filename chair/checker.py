@@ -4,6 +4,13 @@ It shares no code path with the core's guard: zones are recomputed from the publ
 each sample's `y_mm`, clearances from the published lateral contact points, limits from the
 config. Used by `chair run` (exit code 2 on a violation) and by the test-suite over every
 built-in program, body height and intensity.
+
+Manual mode (docs/chair.md §8) is judged from the summary's `manual` history (the settings and
+their span over time): the heads press deeper than level 1 only inside the area in force — after
+a change, the previous area too until the heads have eased off to light contact (they brake where
+they are first). Its zone order and dwell are the user's, not a plan's: the zone order the core
+reported must match the telemetry's instead. In every session tapping runs only at a width that
+is reached (never while the width moves).
 """
 
 from __future__ import annotations
@@ -21,6 +28,8 @@ HOLD_TECHNIQUES = frozenset(t for t, spec in TECHNIQUE_SPECS.items() if spec.hol
 EPS = 1e-6
 HEAT_GRACE_S = 0.1
 """The heater's target is set on the tick the program starts: a sample may come just before."""
+AREA_TOL_MM = 0.01
+"""The summary publishes a manual area's span to 0.001 mm."""
 DEPTH_STILL_MM = 0.01
 """Depth changing less than this between two samples: the heads are not pressing in or out."""
 
@@ -78,6 +87,11 @@ def check_session(
     # pressing, the heads must come back first: until they are retracted the carriage and the
     # width stay put, the depth only goes back and nothing turns. Where they were found is not a
     # zone or neck violation (nobody commanded it); any other motion then is a violation.
+    # manual mode: the areas in force over time (docs/chair.md §8)
+    manual_rows = [(float(t), row) for t, row in summary.get("manual") or []]
+    manual_i = -1
+    areas: list[tuple[float, float]] = []  # the area in force, then earlier ones not yet left
+    last_width: float | None = None
     found = bool(telemetry) and telemetry[0]["depth_mm"] > dep.retracted_mm + EPS
     if found:
         found_y, found_width, found_depth = (
@@ -145,6 +159,23 @@ def check_session(
         running = s["state"] == SessionState.RUNNING
         if running and program_t0 is None:
             program_t0 = t
+        width = s["width_mm"]
+        if tap > 0 and last_width is not None and abs(width - last_width) > EPS:
+            once(f"t={t:.2f}s: tapping at {tap:.2f} Hz while the width moves (not yet reached)")
+        last_width = width
+        while manual_i + 1 < len(manual_rows) and manual_rows[manual_i + 1][0] <= t:
+            manual_i += 1
+            lo, hi = manual_rows[manual_i][1]["span_mm"]
+            areas = [(float(lo), float(hi)), *areas]
+        if areas and s["state"] in (SessionState.RUNNING, SessionState.PAUSED):
+            if depth <= light_mm + EPS:
+                areas = areas[:1]  # eased off: only the area in force counts from here
+            elif not any(lo - AREA_TOL_MM <= y <= hi + AREA_TOL_MM for lo, hi in areas):
+                lo, hi = areas[0]
+                once(
+                    f"t={t:.2f}s: pressing {depth:.2f} mm at {y:.1f} mm outside the manual "
+                    f"area {lo:.1f}-{hi:.1f} mm"
+                )
         while level_i + 1 < len(levels) and levels[level_i + 1][0] <= t:
             level_i += 1
         since, level = levels[level_i]
@@ -183,7 +214,13 @@ def check_session(
 
     planned = list(summary["zone_order_planned"])
     observed = list(summary["zone_order_observed"])
-    if summary.get("completed"):
+    if summary.get("completed") and manual_rows:
+        # manual mode: the user steers where the heads go; the core's zone reports and the
+        # telemetry must still tell the same story
+        if _collapse(running_order) != observed:
+            v.append(f"zone order in telemetry {_collapse(running_order)} differs from the "
+                     f"core's {observed}")  # fmt: skip
+    elif summary.get("completed"):
         if observed != planned:
             v.append(f"zone order observed {observed} differs from planned {planned}")
         if _collapse(running_order) != planned:

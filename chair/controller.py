@@ -25,9 +25,11 @@ from chair.api import CommandError
 from chair.checker import check_session
 from chair.driver import CoreDriver, Pacing
 from chair.lifecycle import IN_SESSION, LATCHED, SessionEvent, SessionState
+from chair.manual_session import ManualSession
+from chair.programs.manual import MANUAL, ManualSettings
 from chair.programs.model import Program, ProgramError, builtin_programs, load_program
 from chair.report import build_summary
-from chair.requests import AdjustRequest, SetRequest, StartRequest, parse_request
+from chair.requests import AdjustRequest, MoveRequest, SetRequest, StartRequest, parse_request
 from chair.session import Session, SessionResult, telemetry_sample
 from core_rt.config import AXES, ChairConfig
 from core_rt.core import FAULT_CODES, FAULT_MESSAGES, Core, CoreEvent, Telemetry, mono_ns
@@ -66,6 +68,7 @@ class Controller:
         # start consumes it (docs/mqtt.md, `set`)
         self._intensity: int | None = None
         self._heat: str | None = None
+        self._zone_intensity: dict[str, int] = {}
         self._change_cbs: list[Callable[[dict[str, Any]], None]] = []
         self._event_cbs: list[Callable[[dict[str, Any]], None]] = []
         self._pending: Session | None = None
@@ -171,6 +174,8 @@ class Controller:
                 # the next session's choice, None (null) when nothing was set: the program's
                 # defaults will apply
                 "intensity": self._intensity,
+                "zone_intensity": dict(self._zone_intensity),
+                "manual": None,
                 "heat": {
                     "level": self._heat,
                     "target_c": 0.0 if self._heat is None else heater.target_c(self._heat),
@@ -197,7 +202,8 @@ class Controller:
         return self._latest_tlm
 
     def programs(self) -> list[str]:
-        return builtin_programs()
+        """What `start` accepts: the built-ins, then manual mode (docs/chair.md §8)."""
+        return [*builtin_programs(), MANUAL]
 
     def on_change(self, callback: Callable[[dict[str, Any]], None]) -> None:
         self._change_cbs.append(callback)
@@ -386,6 +392,14 @@ class Controller:
         summary["loop"] = self.core.loop_stats() if self.driver.pacing == "realtime" else None
         summary["commands"] = self.core.command_stats()
         summary["heat_levels"] = [[round(t, 3), level] for t, level in session.heat_levels]
+        summary["zone_intensity"] = dict(session.zone_intensity)
+        if isinstance(session, ManualSession):
+            # the settings over time, which the checker judges the area by; what was planned is
+            # what the segments planned, each cut where a change braked it
+            summary["manual"] = [[round(t, 3), row] for t, row in session.manual_history]
+            summary["zone_order_planned"] = list(session.planned_zone_order)
+            for z, d in summary["zone_seconds"].items():
+                d["planned"] = round(session.planned_zone_seconds[z], 3)
         safety = summary["safety"]
         if session.keep_telemetry:
             violations = await asyncio.to_thread(
@@ -440,9 +454,12 @@ class Controller:
         minutes: float | None = None,
         intensity: int | None = None,
         heat: str | None = None,
+        zone_intensity: dict[str, int] | None = None,
+        manual: dict[str, Any] | None = None,
     ) -> Session:
-        """The next session. Intensity and heat: the value given here, else the one a `set`
-        chose since the last session (consumed here), else the program's default."""
+        """The next session. Intensity, heat and per-zone strength: the value given here, else
+        the one a `set` chose since the last session (consumed here), else the program's
+        default (no per-zone offsets)."""
         req = parse_request(
             StartRequest,
             {
@@ -450,10 +467,17 @@ class Controller:
                 "minutes": minutes,
                 "intensity": intensity,
                 "heat": heat,
+                "zone_intensity": zone_intensity,
+                "manual": manual,
             },
             self.config,
         )
-        if isinstance(program, str):
+        is_manual = program == MANUAL
+        if req.manual is not None and not is_manual:
+            raise CommandError("not_manual", "manual settings need program 'manual'")
+        if isinstance(program, str) and is_manual:
+            prog: Program | None = None
+        elif isinstance(program, str):
             try:
                 prog = load_program(program)
             except ProgramError as e:
@@ -463,20 +487,27 @@ class Controller:
         sid = f"{uuid.uuid4().hex[:8]}-{next(self._ids)}"
         # precedence: the start's own choice > what a `set` chose since the last session > the
         # program's default (the session applies that last one)
-        session = Session(
-            self.config,
-            self.driver,
-            prog,
+        kw: dict[str, Any] = dict(
             minutes=req.minutes,
             intensity=self._intensity if req.intensity is None else req.intensity,
             heat=self._heat if req.heat is None else req.heat,
+            zone_intensity=self._zone_intensity
+            if req.zone_intensity is None
+            else req.zone_intensity,
             session_id=sid,
             on_change=self._changed,
             on_event=self._event,
             session_faults=list(self.session_faults),
         )
+        session: Session
+        if prog is None:
+            settings = ManualSettings().changed(**(req.manual or {}))
+            session = ManualSession(self.config, self.driver, settings, **kw)
+        else:
+            session = Session(self.config, self.driver, prog, **kw)
         self.session_faults = []
         self._intensity = self._heat = None  # a `set` between sessions is for one session
+        self._zone_intensity = {}
         if hasattr(self.hardware, "set_epoch"):
             self.hardware.set_epoch(self.driver.now_ns())  # --fault times count from here
         return session
@@ -510,6 +541,8 @@ class Controller:
         minutes: float | None = None,
         intensity: int | None = None,
         heat: str | None = None,
+        zone_intensity: dict[str, int] | None = None,
+        manual: dict[str, Any] | None = None,
     ) -> None:
         self._require(SessionState.IDLE)
         if self._pending is not None:
@@ -523,7 +556,7 @@ class Controller:
             self._require(SessionState.IDLE)
             if self._pending is not None or self.session is not None:
                 raise CommandError("busy", "a session is already starting")
-        session = self._make_session(program, minutes, intensity, heat)
+        session = self._make_session(program, minutes, intensity, heat, zone_intensity, manual)
         self._pending = session
         self.session = session
         self._kick()
@@ -587,19 +620,42 @@ class Controller:
             raise CommandError("not_allowed", "reset refused: the chair is not at rest")
         self._changed()
 
-    async def set(self, intensity: int | None = None, heat: str | None = None) -> None:
-        """Change the running session's intensity/heat; between sessions, choose them for the
+    async def set(
+        self,
+        intensity: int | None = None,
+        heat: str | None = None,
+        zone_intensity: dict[str, int] | None = None,
+        manual: dict[str, Any] | None = None,
+    ) -> None:
+        """Change the running session's intensity/heat/per-zone strength (a `zone_intensity`
+        replaces the offsets of the zones it names); between sessions, choose them for the
         next session only (a start's own values win; the start after that is back to the
         program's defaults)."""
-        req = parse_request(SetRequest, {"intensity": intensity, "heat": heat}, self.config)
-        if req.intensity is None and req.heat is None:
-            raise CommandError("bad_field", "set needs intensity and/or heat")
+        req = parse_request(
+            SetRequest,
+            {
+                "intensity": intensity,
+                "heat": heat,
+                "zone_intensity": zone_intensity,
+                "manual": manual,
+            },
+            self.config,
+        )
+        if all(v is None for v in (req.intensity, req.heat, req.zone_intensity, req.manual)):
+            raise CommandError(
+                "bad_field", "set needs intensity, heat, zone_intensity and/or manual"
+            )
         self._require(SessionState.IDLE, *IN_SESSION)
+        if req.manual is not None:
+            self._require_manual("set.manual")
         if self.session is None:
             if req.intensity is not None:
                 self._intensity = req.intensity
             if req.heat is not None:
                 self._heat = req.heat
+            if req.zone_intensity is not None:
+                merged = {**self._zone_intensity, **req.zone_intensity}
+                self._zone_intensity = {z: o for z, o in merged.items() if o}
             self._changed()
             return
         acks = []
@@ -607,8 +663,25 @@ class Controller:
             acks.append(self.session.request("intensity", req.intensity))
         if req.heat is not None:
             acks.append(self.session.request("heat", req.heat))
+        if req.zone_intensity is not None:
+            acks.append(self.session.request("zone_intensity", req.zone_intensity))
+        if req.manual is not None:
+            acks.append(self.session.request("manual", req.manual))
         self._kick()
         await self._requested(*acks)
+
+    def _require_manual(self, what: str) -> None:
+        if not isinstance(self.session, ManualSession) or not self.state_name.in_session:
+            raise CommandError("not_manual", f"{what}: no manual session is running")
+
+    async def move(self, mm: float) -> None:
+        """Manual mode: move the area's centre by `mm` (+ up), kept on the body."""
+        req = parse_request(MoveRequest, {"mm": mm}, self.config)
+        self._require_manual("move")
+        assert self.session is not None
+        ack = self.session.request("move", req.mm)
+        self._kick()
+        await self._requested(ack)
 
     async def adjust_shoulder(self, mm: float) -> None:
         self._require(SessionState.ADJUSTING)

@@ -83,12 +83,20 @@ class LiveView:
         t.add_row("program", f"{self.program.title} ({self.program.name})")
         t.add_row("state", st["state"])
         step = st.get("step")
-        t.add_row(
-            "step",
-            "-"
-            if step is None
-            else f"{step + 1}/{len(self.program.steps)} {st.get('technique') or ''}",
-        )
+        manual = st.get("manual")
+        if manual:  # manual mode (docs/chair.md §8): what the user steers, no steps to count
+            t.add_row(
+                "manual",
+                f"{manual['technique']} · {manual['area']} at {manual['zone']} · "
+                f"tempo {manual['tempo']} · {manual['width']}",
+            )
+        else:
+            t.add_row(
+                "step",
+                "-"
+                if step is None
+                else f"{step + 1}/{len(self.program.steps)} {st.get('technique') or ''}",
+            )
         t.add_row("zone", st.get("zone") or "-")
         rem = st.get("remaining_s") or 0.0
         t.add_row("time left", f"{int(rem // 60):02d}:{int(rem % 60):02d}")

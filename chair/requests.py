@@ -9,7 +9,8 @@ source, `core_rt.config.ChairConfig`, and one check, here::
 
 A refused field raises `chair.api.CommandError` with a stable code (docs/mqtt.md): ``bad_field``
 for a wrong type or an unknown field, ``out_of_range`` for a value outside its range,
-``unknown_program`` for a name that cannot be a program. The message names the field and the value.
+``unknown_program`` for a name that cannot be a program, ``unknown_zone`` for a name that is not
+one of the body's zones (`core_rt.config.ZONES`). The message names the field and the value.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo, fie
 from pydantic_core import PydanticCustomError
 
 from chair.api import CommandError
-from core_rt.config import ChairConfig
+from core_rt.config import ZONES, ChairConfig
 
 MAX_PROGRAM_CHARS = 64
 """Longest program name a request may carry (a longer one cannot be a program)."""
@@ -95,6 +96,110 @@ def check_heat(value: Any, config: ChairConfig) -> str | None:
     return value
 
 
+def check_zone(value: Any) -> str:
+    """One of the body's zones (docs/chair.md §2)."""
+    if not isinstance(value, str):
+        raise PydanticCustomError("bad_field", "must be a zone name (a string)")
+    if value not in ZONES:
+        raise PydanticCustomError(
+            "unknown_zone",
+            "is not a zone; one of {zones}",
+            {"zones": ", ".join(ZONES)},
+        )
+    return value
+
+
+def check_zone_intensity(value: Any, config: ChairConfig) -> dict[str, int] | None:
+    """Per-zone strength (docs/chair.md §8): {zone: whole offset in depth levels, within the
+    chair's ±`session.max_zone_offset`}."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise PydanticCustomError("bad_field", "must be an object {zone: offset}")
+    out: dict[str, int] = {}
+    lim = config.session.max_zone_offset
+    for zone, offset in value.items():
+        try:
+            check_zone(zone)
+        except PydanticCustomError as e:
+            why = {"key": zone, "why": e.message()}
+            raise PydanticCustomError(e.type, "{key}: {why}", why) from None
+        try:
+            _number(offset)
+        except PydanticCustomError:
+            raise PydanticCustomError(
+                "bad_field", "{zone} must be a number", {"zone": zone}
+            ) from None
+        if isinstance(offset, float) and not offset.is_integer():
+            raise PydanticCustomError("bad_field", "{zone} must be a whole number", {"zone": zone})
+        if not -lim <= offset <= lim:
+            raise PydanticCustomError(
+                "out_of_range", "{zone} must be -{lim}..{lim}", {"zone": zone, "lim": lim}
+            )
+        out[zone] = int(offset)
+    return out
+
+
+def _word(value: Any, words: tuple[str, ...]) -> str:
+    if not isinstance(value, str):
+        raise PydanticCustomError("bad_field", "must be a string")
+    if value not in words:
+        raise PydanticCustomError(
+            "out_of_range", "must be one of {words}", {"words": ", ".join(words)}
+        )
+    return value
+
+
+def check_manual(value: Any, config: ChairConfig) -> dict[str, Any] | None:
+    """Manual mode's settings (docs/chair.md §8), any subset: technique, area, zone, tempo,
+    width. Unknown words are `out_of_range` (like a heat level), an unknown zone `unknown_zone`,
+    an unknown key `bad_field`."""
+    from chair.programs.manual import AREAS, FIELDS, MANUAL_TECHNIQUES, WIDTHS
+
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise PydanticCustomError("bad_field", "must be an object {technique, area, zone, ...}")
+    out: dict[str, Any] = {}
+    for key, v in value.items():
+        try:
+            if key == "technique":
+                out[key] = _word(v, MANUAL_TECHNIQUES)
+            elif key == "area":
+                out[key] = _word(v, AREAS)
+            elif key == "width":
+                out[key] = _word(v, WIDTHS)
+            elif key == "zone":
+                out[key] = check_zone(v)
+            elif key == "tempo":
+                _number(v)
+                if isinstance(v, float) and not v.is_integer():
+                    raise PydanticCustomError("bad_field", "must be a whole number")
+                tempos = config.manual.tempos
+                if not tempos[0] <= v <= tempos[-1]:
+                    raise PydanticCustomError(
+                        "out_of_range", "must be {lo}..{hi}", {"lo": tempos[0], "hi": tempos[-1]}
+                    )
+                out[key] = int(v)
+            else:
+                raise PydanticCustomError(
+                    "bad_field", "is not a setting; one of {f}", {"f": ", ".join(FIELDS)}
+                )
+        except PydanticCustomError as e:
+            raise PydanticCustomError(
+                e.type, "{key} {why}", {"key": short_repr(key, 24).strip("'"), "why": e.message()}
+            ) from None
+    return out
+
+
+def check_move_mm(value: Any, config: ChairConfig) -> float:
+    mm = _number(value)
+    lim = config.manual.move_max_mm
+    if not -lim <= mm <= lim:
+        raise PydanticCustomError("out_of_range", "must be within ±{lim} mm", {"lim": f"{lim:g}"})
+    return mm
+
+
 def check_adjust_mm(value: Any, config: ChairConfig) -> float:
     mm = _number(value)
     lim = config.body.adjust_mm
@@ -128,10 +233,15 @@ class Request(BaseModel):
     def _heat(cls, v: Any, info: ValidationInfo) -> str | None:
         return check_heat(v, _config(info))
 
-    @field_validator("mm", mode="before", check_fields=False)
+    @field_validator("zone_intensity", mode="before", check_fields=False)
     @classmethod
-    def _mm(cls, v: Any, info: ValidationInfo) -> float:
-        return check_adjust_mm(v, _config(info))
+    def _zone_intensity(cls, v: Any, info: ValidationInfo) -> dict[str, int] | None:
+        return check_zone_intensity(v, _config(info))
+
+    @field_validator("manual", mode="before", check_fields=False)
+    @classmethod
+    def _manual(cls, v: Any, info: ValidationInfo) -> dict[str, Any] | None:
+        return check_manual(v, _config(info))
 
 
 class StartRequest(Request):
@@ -142,13 +252,20 @@ class StartRequest(Request):
     minutes: float | None = None
     intensity: int | None = None
     heat: str | None = None
+    zone_intensity: dict[str, int] | None = None
+    manual: dict[str, Any] | None = None
+    """Manual mode's settings (program ``manual`` only; the rest are its defaults)."""
 
 
 class SetRequest(Request):
-    """Change a session's intensity and/or heat (between sessions: the next session's)."""
+    """Change a session's intensity, heat and/or per-zone strength (between sessions: the next
+    session's). A `zone_intensity` replaces the offsets of the zones it names (0 clears one)."""
 
     intensity: int | None = None
     heat: str | None = None
+    zone_intensity: dict[str, int] | None = None
+    manual: dict[str, Any] | None = None
+    """Manual mode's settings to change (a manual session only)."""
 
 
 class PresetRequest(Request):
@@ -162,6 +279,22 @@ class AdjustRequest(Request):
     """Nudge the scanned shoulder line during the adjusting window."""
 
     mm: float
+
+    @field_validator("mm", mode="before")
+    @classmethod
+    def _mm(cls, v: Any, info: ValidationInfo) -> float:
+        return check_adjust_mm(v, _config(info))
+
+
+class MoveRequest(Request):
+    """Manual mode: move the area's centre up (+) or down (−), kept on the body."""
+
+    mm: float
+
+    @field_validator("mm", mode="before")
+    @classmethod
+    def _mm(cls, v: Any, info: ValidationInfo) -> float:
+        return check_move_mm(v, _config(info))
 
 
 R = TypeVar("R", bound="Request")
@@ -188,7 +321,7 @@ def parse_request(
             raise CommandError("bad_field", f"unknown field {prefix}{name}") from None
         if code == "missing":
             raise CommandError("bad_field", f"{prefix}{name} is required") from None
-        if code not in ("bad_field", "out_of_range", "unknown_program"):
+        if code not in ("bad_field", "out_of_range", "unknown_program", "unknown_zone"):
             code = "bad_field"
         msg = f"{prefix}{name} {err['msg']}, got {short_repr(err.get('input'))}"
         raise CommandError(code, msg) from None

@@ -3,7 +3,8 @@
 The session is the story of a massage told to the real-time core: it turns the program's plan
 into timed commands (sent ahead of their time, so real-time and virtual-time runs match), reacts
 to the core's events (faults, e-stop, the occupant leaving, zone changes) and to the user's
-requests (pause, resume, stop, e-stop, intensity and heat changes, shoulder nudges).
+requests (pause, resume, stop, e-stop, intensity, heat and per-zone strength changes, shoulder
+nudges).
 
 Life cycle (docs/chair.md §4)::
 
@@ -112,6 +113,7 @@ class Session:
         minutes: float | None = None,
         intensity: int | None = None,
         heat: str | None = None,
+        zone_intensity: dict[str, int] | None = None,
         session_id: str = "",
         on_change: Callable[[], None] | None = None,
         on_event: Callable[[dict[str, Any]], None] | None = None,
@@ -136,6 +138,9 @@ class Session:
             raise ValueError(f"heat must be one of {', '.join(config.heater.level_names)}")
         self.intensity = intensity
         self.heat_level = heat
+        self.zone_intensity: dict[str, int] = {}
+        """Per-zone strength offsets (docs/chair.md §8); zones at 0 are left out."""
+        self._merge_zone_intensity(zone_intensity or {})
         self.session_id = session_id
         self._on_change = on_change or (lambda: None)
         self._on_event = on_event or (lambda e: None)
@@ -189,13 +194,23 @@ class Session:
         return bool(self._requests)
 
     def request(self, what: str, value: Any = None) -> asyncio.Future[bool]:
-        """Queue a request: pause, resume, stop, estop, intensity, heat, adjust. The future
+        """Queue a request: pause, resume, stop, estop, intensity, heat, zone_intensity, adjust
+        (manual mode adds manual and move). The future
         resolves when the session has taken it: True, or False when the session ended or began
         to settle without acting on it."""
         ack: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._requests.append((what, value, ack))
         self.driver.interrupt()
         return ack
+
+    def _merge_zone_intensity(self, offsets: dict[str, int]) -> None:
+        """Replace the offsets of the zones given (0 clears a zone's), keeping the others."""
+        lim = self.config.session.max_zone_offset
+        for z, o in offsets.items():
+            if z not in ZONES or not -lim <= o <= lim:  # checked above too: no layer trusts
+                raise ValueError(f"zone_intensity: {z!r}: {o!r} is not a zone's offset")
+        merged = {**self.zone_intensity, **offsets}
+        self.zone_intensity = {z: merged[z] for z in ZONES if merged.get(z)}
 
     def _drop_requests(self, keep: tuple[str, ...] = ()) -> None:
         """Forget the queued requests but `keep`; their futures say they were not acted on."""
@@ -226,9 +241,17 @@ class Session:
         return max(0.0, self.minutes * 60.0 - self.program_seconds())
 
     def technique(self) -> str | None:
-        if self.step is None or self.plan is None:
+        return self._technique_of(self.step)
+
+    def _technique_of(self, step: int | None) -> str | None:
+        """The technique of a step index (manual mode: of a segment)."""
+        if step is None or self.plan is None:
             return None
-        return self.plan.steps[self.step].technique
+        return self.plan.steps[step].technique
+
+    def manual_state(self) -> dict[str, Any] | None:
+        """Manual mode's settings (docs/chair.md §8); None in a program session."""
+        return None
 
     def heat_target_c(self) -> float:
         return self.config.heater.target_c(self.heat_level)
@@ -243,6 +266,8 @@ class Session:
             "elapsed_s": round(self.program_seconds(), 1),
             "remaining_s": round(self.remaining_s(), 1),
             "intensity": self.intensity,
+            "zone_intensity": dict(self.zone_intensity),
+            "manual": self.manual_state(),
             "heat": {
                 "level": self.heat_level,
                 # the chosen level's target (0 only when off); what the heater regulates to at
@@ -287,7 +312,7 @@ class Session:
                 k = bisect.bisect_right(marks, t_ns) - 1
                 if k >= 0:
                     step = self._step_of_mark[k]
-            technique = None if step is None or plan is None else plan.steps[step].technique
+            technique = None if step is None or plan is None else self._technique_of(step)
             d = telemetry_sample(r, t0, state, step, technique)
             if keep:
                 out.append(d)
@@ -470,10 +495,21 @@ class Session:
                 self.heat_levels.append((self._session_s(), self.heat_level))
                 self._replan()
                 self._on_change()
+            elif what == "zone_intensity":
+                self._merge_zone_intensity(dict(value))
+                self._replan()
+                self._on_change()
+            elif what in ("manual", "move"):
+                self._manual_request(what, value)
             elif what == "adjust" and self.state == ADJUSTING:
                 lim = self.config.body.adjust_mm
                 self._adjust_mm = max(-lim, min(lim, self._adjust_mm + float(value)))
                 self._on_change()
+
+    def _manual_request(self, what: str, value: Any) -> None:
+        """Manual mode's requests (`chair.manual_session`); a program session takes none (the
+        controller refuses them with `not_manual` before they get here)."""
+        raise ValueError(f"{what}: not a manual session")
 
     # ---- body scan ---------------------------------------------------------------------------
 
@@ -557,14 +593,13 @@ class Session:
             start_y_mm=snap["carriage"][0],
             start_width_mm=snap["width"][0],
             start_depth_mm=snap["depth"][0],
+            zone_intensity=self.zone_intensity,
         )
 
-    def _replan(self) -> None:
-        """Intensity or heat changed: swap the actions not yet sent for the new plan's (the
-        plan's timeline does not depend on intensity or heat, only its values do)."""
-        if self.plan is None or self.shoulder_mm is None:
-            return
-        new = build_plan(
+    def _rebuilt(self) -> SessionPlan:
+        """The current plan rebuilt with the session's intensity, heat and per-zone strength."""
+        assert self.plan is not None and self.shoulder_mm is not None
+        return build_plan(
             self.program,
             self.config,
             self.shoulder_mm,
@@ -574,9 +609,22 @@ class Session:
             start_y_mm=self.plan.start_y_mm,
             start_width_mm=self.plan.start_width_mm,
             start_depth_mm=self.plan.start_depth_mm,
+            zone_intensity=self.zone_intensity,
         )
-        if [a.t_s for a in new.actions] != [a.t_s for a in self.plan.actions]:
-            raise RuntimeError("plan timeline changed with intensity/heat")
+
+    def _replan(self) -> None:
+        """Intensity, heat or per-zone strength changed: swap the actions not yet sent for the
+        new plan's (the plan's timeline — every action's slot, kind and axis — does not depend
+        on them, only its values do)."""
+        if self.plan is None or self.shoulder_mm is None:
+            return
+        new = self._rebuilt()
+        old = self.plan.actions
+        if len(new.actions) != len(old) or any(
+            abs(a.slot_s - b.slot_s) > 1e-6 or (a.kind, a.axis) != (b.kind, b.axis)
+            for a, b in zip(new.actions, old, strict=True)
+        ):
+            raise RuntimeError("plan timeline changed with intensity/heat/zone_intensity")
         self.plan = new
         # heat applies at once
         if self.state in PROGRAM_STATES:

@@ -294,6 +294,14 @@ class Session(_Model):
     press-and-hold techniques (docs/chair.md §3: strokes never stand still under pressure)."""
     rest_speed_mm_s: float = Field(default=1.0, gt=0)
     """Below this carriage speed the roller counts as standing still (for the rule above)."""
+    max_zone_offset: int = Field(default=2, ge=0, le=4)
+    """Per-zone strength (docs/chair.md §8): a zone's offset is −this..this depth levels on top
+    of the intensity's, always clamped to the zone's cap and to level 1."""
+
+    @property
+    def zone_offsets(self) -> tuple[int, ...]:
+        """Every per-zone offset a user may choose, lowest first."""
+        return tuple(range(-self.max_zone_offset, self.max_zone_offset + 1))
 
     @property
     def intensities(self) -> tuple[int, ...]:
@@ -303,6 +311,36 @@ class Session(_Model):
     def depth_factor(self, intensity: int) -> float:
         """Scale of every depth at `intensity` (1 at the highest)."""
         return (intensity + self.max_intensity) / (2.0 * self.max_intensity)
+
+
+class Manual(_Model):
+    """Manual mode's numbers (docs/chair.md §8): the user steers technique, area, tempo and width
+    live; the session plans short segments of them with the programs' planner."""
+
+    partial_half_mm: float = Field(default=100.0, gt=0)
+    """A `partial` area is the band centre ± this."""
+    spot_half_mm: float = Field(default=10.0, gt=0)
+    """A `spot` area is the band centre ± this (also the shortest band any area keeps)."""
+    move_step_mm: float = Field(default=25.0, gt=0)
+    """One press of the remote's Up/Down moves the centre this far."""
+    move_max_mm: float = Field(default=200.0, gt=0)
+    """The most one `move` may ask for (either way); the centre stays on the body."""
+    tempo_fractions: tuple[float, float, float, float, float] = (0.3, 0.45, 0.6, 0.8, 1.0)
+    """Tempo 1..5: the technique's rate as a fraction of its top (kneading rpm and tapping Hz:
+    the lowest cap of the area's zones and the motor's maximum; strokes: `stroke_speed_max_mm_s`;
+    shiatsu: the pulse rate, from the longest press to the shortest)."""
+    stroke_speed_max_mm_s: float = Field(default=60.0, gt=0)
+    """Rolling's stroke speed at the highest tempo (within the carriage's v_max)."""
+    segment_s: float = Field(default=30.0, gt=0)
+    """The session plans this much ahead (whole passes or presses) and plans again from where the
+    heads are when it ends or when a setting changes."""
+    max_segment_s: float = Field(default=240.0, gt=0)
+    """A segment grows up to this when one pass (a long whole-back stroke at tempo 1) needs it."""
+
+    @property
+    def tempos(self) -> tuple[int, ...]:
+        """Every tempo a user may choose, lowest first."""
+        return tuple(range(1, len(self.tempo_fractions) + 1))
 
 
 class ChairConfig(_Model):
@@ -320,6 +358,7 @@ class ChairConfig(_Model):
     link: Link = Link()
     loop: Loop = Loop()
     session: Session = Session()
+    manual: Manual = Manual()
 
     @model_validator(mode="after")
     def _check(self) -> ChairConfig:

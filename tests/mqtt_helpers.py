@@ -260,7 +260,7 @@ ChairFactory = Callable[..., Awaitable[Chair]]
 
 STATE_FIELDS = {
     "state", "program", "step", "technique", "zone", "elapsed_s", "remaining_s", "intensity",
-    "heat", "shoulder_mm", "fault", "session_id",
+    "heat", "shoulder_mm", "fault", "session_id", "zone_intensity", "manual",
 }  # fmt: skip
 """Fields every state payload carries (docs/mqtt.md, "State")."""
 
@@ -311,6 +311,11 @@ BAD_PAYLOADS: list[tuple[bytes, str]] = [
     (b'{"action":"set","intensity":2.5}', "bad_field"),
     (b'{"action":"set","intensity":"3"}', "bad_field"),
     (b'{"action":"set","heat":"warm"}', "out_of_range"),
+    (b'{"action":"set","zone_intensity":{"neck":3}}', "out_of_range"),
+    (b'{"action":"set","zone_intensity":{"lumbar":-3}}', "out_of_range"),
+    (b'{"action":"set","zone_intensity":{"head":1}}', "unknown_zone"),
+    (b'{"action":"set","zone_intensity":{"neck":"1"}}', "bad_field"),
+    (b'{"action":"start","program":"relax","zone_intensity":[1]}', "bad_field"),
     (b'{"action":"set","heat":1}', "bad_field"),
     (b'{"action":"set"}', "bad_field"),
     (b'{"action":"set","intensity":null}', "bad_field"),

@@ -35,6 +35,7 @@ def run_session(
     minutes: float | None = None,
     intensity: int = 3,
     heat: str = "off",
+    zone_intensity: dict[str, int] | None = None,
     height: float = 175.0,
     seed: int = 0,
     faults: Sequence[str] = (),
@@ -59,7 +60,7 @@ def run_session(
     async def main() -> SessionResult:
         async with controller:
             session = controller._make_session(
-                prog, minutes=minutes, intensity=intensity, heat=heat
+                prog, minutes=minutes, intensity=intensity, heat=heat, zone_intensity=zone_intensity
             )
             controller.session = session
             t0 = controller.driver.now_ns()

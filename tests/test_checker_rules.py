@@ -78,3 +78,42 @@ def test_a_heat_change_mid_session_moves_the_target_it_is_judged_by() -> None:
     assert [lv for _, lv in run.summary["heat_levels"]] == ["low", "high"]
     late = [s for s in run.telemetry if s["state"] == "running" and s["t"] > 121.0]
     assert late and all(s["heat_target_c"] == CONFIG.heater.target_c("high") for s in late)
+
+
+def _manual_run() -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    from tests.test_manual_mode import run_manual
+
+    changes = [(80.0, lambda s: s.request("manual", {"area": "spot", "zone": "lumbar"}))]
+    summary, tlm = run_manual(
+        {"technique": "knead_tap", "area": "partial", "zone": "upper_back", "tempo": 5},
+        intensity=5, script=changes,
+    )  # fmt: skip
+    assert summary["completed"] and summary["safety"]["violations"] == []
+    return summary, tlm
+
+
+def test_pressing_outside_the_manual_area_is_caught() -> None:
+    summary, tlm = _manual_run()
+    (_, first), (t_change, spot) = summary["manual"]
+    level1 = CONFIG.depth.level_mm(1)
+    # well after the change the heads press only in the spot; one sample moved 30 mm above it
+    late = [i for i, s in enumerate(tlm) if s["t"] > t_change + 20 and s["depth_mm"] > level1]
+    assert late
+    bad = copy.deepcopy(tlm)
+    bad[late[len(late) // 2]]["y_mm"] = spot["span_mm"][1] + 30.0
+    found = check_session(bad, summary, CONFIG)
+    assert any("outside the manual area" in v for v in found), found
+    # the old area is allowed only until the heads have eased off: pressing back in it later
+    # is caught too
+    bad = copy.deepcopy(tlm)
+    bad[late[-1]]["y_mm"] = 0.5 * sum(first["span_mm"])
+    assert any("outside the manual area" in v for v in check_session(bad, summary, CONFIG))
+
+
+def test_tapping_before_the_width_is_reached_is_caught() -> None:
+    summary, tlm = _manual_run()
+    bad = copy.deepcopy(tlm)
+    i = next(i for i, s in enumerate(bad) if s["tap_hz"] > 0 and s["state"] == "running")
+    bad[i]["width_mm"] += 5.0  # the width still moving while the heads tap
+    found = check_session(bad, summary, CONFIG)
+    assert any("while the width moves" in v for v in found), found

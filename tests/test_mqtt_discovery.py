@@ -13,6 +13,7 @@ import pytest
 from chair.mqtt.commands import parse_command
 from chair.mqtt.discovery import discovery_config
 from chair.mqtt.settings import MqttSettings
+from chair.programs.manual import AREAS, MANUAL_TECHNIQUES
 from core_rt.config import ChairConfig
 from tests.mqtt_helpers import STATE_FIELDS, Chair, ChairFactory, Observer
 
@@ -34,8 +35,19 @@ def test_discovery_lists_every_entity() -> None:
         "start": "button", "pause": "button", "resume": "button", "stop": "button",
         "estop": "button", "reset": "button", "state": "sensor", "zone": "sensor",
         "remaining": "sensor", "pad_temperature": "sensor", "fault": "binary_sensor",
+        "technique": "select", "area": "select", "up": "button", "down": "button",
     }  # fmt: skip
     assert cmps["program"]["options"] == ["relax", "deep"]
+    # manual mode (docs/chair.md §8): technique and area selects, the remote's Up/Down
+    assert cmps["technique"]["options"] == list(MANUAL_TECHNIQUES)
+    assert cmps["area"]["options"] == list(AREAS)
+    for key, sign in (("up", 1), ("down", -1)):
+        cmd = parse_command(cmps[key]["payload_press"].encode(), CONFIG)
+        assert (cmd.action, cmd.args) == ("move", {"mm": sign * CONFIG.manual.move_step_mm})
+    for key in ("technique", "area"):
+        value = cmps[key]["options"][-1]
+        cmd = parse_command(render(cmps[key]["command_template"], value).encode(), CONFIG)
+        assert (cmd.action, cmd.args) == ("set", {"manual": {key: value}})
     assert (cmps["intensity"]["min"], cmps["intensity"]["max"]) == (1, 5)
     assert cmps["heat"]["options"] == ["off", "low", "medium", "high"]
     assert cmps["fault"]["device_class"] == "problem"
@@ -72,7 +84,8 @@ async def test_home_assistant_discovery(chair: Chair) -> None:
         "program": "select", "intensity": "number", "heat": "select", "start": "button",
         "pause": "button", "resume": "button", "stop": "button", "estop": "button",
         "state": "sensor", "zone": "sensor", "remaining": "sensor",
-        "pad_temperature": "sensor", "fault": "binary_sensor",
+        "pad_temperature": "sensor", "fault": "binary_sensor", "technique": "select",
+        "area": "select", "up": "button", "down": "button",
     }  # fmt: skip
     assert {k: cmps[k]["p"] for k in need} == need
     assert cmps["program"]["options"] == ctl.programs()
@@ -101,6 +114,11 @@ async def test_home_assistant_discovery(chair: Chair) -> None:
     await obs.send(cmps["start"]["payload_press"])
     started = await obs.wait_state("scanning", since=mark)
     assert started["program"] == other and started["intensity"] == 4
+    if other == "manual":  # the technique select steers a manual session
+        await obs.send(render(cmps["technique"]["command_template"], "tapping"))
+        await obs.wait_for(
+            "state", lambda m: (m.json()["manual"] or {}).get("technique") == "tapping", since=mark
+        )
     await obs.send(cmps["estop"]["payload_press"])
     await obs.wait_state("estop", since=mark)
     assert all(r["ok"] for r in obs.json_on("reply", mark)), obs.json_on("reply", mark)

@@ -234,14 +234,19 @@ def test_zone_accounting_matches_the_sampled_carriage(program: Program) -> None:
 
 
 def test_timeline_is_the_same_at_every_intensity_and_heat_level(program: Program) -> None:
+    # every action's time slot (a press-in waits `lead_s` inside its slot), kind and axis:
+    # the same at every intensity, heat level and per-zone strength (docs/chair.md §8)
     def key(p: SessionPlan) -> list[tuple[float, str, str, int]]:
-        return [(a.t_s, a.kind, a.axis, a.step) for a in p.actions]
+        return [(round(a.slot_s, 6), a.kind, a.axis, a.step) for a in p.actions]
 
     base = key(build_plan(program, CONFIG, shoulder(175), 12, 1, "off"))
     for intensity in (2, 3, 4, 5):
         for heat in ("off", "low", "high"):
             p = build_plan(program, CONFIG, shoulder(175), 12, intensity, heat)
             assert key(p) == base
+    for offsets in ({z: 2 for z in ZONES}, {z: -2 for z in ZONES}, {"shoulders": 2, "lumbar": -1}):
+        p = build_plan(program, CONFIG, shoulder(175), 12, 5, "off", zone_intensity=offsets)
+        assert key(p) == base
 
 
 def test_intensity_scales_depth_and_never_exceeds_the_level() -> None:
@@ -395,7 +400,11 @@ def test_checker_catches_depth_moving_with_the_carriage() -> None:
     plan, prog = _good()
     acts = list(plan.actions)
     k, c = _first(plan, lambda a: a.axis == "carriage" and a.duration_s > 5)
-    nxt = next(j for j in range(k + 1, len(acts)) if acts[j].axis == "depth")
+    # the next depth move that moves (a slot can hold a move of 0 mm at this intensity and
+    # per-zone strength: it is there for the variants that do move)
+    nxt = next(
+        j for j in range(k + 1, len(acts)) if acts[j].axis == "depth" and acts[j].duration_s > 0
+    )
     acts[nxt] = dataclasses.replace(acts[nxt], t_s=c.t_s + 1.0)
     assert "depth-rest" in _rules(_with(plan, acts), prog)
 

@@ -49,6 +49,25 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     p.add_argument("--minutes", type=float, help="session length, 5–30 (default: the program's)")
     p.add_argument("--intensity", type=int, help="1..5 (default: the program's)")
     p.add_argument("--heat", help="off, low, medium or high (default: the program's)")
+    p.add_argument(
+        "--zone-intensity",
+        action="append",
+        default=[],
+        metavar="ZONE=N",
+        help="per-zone strength: N depth levels (-2..2) on top of the intensity in ZONE, "
+        "clamped to the zone's cap (repeatable; docs/chair.md §8)",
+    )
+    from chair.programs.manual import AREAS, MANUAL_TECHNIQUES, WIDTHS
+
+    m = p.add_argument_group(
+        "manual mode (PROGRAM = manual; docs/chair.md §8)",
+        "the technique, area, tempo and width a remote steers (the rest: their defaults)",
+    )
+    m.add_argument("--technique", help=" | ".join(MANUAL_TECHNIQUES))
+    m.add_argument("--area", help=" | ".join(AREAS))
+    m.add_argument("--zone", help="where a partial or spot area is centred (its middle)")
+    m.add_argument("--tempo", type=int, help="1..5: the technique's rate")
+    m.add_argument("--width", help=" | ".join(WIDTHS))
     add_body_arguments(p)
     add_start_pose_argument(p)
     pace = p.add_mutually_exclusive_group()
@@ -84,6 +103,7 @@ def handle(args: argparse.Namespace) -> int:
     from chair.api import CommandError
     from chair.controller import Controller
     from chair.driver import Pacing
+    from chair.programs.manual import MANUAL
     from chair.programs.model import ProgramError, load_program
     from chair.report import write_plot, write_telemetry
     from chair.requests import StartRequest, parse_request
@@ -92,16 +112,36 @@ def handle(args: argparse.Namespace) -> int:
     check_body_height(config, args.body_height)
     start_pose = check_start_pose(config, args.start_pose)
     try:  # the same request model as the controller and MQTT: one check, one message
-        choices = {"minutes": args.minutes, "intensity": args.intensity, "heat": args.heat}
+        choices = {
+            "minutes": args.minutes,
+            "intensity": args.intensity,
+            "heat": args.heat,
+            "zone_intensity": zone_pairs(args.zone_intensity),
+        }
+        manual = {
+            k: getattr(args, k)
+            for k in ("technique", "area", "zone", "tempo", "width")
+            if getattr(args, k) is not None
+        }
+        if manual and args.program != MANUAL:
+            raise UsageError(
+                f"--{', --'.join(manual)}: manual mode's options need PROGRAM 'manual'"
+            )
+        if args.program == MANUAL:
+            choices["manual"] = manual
         req = parse_request(StartRequest, choices, config, prefix="--")
     except CommandError as e:
-        raise UsageError(e.message) from None
+        raise UsageError(
+            e.message.replace("--zone_intensity", "--zone-intensity").replace("--manual ", "--")
+        ) from None
     if not 0 < args.telemetry_hz <= config.loop.tick_hz:
         raise UsageError(f"--telemetry-hz must be in (0, {config.loop.tick_hz}]")
     if not 0 < args.speed <= 1e6:
         raise UsageError("--speed must be in (0, 1e6]")
+    program: Any = MANUAL
     try:
-        program = load_program(args.program)
+        if args.program != MANUAL:
+            program = load_program(args.program)
     except ProgramError as e:
         raise UsageError(str(e)) from e
     from sim.faults import parse_fault
@@ -130,7 +170,10 @@ def handle(args: argparse.Namespace) -> int:
         )
     except (ValueError, OSError) as e:
         raise UsageError(str(e)) from e
-    minutes = req.minutes if req.minutes is not None else program.default_minutes
+    default_minutes = (
+        config.session.default_minutes if program == MANUAL else program.default_minutes
+    )
+    minutes = req.minutes if req.minutes is not None else default_minutes
     live = (
         None
         if (args.quiet or args.json or (not sys.stdout.isatty() and pacing == "fast"))
@@ -144,14 +187,24 @@ def handle(args: argparse.Namespace) -> int:
             task = asyncio.ensure_future(
                 # intensity/heat not given (None): the session takes the program's defaults
                 controller.run_session(
-                    program, minutes=minutes, intensity=req.intensity, heat=req.heat
+                    program,
+                    minutes=minutes,
+                    intensity=req.intensity,
+                    heat=req.heat,
+                    zone_intensity=req.zone_intensity,
+                    manual=req.manual,
                 )
             )
             _stop_on_signals(controller, signals)
             if live:
                 from chair.display import LiveView
 
-                await LiveView(controller, config, program).follow(task)
+                shown = program
+                if program == MANUAL:
+                    from chair.programs.manual import ManualSettings, manual_program
+
+                    shown = manual_program(ManualSettings().changed(**(req.manual or {})))
+                await LiveView(controller, config, shown).follow(task)
             return await task
 
     t0 = time.perf_counter()
@@ -185,6 +238,26 @@ def handle(args: argparse.Namespace) -> int:
     if violations:
         return EXIT_SAFETY
     return EXIT_OK
+
+
+def zone_pairs(items: list[str]) -> dict[str, Any] | None:
+    """``--zone-intensity ZONE=N`` flags as {zone: N} (the request model checks zone and range;
+    here only the form). A zone given twice: the last one wins."""
+    if not items:
+        return None
+    out: dict[str, Any] = {}
+    for item in items:
+        zone, sep, text = item.partition("=")
+        try:
+            if not sep or not zone.strip():
+                raise ValueError
+            out[zone.strip()] = int(text.strip())
+        except ValueError:
+            raise UsageError(
+                f"--zone-intensity {item!r}: expected ZONE=N with N a whole number -2..2, "
+                "e.g. --zone-intensity shoulders=1"
+            ) from None
+    return out
 
 
 def _stop_on_signals(controller: Controller, seen: list[int]) -> None:

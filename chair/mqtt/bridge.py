@@ -388,6 +388,8 @@ class MqttBridge:
                     minutes=a.get("minutes", self._preset.get("minutes")),
                     intensity=a.get("intensity"),
                     heat=a.get("heat"),
+                    zone_intensity=a.get("zone_intensity"),
+                    manual=a.get("manual"),
                 )
             case "pause":
                 await ctl.pause()
@@ -400,7 +402,14 @@ class MqttBridge:
             case "reset":
                 await ctl.reset()
             case "set":
-                await ctl.set(intensity=a.get("intensity"), heat=a.get("heat"))
+                await ctl.set(
+                    intensity=a.get("intensity"),
+                    heat=a.get("heat"),
+                    zone_intensity=a.get("zone_intensity"),
+                    manual=a.get("manual"),
+                )
+            case "move":
+                await ctl.move(a["mm"])
             case "adjust_shoulder":
                 await ctl.adjust_shoulder(a["mm"])
             case "preset":

@@ -16,6 +16,7 @@ from typing import Any, NamedTuple
 from chair.api import CommandError
 from chair.requests import (
     AdjustRequest,
+    MoveRequest,
     PresetRequest,
     Request,
     SetRequest,
@@ -57,6 +58,7 @@ ACTIONS: dict[str, ActionSpec] = {
     "reset": ActionSpec(),
     "set": ActionSpec(SetRequest, at_least_one=True),
     "adjust_shoulder": ActionSpec(AdjustRequest),
+    "move": ActionSpec(MoveRequest),
     "status": ActionSpec(),
     "preset": ActionSpec(PresetRequest, at_least_one=True),
 }

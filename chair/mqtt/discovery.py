@@ -9,6 +9,7 @@ from typing import Any
 from chair import __version__
 from chair.lifecycle import SessionState
 from chair.mqtt.settings import MqttSettings
+from chair.programs.manual import AREAS, MANUAL_TECHNIQUES, ManualSettings
 from core_rt.config import ChairConfig
 
 
@@ -29,6 +30,30 @@ def discovery_config(
 
     def preset(field_name: str, value: str) -> str:  # a Jinja template rendering our JSON
         return '{"action":"preset","' + field_name + '":' + value + "}"
+
+    def manual_select(key: str, name: str, options: tuple[str, ...], icon: str) -> Any:
+        # manual mode (docs/chair.md §8): a `set` of one setting; shows the manual session's,
+        # else the default a manual start begins with
+        default = getattr(ManualSettings(), key)
+        return cmp(
+            key,
+            "select",
+            name,
+            command_topic=t.cmd,
+            command_template='{"action":"set","manual":{"' + key + '":{{ value | tojson }}}}',
+            state_topic=t.state,
+            value_template=(
+                f"{{{{ value_json.manual.{key} if value_json.manual else '{default}' }}}}"
+            ),
+            options=list(options),
+            icon=icon,
+        )
+
+    def move(key: str, name: str, mm: float, icon: str) -> tuple[str, dict[str, Any]]:
+        payload = json.dumps({"action": "move", "mm": mm}, separators=(",", ":"))
+        return cmp(key, "button", name, command_topic=t.cmd, payload_press=payload, icon=icon)
+
+    step_mm = config.manual.move_step_mm
 
     lo_i, hi_i = 1, len(config.depth.levels_mm)
     session = config.session
@@ -90,6 +115,10 @@ def discovery_config(
                 options=list(config.heater.level_names),
                 icon="mdi:heat-wave",
             ),
+            manual_select("technique", "Technique", MANUAL_TECHNIQUES, "mdi:hand-back-right"),
+            manual_select("area", "Area", AREAS, "mdi:arrow-expand-vertical"),
+            move("up", "Up", step_mm, "mdi:arrow-up-bold"),
+            move("down", "Down", -step_mm, "mdi:arrow-down-bold"),
             button("start", "Start", "mdi:play"),
             button("pause", "Pause", "mdi:pause"),
             button("resume", "Resume", "mdi:play-pause"),

@@ -138,7 +138,13 @@ TECHNIQUE_SPECS: dict[str, TechniqueSpec] = {
         "points", True, False, True, False, 3, "slow", "narrow", "up",
         knead_rpm=50.0, hold_s=6.0, spacing_mm=80.0, seed_name="friction (deep circular rubbing)",
     ),
+    # manual mode only (docs/chair.md §8: "knead_tap (both at once)"); not a program technique
+    "knead_tap": TechniqueSpec(
+        "stroke", True, True, False, False, 3, "slow", "medium", "up_down",
+        knead_rpm=30.0, tap_hz=5.0, seed_name="kneading and tapping at once (chair remotes)",
+    ),
 }  # fmt: skip
+"""Every technique the chair plays: the program techniques (`TECHNIQUES`) and manual mode's."""
 
 
 class Issue(NamedTuple):
@@ -428,6 +434,9 @@ class StepSettings:
     pulses: int = 1
     release_s: float = 0.0
     release_mm_s: float = 0.0
+    span_mm: tuple[float, float] | None = None
+    """Where the carriage works, explicitly (track mm, bottom to top); None: the step's zones.
+    Manual mode sets it to the user's area (docs/chair.md §8)."""
 
 
 class Program(BaseModel):

@@ -27,11 +27,20 @@ is never above the cap of any zone the carriage is in while it holds that depth;
 (effleurage, rolling) press only upward; the carriage stays inside the body's zones (5 mm in from
 the outer edges); the plan ends with every axis at rest and both rates at 0.
 
-The timeline (every action's time, kind and axis) is the same for every intensity and heat level;
-only values differ: depth moves get a time slot long enough for any intensity (even when it
-changes between two actions), and the two heat actions (program start, program end) are there
-at every level (target 0 when the session's heat is off). A session can therefore swap in the
-plan of a new intensity or heat level for the actions it has not sent yet.
+The timeline (every action's time slot, kind and axis) is the same for every intensity, per-zone
+strength (`zone_intensity`, docs/chair.md §8) and heat level; only values differ: depth moves get
+a time slot long enough for any intensity and any per-zone offset (even when they change between
+two actions), and the two heat actions (program start, program end) are there at every level
+(target 0 when the session's heat is off). A session can therefore swap in the plan of a new
+intensity, per-zone strength or heat level for the actions it has not sent yet. A depth move
+pressing in starts late in its slot (`Action.lead_s`: it waits at the lighter depth), so the
+heads never wait pressed in for the time another variant would need.
+
+Per-zone strength: a step's working depth gets the offset of the zones where it presses, clamped
+to the lowest cap of those zones, to the technique's deepest level and to level 1: a pass that
+crosses zones takes the softest (minimum) offset of the zones it touches (safe and simple), a
+press at a point its point's zone's offset. Light contact (level 1: returns, travel) never
+changes with it.
 
 Rates ramp while the carriage starts its pass (a kneading reversal between two passes, the
 kneading or tapping start of a stroke), never with the roller standing still pressing: outside the
@@ -48,12 +57,12 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import core_rt
-from chair.programs.model import TRAVEL_SPEED_FRACTION, Program, StepSettings
+from chair.programs.model import TECHNIQUE_SPECS, TRAVEL_SPEED_FRACTION, Program, StepSettings
 from core_rt.config import RATE_AXES, ZONES, ChairConfig, MotionLimits
 
 HEATER = "heater"
@@ -73,7 +82,8 @@ HEAT_OFF_C = 0.0
 
 
 Depths = tuple[float, ...]
-"""A depth (mm) at each of the chair's intensities (`config.session.intensities`), lowest first."""
+"""A depth (mm) at each variant a session may switch to: every intensity
+(`config.session.intensities`) × every per-zone offset (`config.session.zone_offsets`)."""
 _Snap = tuple[
     int,
     float,
@@ -84,7 +94,17 @@ _Snap = tuple[
     dict[str, float],
     int,
     tuple[float, float],
+    float,
 ]
+
+
+@dataclass(frozen=True, slots=True)
+class DepthGoal:
+    """A depth the plan moves to: at every variant (sizes the move's time slot) and this
+    session's own (intensity and the per-zone offset where it presses)."""
+
+    variants: Depths
+    mm: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +129,15 @@ class Action:
     """The move's (plan_move) or ramp's (plan_velocity) duration; 0 for heat."""
     from_value: float = 0.0
     """The axis's value when the action starts."""
+    lead_s: float = 0.0
+    """A depth move pressing in waits this long at the start of its time slot (at the lighter
+    depth) so that it ends as late as any variant's would: ``t_s - lead_s`` is the slot's start,
+    the same at every intensity and per-zone strength (see the module docstring)."""
+
+    @property
+    def slot_s(self) -> float:
+        """When the action's time slot starts (the timeline every variant shares)."""
+        return self.t_s - self.lead_s
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +173,10 @@ class SessionPlan:
     heat_target_c: float = 0.0
     """The heater target of the session's heat level (used by steps with heat)."""
     settings: list[StepSettings] = field(default_factory=list)
+    zone_intensity: dict[str, int] = field(default_factory=dict)
+    """The per-zone strength offsets the plan's depths were built with (docs/chair.md §8)."""
+    segment: bool = False
+    """A manual-mode segment (`build_segment`): shorter than a session, ends with its passes."""
 
     def moves(self, axis: str) -> list[Action]:
         """The actions of one axis, in time order."""
@@ -229,7 +262,10 @@ def zones_touched(zones: dict[str, tuple[float, float]], y0: float, y1: float) -
 
 
 def step_span(zones: dict[str, tuple[float, float]], s: StepSettings) -> tuple[float, float]:
-    """[a, b]: where the carriage works for a step (its zones, ZONE_MARGIN_MM inside)."""
+    """[a, b]: where the carriage works for a step (its zones, ZONE_MARGIN_MM inside), or the
+    step's explicit span when it has one (manual mode's area, docs/chair.md §8)."""
+    if s.span_mm is not None:
+        return s.span_mm
     return zones[s.ends[0]][0] + ZONE_MARGIN_MM, zones[s.ends[1]][1] - ZONE_MARGIN_MM
 
 
@@ -273,14 +309,20 @@ class _Builder:
         y: float,
         width: float,
         depth: float,
+        zone_intensity: Mapping[str, int] | None = None,
     ) -> None:
         self.cfg = config
         self.zones = zones
-        self.k = config.session.intensities.index(intensity)
+        s = config.session
+        self.intensity = intensity
+        self.zone_intensity = dict(zone_intensity or {})
+        self.variants = [(i, o) for i in s.intensities for o in s.zone_offsets]
         self.t = 0.0
         self.pos = {"carriage": y, "width": width}
-        # depth is tracked at every intensity at once: the timeline is sized for all of them
-        self.depth: Depths = (depth,) * len(config.session.intensities)
+        # depth is tracked at every variant (intensity × per-zone offset) at once: the timeline
+        # is sized for all of them; `depth_now` is this session's
+        self.depth: Depths = (depth,) * len(self.variants)
+        self.depth_now = depth
         self.rate_now = {"kneading": 0.0, "tapping": 0.0}
         self.rate_busy = {"kneading": 0.0, "tapping": 0.0}
         """When each rate axis's last ramp (and its guard gap) ends."""
@@ -301,34 +343,63 @@ class _Builder:
         }
 
     # primitives
-    def move_depth(self, goal: Depths, hold: float = 0.0, v_max: float | None = None) -> int:
-        """Append a depth move (goal given at every intensity). Its time slot fits the longest
-        move between any intensity's start and any intensity's goal, so the timeline is the same
-        at every intensity and stays valid when the intensity changes mid-session."""
+    def move_depth(self, goal: DepthGoal, hold: float = 0.0, v_max: float | None = None) -> int:
+        """Append a depth move (goal given at every variant). Its time slot fits the longest
+        move between any variant's start and any variant's goal, so the timeline is the same at
+        every intensity and per-zone strength, and stays valid when either changes
+        mid-session. A move pressing in starts late in its slot (it waits at the lighter depth)
+        and ends as late as a move from any variant's start would: the heads never wait
+        pressed in for the slot's spare time, and a move from another variant's depth (after a
+        change mid-session) still ends inside the slot."""
         cur = self.depth
-        if all(abs(g - c) <= 1e-9 for g, c in zip(goal, cur, strict=True)):
+        g = goal.variants
+        if all(abs(a - c) <= 1e-9 for a, c in zip(g, cur, strict=True)):
             if hold > 0:
                 self.t += hold
             return -1
         lim = self.lim["depth"]
         v = lim.v_max if v_max is None else min(v_max, lim.v_max)
-        reach = max(max(cur) - min(goal), max(goal) - min(cur))
+        reach = max(max(cur) - min(g), max(g) - min(cur))
         slot = move_duration(0.0, reach, v, lim)
-        k = self.k
-        d = move_duration(cur[k], goal[k], v, lim)
+        now, to = self.depth_now, goal.mm
+        d = move_duration(now, to, v, lim)
+        lead = 0.0
+        if to > now + 1e-9:
+            worst = max(abs(to - min(cur)), abs(max(cur) - to))
+            lead = max(0.0, slot - move_duration(0.0, worst, v, lim))
         self.actions.append(
-            Action(self.t, "move", "depth", goal[k], v, lim.a_max, lim.j_max, hold,
-                   self.step, d, cur[k])
+            Action(self.t + lead, "move", "depth", to, v, lim.a_max, lim.j_max, hold,
+                   self.step, d, now, lead)
         )  # fmt: skip
         self.t += slot + hold + GUARD_GAP_S
-        self.depth = goal
+        self.depth = g
+        self.depth_now = to
         return len(self.actions) - 1
 
-    def levels(self, level: int) -> Depths:
-        """A depth level's mm at every intensity."""
-        mm = self.cfg.depth.level_mm(level)
-        s = self.cfg.session
-        return tuple(mm * s.depth_factor(i) for i in s.intensities)
+    def levels(self, level: int, zones: Sequence[str] = (), max_level: int = 5) -> DepthGoal:
+        """A depth level's mm at every variant, and this session's. With `zones` (where the
+        heads press with it), each variant's per-zone offset is added to the level, clamped to
+        the lowest cap of those zones, to `max_level` and to level 1 (docs/chair.md §8); the
+        session's offset is the softest of those zones' (a pass crossing zones takes the
+        minimum). Without zones (light contact) no offset applies."""
+        c = self.cfg
+        s = c.session
+        hi = min([c.body.zone_caps[z].depth_level for z in zones] + [max_level])
+        out = []
+        for i, o in self.variants:
+            lv = max(1, min(hi, level + o)) if zones and level >= 1 else level
+            out.append(c.depth.level_mm(lv) * s.depth_factor(i))
+        off = min((self.zone_intensity.get(z, 0) for z in zones), default=0) if zones else 0
+        return DepthGoal(tuple(out), out[self.variants.index((self.intensity, off))])
+
+    def light_goal(self, top: float | None = None) -> DepthGoal:
+        """Level 1 (or the current depth, or `top`, whichever is lighter) at every variant."""
+        light = self.levels(1)
+        cap = math.inf if top is None else top
+        return DepthGoal(
+            tuple(min(d, lt, cap) for d, lt in zip(self.depth, light.variants, strict=True)),
+            min(self.depth_now, light.mm, cap),
+        )
 
     def move(self, axis: str, goal: float, v_max: float | None = None, hold: float = 0.0) -> int:
         """Append a carriage or width move; returns its index (-1 if the axis is already there)."""
@@ -389,10 +460,14 @@ class _Builder:
 
     def snapshot(self) -> _Snap:
         return (len(self.actions), self.t, dict(self.pos), dict(self.rate_now), len(self.pads),
-                self.depth, dict(self.rate_busy), self.paced_moves, self.last_pass)  # fmt: skip
+                self.depth, dict(self.rate_busy), self.paced_moves, self.last_pass,
+                self.depth_now)  # fmt: skip
 
     def restore(self, snap: _Snap) -> None:
-        n, self.t, pos, rate_now, npads, self.depth, busy, self.paced_moves, self.last_pass = snap
+        n, self.t, pos, rate_now, npads, self.depth, busy, self.paced_moves, self.last_pass = snap[
+            :9
+        ]
+        self.depth_now = snap[9]
         self.pos, self.rate_now, self.rate_busy = dict(pos), dict(rate_now), dict(busy)
         del self.actions[n:]
         del self.pads[npads:]
@@ -410,20 +485,25 @@ class _Builder:
         top = min(self.cap_mm(zones_touched(self.zones, y0, y)), self.cfg.depth.level_mm(1))
         if zone_of(self.zones, y0) is None or zone_of(self.zones, y) is None:
             top = min(top, self.cfg.depth.retracted_mm)  # outside the body: not pressing
-        light = self.levels(1)
-        self.move_depth(tuple(min(d, lt, top) for d, lt in zip(self.depth, light, strict=True)))
+        self.move_depth(self.light_goal(top))
         self.move("carriage", y, self.cfg.carriage.limits.v_max * TRAVEL_SPEED_FRACTION)
 
-    def setup(self, y: float, width: float, depth: Depths, *, pause_here: bool = False) -> None:
+    def setup(self, y: float, width: float, depth: DepthGoal, *, pause_here: bool = False) -> None:
         """Bring the heads to a step's start: rates off, carriage, width, then depth.
         `pause_here`: the step's leftover time may be spent here, before pressing in (a pause
         at light contact, never a rest under pressure)."""
         self.rates_off()
         self.travel(y)
         if abs(width - self.pos["width"]) > 1e-9:  # the width changes at light contact
-            light = self.levels(1)
-            self.move_depth(tuple(min(d, lt) for d, lt in zip(self.depth, light, strict=True)))
+            self.move_depth(self.light_goal())
         self.move("width", width)
+        light = self.levels(1).variants
+        if any(d > lt + 1e-9 for d, lt in zip(self.depth, light, strict=True)) and any(
+            abs(g - c) > 1e-9 for g, c in zip(depth.variants, self.depth, strict=True)
+        ):
+            # a step presses in from light contact: its depth slot fits every variant, and the
+            # heads wait for it at level 1, never pressed in (docs/chair.md §3)
+            self.move_depth(self.light_goal())
         if pause_here:
             self.pad_here(None)
         self.move_depth(depth)
@@ -454,6 +534,11 @@ class _Builder:
         self.t = max(cursor, *self.rate_busy.values())
 
 
+def _max_level(s: StepSettings) -> int:
+    """The deepest level the step's technique presses (vibration is shallow)."""
+    return TECHNIQUE_SPECS[s.technique].max_depth
+
+
 def _knead_sign(s: StepSettings, k: int) -> float:
     if s.knead_direction == "ccw":
         return -1.0
@@ -469,7 +554,8 @@ def _stroke_units(
     pass starts (a therapist's hands never stop to change their rhythm, seed 004: "smooth,
     continuous motion"), so the roller never stands still under pressure between passes."""
     a, z = span
-    work = b.levels(s.depth_level)
+    # a pass crosses the span: the softest per-zone offset of the zones it touches
+    work = b.levels(s.depth_level, zones_touched(b.zones, a, z), _max_level(s))
     light = b.levels(min(1, s.depth_level))
     y = b.pos["carriage"]
     if s.direction == "up":
@@ -512,7 +598,8 @@ def _point_units(
     """Setup, then one press (move to the point, press, hold, release) per iteration."""
     pts = point_positions(span[0], span[1], s.spacing_mm, npoints)
     n = len(pts)
-    work = b.levels(s.depth_level)
+    # a press at a point takes its point's zone's offset (both zones' softest on a boundary)
+    works = [b.levels(s.depth_level, zones_touched(b.zones, p, p), _max_level(s)) for p in pts]
     light = b.levels(min(1, s.depth_level))
     y = b.pos["carriage"]
     if s.direction == "up":
@@ -527,7 +614,9 @@ def _point_units(
     b.setup(pts[order[0]], s.width_mm, light)
     k = 0
     while True:
-        b.move("carriage", pts[order[k % len(order)]], s.speed_mm_s)
+        here = order[k % len(order)]
+        work = works[here]
+        b.move("carriage", pts[here], s.speed_mm_s)
         if s.technique == "friction":
             # rubbing: kneading fast at one spot while the width changes a little (seed 003:
             # "first stroke, then rub"; docs/chair.md §3)
@@ -569,8 +658,12 @@ def build_plan(
     start_y_mm: float | None = None,
     start_width_mm: float | None = None,
     start_depth_mm: float | None = None,
+    zone_intensity: Mapping[str, int] | None = None,
 ) -> SessionPlan:
     """The session plan of `program` for a body whose scanned shoulder line is `shoulder_mm`.
+
+    `zone_intensity`: per-zone strength, {zone: offset in depth levels} (docs/chair.md §8),
+    added where the heads press in that zone, clamped to its cap and to level 1.
 
     The plan starts where the body scan left the heads: `start_y_mm` (default: the shoulder
     line), `start_width_mm` (default: the width's park position) and `start_depth_mm` (default:
@@ -588,6 +681,10 @@ def build_plan(
         )
     if heat_level not in config.heater.level_names:
         raise ValueError(f"heat must be one of {', '.join(config.heater.level_names)}")
+    offsets = dict(zone_intensity or {})
+    for z, o in offsets.items():
+        if z not in ZONES or o not in sess.zone_offsets:
+            raise ValueError(f"zone_intensity: {z!r}: {o!r} is not a zone's offset")
     zones = config.zones_for_shoulder(shoulder_mm)
     y0 = shoulder_mm if start_y_mm is None else start_y_mm
     w0 = config.width.park_mm if start_width_mm is None else start_width_mm
@@ -596,12 +693,64 @@ def build_plan(
         if start_depth_mm is None
         else start_depth_mm
     )
+    settings = [s.settings(config) for s in program.steps]
+    return _build(
+        program, settings, program.step_budgets(minutes), config, shoulder_mm, zones, minutes,
+        intensity, heat_level, (y0, w0, d0), offsets, exact=False,
+    )  # fmt: skip
+
+
+def build_segment(
+    program: Program,
+    step: StepSettings,
+    config: ChairConfig,
+    shoulder_mm: float,
+    seconds: float,
+    intensity: int,
+    heat_level: str,
+    *,
+    start_y_mm: float,
+    start_width_mm: float,
+    start_depth_mm: float,
+    zone_intensity: Mapping[str, int] | None = None,
+) -> SessionPlan:
+    """A segment of manual mode (docs/chair.md §8): the one-step `program` played with the
+    concrete `step` (its explicit span, its tempo's rates) from the pose the heads are in, for
+    as many whole passes (or presses) as `seconds` holds — no pass slowed, no spare time: the
+    segment lasts exactly what its passes take (≤ `seconds`) and the session plans the next one
+    from where it ends. Same builder, same rules as `build_plan` (check_plan verifies it; its
+    `segment` flag exempts it from the session-length rule only). Raises `PlanError` when not one
+    pass fits in `seconds`."""
+    if intensity not in config.session.intensities:
+        raise ValueError(f"intensity must be in {config.session.intensities}, got {intensity!r}")
+    zones = config.zones_for_shoulder(shoulder_mm)
+    offsets = dict(zone_intensity or {})
+    return _build(
+        program, [step], [seconds], config, shoulder_mm, zones, seconds / 60.0, intensity,
+        heat_level, (start_y_mm, start_width_mm, start_depth_mm), offsets, exact=True,
+    )  # fmt: skip
+
+
+def _build(
+    program: Program,
+    settings: list[StepSettings],
+    budgets: list[float],
+    config: ChairConfig,
+    shoulder_mm: float,
+    zones: dict[str, tuple[float, float]],
+    minutes: float,
+    intensity: int,
+    heat_level: str,
+    pose: tuple[float, float, float],
+    offsets: dict[str, int],
+    *,
+    exact: bool,
+) -> SessionPlan:
+    """The plan of `settings` in their `budgets`; `exact`: a segment (see `build_segment`)."""
+    y0, w0, d0 = pose
     heat_c = config.heater.target_c(heat_level)
     duration = minutes * 60.0
-    budgets = program.step_budgets(minutes)
-    settings = [s.settings(config) for s in program.steps]
-
-    b = _Builder(config, zones, intensity, y0, w0, d0)
+    b = _Builder(config, zones, intensity, y0, w0, d0, offsets)
     steps: list[StepPlan] = []
     t0 = 0.0
     b.heat(heat_c)  # the session's heat, from the program's start to its end (0 when off)
@@ -620,7 +769,9 @@ def build_plan(
                 f"for a shoulder line at {shoulder_mm:.0f} mm",
             )
         end = t0 + budget
-        if s.pattern == "stroke":
+        if s.pattern == "stroke" and exact:
+            done = _fill(b, _stroke_units(b, s, (a, z), s.speed_mm_s), end)
+        elif s.pattern == "stroke":
             done = _fill_strokes(b, s, (a, z), end)
         else:
             # as many points as one round can visit in the budget (up to the technique's
@@ -647,6 +798,8 @@ def build_plan(
         if s.pattern == "stroke":
             b.rates_fade()
         b.rates_off()
+        if exact:  # a segment ends with its last pass
+            end = duration = b.t
         slack = end - b.t
         _spread(b, first_action, slack)
         b.t = end
@@ -658,7 +811,7 @@ def build_plan(
     zone_seconds, zone_order = _carriage_zones(actions, zones, y0, duration)
     return SessionPlan(
         program=program.name,
-        minutes=minutes,
+        minutes=duration / 60.0 if exact else minutes,
         intensity=intensity,
         heat_level=heat_level,
         shoulder_mm=shoulder_mm,
@@ -673,6 +826,8 @@ def build_plan(
         zones=zones,
         heat_target_c=heat_c,
         settings=settings,
+        zone_intensity=offsets,
+        segment=exact,
     )
 
 
