@@ -43,6 +43,8 @@ ACTION_TIMEOUT_S = 10.0
 """Longest wait for an action's outcome (a state change) before it is reported as timed out."""
 RESET_TIMEOUT_S = 2.0
 """Longest wait for the core's answer to a reset."""
+FINISH_TIMEOUT_S = 30.0
+"""Longest wait for a latched session to finish (its summary and the checker) before a reset."""
 
 StatePredicate = Callable[[SessionState], bool]
 
@@ -603,6 +605,18 @@ class Controller:
         self._require(*LATCHED)
         if self.moving():
             raise CommandError("not_allowed", "the chair is still coming to rest")
+        if self.session is not None:
+            # the latched session is still finishing (its summary, the checker): the reset goes
+            # to the core once the controller, not the session, reads the core's events — else
+            # the session would take the reset's answer with it
+            try:
+                async with asyncio.timeout(FINISH_TIMEOUT_S):
+                    await self._session_done.wait()
+            except TimeoutError:
+                raise CommandError(
+                    "timeout", f"the session did not finish within {FINISH_TIMEOUT_S:g} s"
+                ) from None
+            self._require(*LATCHED)
         loop = asyncio.get_running_loop()
         self._reset_result = loop.create_future()
         self.core.reset()

@@ -28,6 +28,8 @@ Pacing = Literal["fast", "paced", "realtime"]
 PACE_GRANULARITY_S = 0.002
 """Shortest wall-clock sleep of the paced clock: at high speeds it runs the core in chunks of
 at least this much wall time rather than spinning tick by tick."""
+YIELD_EVERY_CHUNKS = 64
+"""A virtual-time run gives the event loop a turn at least every this many chunks of ticks."""
 
 
 @dataclass
@@ -185,8 +187,10 @@ class CoreDriver:
             if self.pacing == "paced" and self._wake.is_set():
                 self._wake.clear()
                 return events
-            if self.pacing == "fast" and self.stats.chunks % 64 == 0:
-                await asyncio.sleep(0)  # let other tasks breathe, even in a fast run
+            if self.stats.chunks % YIELD_EVERY_CHUNKS == 0:
+                # let other tasks breathe: in a fast run, and in a paced one that has fallen
+                # behind its clock (a loaded machine), which would otherwise never wait
+                await asyncio.sleep(0)
 
     # ---- the paced clock -------------------------------------------------------------------
 
