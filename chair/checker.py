@@ -28,6 +28,10 @@ HOLD_TECHNIQUES = frozenset(t for t, spec in TECHNIQUE_SPECS.items() if spec.hol
 EPS = 1e-6
 HEAT_GRACE_S = 0.1
 """The heater's target is set on the tick the program starts: a sample may come just before."""
+HEAT_END_GRACE_S = 1.0
+"""The plan turns the heater off on its last tick; the session enters settling when its event
+loop next runs (in real time, on a busy machine, a little later): the last running samples of a
+program may show the heater already off."""
 AREA_TOL_MM = 0.01
 """The summary publishes a manual area's span to 0.001 mm."""
 DEPTH_STILL_MM = 0.01
@@ -81,6 +85,7 @@ def check_session(
     rest_v = config.session.rest_speed_mm_s
     rest_since: float | None = None
     program_t0: float | None = None
+    program_t1 = max((s["t"] for s in telemetry if s["state"] == SessionState.RUNNING), default=0.0)
     last_depth: float | None = None  # the roller rests when neither the carriage nor the depth move
     running_order: list[str] = []
     # The chair starts where it was found (docs/core.md, Starting from where the chair is). Found
@@ -186,6 +191,7 @@ def check_session(
             and abs(tgt - level_c) > EPS
             and program_t0 is not None
             and t - max(program_t0, since) > HEAT_GRACE_S
+            and not (tgt == 0.0 and program_t1 - t <= HEAT_END_GRACE_S)
         ):
             once(f"t={t:.2f}s: heat target {tgt:g} °C in the program, not the {level} level's "
                  f"{level_c:g} °C")  # fmt: skip
