@@ -97,6 +97,7 @@ def check_session(
     manual_i = -1
     areas: list[tuple[float, float]] = []  # the area in force, then earlier ones not yet left
     last_width: float | None = None
+    last_tap = 0.0
     found = bool(telemetry) and telemetry[0]["depth_mm"] > dep.retracted_mm + EPS
     if found:
         found_y, found_width, found_depth = (
@@ -165,9 +166,12 @@ def check_session(
         if running and program_t0 is None:
             program_t0 = t
         width = s["width_mm"]
-        if tap > 0 and last_width is not None and abs(width - last_width) > EPS:
+        # tapping on at both ends of an interval in which the width moved (a sample alone cannot
+        # tell a tap that started after the width was reached from one that did not: at 10 Hz the
+        # width's last approach and the tap's start can fall between the same two samples)
+        if tap > 0 and last_tap > 0 and last_width is not None and abs(width - last_width) > EPS:
             once(f"t={t:.2f}s: tapping at {tap:.2f} Hz while the width moves (not yet reached)")
-        last_width = width
+        last_width, last_tap = width, tap
         while manual_i + 1 < len(manual_rows) and manual_rows[manual_i + 1][0] <= t:
             manual_i += 1
             lo, hi = manual_rows[manual_i][1]["span_mm"]
