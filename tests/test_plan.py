@@ -7,6 +7,7 @@ from __future__ import annotations
 import bisect
 import dataclasses
 import itertools
+import statistics
 from collections.abc import Iterator
 from typing import Any
 
@@ -507,6 +508,19 @@ def test_shiatsu_pulses_at_each_point_and_trigger_point_releases_slowly() -> Non
             presses[-1] += 1
             assert 1.0 <= a.hold_s <= 2.0 + 1e-9
     assert presses and all(n == step.pulses for n in presses[1:]), presses
+    # the rhythm at the default intensity: at a point, the heads rest pressed longer than they
+    # rest light between two pulses, and the light rest stays under 2 s (a depth slot's spare
+    # time is spent pressed; it was about 3 s when the press waited light: docs/chair.md §8)
+    plan3 = build_plan(load_program("shiatsu"), CONFIG, shoulder(175), 15, 3, "off")
+    acts3 = [a for a in plan3.actions if a.step == i and a.axis in ("carriage", "depth")]
+    pressed, light = [], []
+    for a, b in itertools.pairwise(acts3):
+        if a.axis == b.axis == "depth":
+            rest = b.t_s - (a.t_s + a.duration_s)
+            (pressed if a.value > a.from_value else light).append(rest)
+    assert min(pressed) >= step.hold_s - 1e-9
+    assert statistics.median(light) < statistics.median(pressed), (light, pressed)
+    assert statistics.median(light) < 2.0, light
     tp = build_plan(load_program("trigger_point"), CONFIG, shoulder(175), 15, 5, "off")
     k = next(k for k, s in enumerate(tp.settings) if s.technique == "trigger_point")
     ins = [a for a in tp.actions if a.step == k and a.axis == "depth" and a.value > a.from_value]

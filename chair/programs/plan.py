@@ -343,14 +343,27 @@ class _Builder:
         }
 
     # primitives
-    def move_depth(self, goal: DepthGoal, hold: float = 0.0, v_max: float | None = None) -> int:
+    def move_depth(
+        self,
+        goal: DepthGoal,
+        hold: float = 0.0,
+        v_max: float | None = None,
+        *,
+        press_early: bool = False,
+    ) -> int:
         """Append a depth move (goal given at every variant). Its time slot fits the longest
         move between any variant's start and any variant's goal, so the timeline is the same at
         every intensity and per-zone strength, and stays valid when either changes
         mid-session. A move pressing in starts late in its slot (it waits at the lighter depth)
         and ends as late as a move from any variant's start would: the heads never wait
         pressed in for the slot's spare time, and a move from another variant's depth (after a
-        change mid-session) still ends inside the slot."""
+        change mid-session) still ends inside the slot.
+
+        `press_early` (shiatsu's pulses): a move pressing in starts at its slot's start instead,
+        so the slot's spare time is spent pressed (a longer press) rather than at the lighter
+        depth. A move releasing must start at its slot's start whatever the variant (it may
+        begin from any variant's depth), so its spare time is always spent light: pressing
+        early is what keeps a pulse's release short (docs/chair.md §8)."""
         cur = self.depth
         g = goal.variants
         if all(abs(a - c) <= 1e-9 for a, c in zip(g, cur, strict=True)):
@@ -364,7 +377,7 @@ class _Builder:
         now, to = self.depth_now, goal.mm
         d = move_duration(now, to, v, lim)
         lead = 0.0
-        if to > now + 1e-9:
+        if to > now + 1e-9 and not press_early:
             worst = max(abs(to - min(cur)), abs(max(cur) - to))
             lead = max(0.0, slot - move_duration(0.0, worst, v, lim))
         self.actions.append(
@@ -631,7 +644,7 @@ def _point_units(
             # "pulsing, rhythmic pressure" (seed 000): a few short presses at each point, each
             # released to light contact, then on to the next point (docs/chair.md §3)
             for p in range(s.pulses):
-                b.move_depth(work, hold=s.hold_s)
+                b.move_depth(work, hold=s.hold_s, press_early=True)
                 b.move_depth(light, hold=s.release_s if p < s.pulses - 1 else 0.0)
             b.pad_here(None)  # spare time: a longer light pause between points
         else:
