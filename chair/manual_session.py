@@ -36,7 +36,7 @@ from chair.programs.manual import (
 )
 from chair.programs.model import StepSettings
 from chair.programs.plan import SessionPlan, _carriage_zones, build_segment
-from chair.session import LOOKAHEAD_NS, PROGRAM_STATES, RUNNING, S, Session
+from chair.session import PROGRAM_STATES, RUNNING, S, Session
 from core_rt.config import AXES, ZONES, ChairConfig
 
 
@@ -224,12 +224,7 @@ class ManualSession(Session):
         while not self._change:
             plan = self.plan  # an intensity/heat/zone_intensity change swaps it (same timeline)
             now = self.driver.now_ns()
-            while (
-                self._next_action < len(plan.actions)
-                and self._core_ns(plan.actions[self._next_action].t_s) <= now + LOOKAHEAD_NS
-            ):
-                self._send(plan.actions[self._next_action])
-                self._next_action += 1
+            self._send_due(plan, now)
             t_plan = self._plan_ns(now)
             if (
                 t_plan >= plan.duration_s
@@ -240,11 +235,7 @@ class ManualSession(Session):
             if now >= next_heat:
                 self._send_heat_now()
                 next_heat = now + heat_refresh_ns
-            wake = now + LOOKAHEAD_NS // 2
-            if self._next_action < len(plan.actions):
-                wake = min(wake, self._core_ns(plan.actions[self._next_action].t_s) - LOOKAHEAD_NS)
-            end_ns = self._program_start_ns + self._shift_ns + round(plan.duration_s * S)
-            wake = max(min(wake, next_heat, end_ns), now + self.driver.period_ns)
+            wake = self._wake_at(plan, now, next_heat)
             await self._wait(wake, until=lambda: self._change)
         return max(0.0, self._plan_ns(self.driver.now_ns()))
 

@@ -712,13 +712,7 @@ class Session:
         while True:
             plan = self.plan  # an intensity/heat change swaps in a new plan (same timeline)
             now = self.driver.now_ns()
-            # send what starts within the look-ahead window
-            while (
-                self._next_action < len(plan.actions)
-                and self._core_ns(plan.actions[self._next_action].t_s) <= now + LOOKAHEAD_NS
-            ):
-                self._send(plan.actions[self._next_action])
-                self._next_action += 1
+            self._send_due(plan, now)
             t_plan = self._plan_ns(now)
             step = self._current_step_at(t_plan)
             if step != self.step and step is not None:
@@ -737,24 +731,34 @@ class Session:
             if now >= next_heat:
                 self._send_heat_now()
                 next_heat = now + heat_refresh_ns
-            wake = now + LOOKAHEAD_NS // 2
-            if self._next_action < len(plan.actions):
-                wake = min(wake, self._core_ns(plan.actions[self._next_action].t_s) - LOOKAHEAD_NS)
+            wake = self._wake_at(plan, now, next_heat)
             for s in plan.steps:
                 st_ns = self._core_ns(s.start_s)
                 if st_ns > now:
-                    wake = min(wake, st_ns)
+                    wake = max(min(wake, st_ns), now + self.driver.period_ns)
                     break
-            wake = min(
-                wake,
-                next_heat,
-                self._program_start_ns + self._shift_ns + round(plan.duration_s * S),
-            )
-            wake = max(wake, now + self.driver.period_ns)
             await self._wait(wake)
         self._stop_program_clock()
         core.program(False)
         self.step = None
+
+    def _send_due(self, plan: SessionPlan, now: int) -> None:
+        """Send the plan's actions that start within the look-ahead window."""
+        while (
+            self._next_action < len(plan.actions)
+            and self._core_ns(plan.actions[self._next_action].t_s) <= now + LOOKAHEAD_NS
+        ):
+            self._send(plan.actions[self._next_action])
+            self._next_action += 1
+
+    def _wake_at(self, plan: SessionPlan, now: int, next_heat_ns: int) -> int:
+        """When the playing loop must next look: the next action's look-ahead, the heater's
+        refresh, the plan's end, and at least every half look-ahead (never before the next tick)."""
+        wake = now + LOOKAHEAD_NS // 2
+        if self._next_action < len(plan.actions):
+            wake = min(wake, self._core_ns(plan.actions[self._next_action].t_s) - LOOKAHEAD_NS)
+        end_ns = self._core_ns(plan.duration_s)
+        return max(min(wake, next_heat_ns, end_ns), now + self.driver.period_ns)
 
     def _stop_program_clock(self) -> None:
         if self._run_since_ns is not None:
