@@ -57,6 +57,7 @@ class Watch:
     events: list[CoreEvent] = field(default_factory=list)
     first_fault: tuple[int, int] | None = None  # (mono ns, code) from per-tick telemetry
     heat_crossing_ns: int | None = None  # first tick whose pad reading reached the trip point
+    last_ns: int = 0  # the latest tick telemetry has reported (mono ns)
 
     def mono(self, core_ns: int) -> int:
         return core_ns + self.offset_ns
@@ -79,6 +80,8 @@ async def controller(b: Board, config: ChairConfig | None = None) -> AsyncIterat
     trip = cfg.heater.trip_c
 
     def on_telemetry(records: list[Telemetry]) -> None:
+        if records:
+            w.last_ns = w.mono(records[-1].t_ns)
         for r in records:
             if w.first_fault is None and MODES[r.mode] == "fault":
                 w.first_fault = (w.mono(r.t_ns), r.fault)
@@ -97,7 +100,8 @@ async def controller(b: Board, config: ChairConfig | None = None) -> AsyncIterat
     try:
         async with ctl:
             ctl.serve()
-            await asyncio.sleep(0.05)  # the loop has ticked: its epoch maps core time to mono
+            # the loop has ticked: its epoch maps core time to mono
+            await until(lambda: ctl.core.core_time_ns() > 0, 5, "the core's first tick")
             w.offset_ns = mono_ns() - ctl.core.core_time_ns()
             yield w
     finally:
@@ -123,6 +127,18 @@ async def until(
             where += "" if ctl is None else f"fault {ctl.state()['fault']})"
             raise AssertionError(f"timed out after {timeout_s} s waiting for {what}{where}")
         await asyncio.sleep(step_s)
+
+
+async def seen_after(w: Watch, t_ns: int, what: str) -> None:
+    """Wait until the controller's telemetry covers a tick after `t_ns` (mono): what the board
+    did at `t_ns` has reached the core."""
+    await until(lambda: w.last_ns > t_ns + 2 * MS, 3, what, ctl=w.ctl)
+
+
+async def observe(seconds: float) -> None:
+    """An observation window, not a wait: the assertions after it say what must NOT have happened
+    in it (nothing moves, nothing latches), which only the passing of time can show."""
+    await asyncio.sleep(seconds)
 
 
 async def reach(ctl: Controller, state: str, timeout_s: float, what: str) -> None:
@@ -244,9 +260,13 @@ async def test_session_scan_strokes_pause_resume_then_occupant_leaves_and_it_set
             notes = ctl.session.notes if ctl.session is not None else []
             assert shoulder == pytest.approx(true_line, abs=3), notes  # the scan's line + offset
             await reach(ctl, "running", 10, "the program to start")
-            await asyncio.sleep(2.0)
-            p = b.state()["plant"]
-            assert p["heater_w"] > 0 and abs(p["vel_mm_s"][0]) > 50  # heating, walking down
+            await until(  # heating, walking down to the program's first step
+                lambda: (p := b.state()["plant"])["heater_w"] > 0 and abs(p["vel_mm_s"][0]) > 50,
+                10,
+                "the program heating and walking down",
+                0.02,
+                ctl,
+            )
             await ctl.pause()
             assert ctl.state_name == "paused"
             await until(
@@ -256,7 +276,7 @@ async def test_session_scan_strokes_pause_resume_then_occupant_leaves_and_it_set
                 step_s=0.02,
             )
             held = b.state()["plant"]["pos_mm"][0]
-            await asyncio.sleep(0.5)
+            await observe(0.5)
             p = b.state()["plant"]
             assert p["pos_mm"][0] == pytest.approx(held, abs=0.1) and p["heater_w"] > 0
             await ctl.resume()
@@ -378,11 +398,10 @@ async def test_fault_during_motion_is_detected_in_time_stopped_safely_reported_a
             assert s["board_faults"] == 0 and not s["watchdog"]["tripped"]
             # a reset brings the chair back to idle once the faulty part is replaced
             await until(lambda: not ctl.moving(), 3, "the core's brake to finish")
-            b.cmd("repair")
-            await asyncio.sleep(0.05)
+            await seen_after(w, b.cmd("repair")["t_ns"], "the repaired board's status")
             await ctl.reset()
             assert ctl.state_name == "idle" and ctl.state()["fault"] is None, ctl.state()["fault"]
-            await asyncio.sleep(0.3)
+            await observe(0.3)
             assert ctl.state_name == "idle", ctl.state()["fault"]
             c = ctl.hardware.counters()
             assert c["engaged"] and c["drops"]["bad_crc"] == 0
@@ -417,7 +436,13 @@ async def test_link_cut_stops_both_sides_within_100ms_and_nothing_resumes(tmp_pa
             ev = w.fault_event()
             assert ev is not None and ev[1] == "link_lost"
             controller_ms = (ev[0] - t_cut) / MS
-            await asyncio.sleep(0.25)
+            offs = ("watchdog_trip", "drives_off", "heater_off")
+            await until(
+                lambda: all(b.events(k, t_cut) for k in offs),
+                3,
+                "the board's watchdog, drives off and heater off",
+                0.02,
+            )
             trips = b.events("watchdog_trip", t_cut)
             drives_off = b.events("drives_off", t_cut)
             heater_off = b.events("heater_off", t_cut)
@@ -434,9 +459,9 @@ async def test_link_cut_stops_both_sides_within_100ms_and_nothing_resumes(tmp_pa
             # the link comes back: reported (link event 1), and nothing moves by itself
             await until(lambda: 1 in w.link_events(), 3, "the link back")
             assert w.link_events()[:2] == [0, 1]
-            await asyncio.sleep(0.3)
+            await wait_board_safe(b, t_cut)
             rest = b.state()["plant"]["pos_mm"]
-            await asyncio.sleep(0.5)
+            await observe(0.5)
             s = b.state()
             assert s["plant"]["pos_mm"] == pytest.approx(rest, abs=0.05)
             assert s["plant"]["heater_w"] == 0.0 and ctl.state_name == "fault"
@@ -444,7 +469,7 @@ async def test_link_cut_stops_both_sides_within_100ms_and_nothing_resumes(tmp_pa
             await until(lambda: not ctl.moving(), 3, "the core's brake")
             await ctl.reset()
             assert ctl.state_name == "idle", ctl.state()["fault"]
-            await asyncio.sleep(0.3)
+            await observe(0.3)
             # energised again where it stands (within the encoder's resolution): no jump
             assert b.state()["plant"]["pos_mm"] == pytest.approx(rest, abs=0.05)
 
@@ -459,7 +484,6 @@ async def test_after_a_link_cut_and_a_reset_the_chair_moves_again(tmp_path: Path
             await reach(ctl, "fault", 10, "link_lost")
             await until(lambda: not ctl.moving(), 3, "the core's brake")
             await until(lambda: 1 in w.link_events(), 3, "the link back")
-            await asyncio.sleep(0.1)
             await ctl.reset()
             y = b.state()["plant"]["pos_mm"][0]
             ctl.core.move("carriage", y - 50.0)
@@ -543,7 +567,10 @@ def test_controller_killed_mid_motion_the_board_watchdog_stops_everything(tmp_pa
             t_kill = time.monotonic_ns()
             proc.kill()
             proc.wait(5)
-            time.sleep(0.4)
+            kinds = ("watchdog_trip", "drives_off", "heater_off", "motion_off")
+            deadline = time.monotonic() + 3
+            while not all(b.events(k, t_kill) for k in kinds) and time.monotonic() < deadline:
+                time.sleep(0.02)  # the board's own events: polled, it has no push to the test
             s = b.state()
             trips = b.events("watchdog_trip", t_kill)
             drives_off = b.events("drives_off", t_kill)
