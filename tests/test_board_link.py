@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -224,12 +225,20 @@ def test_tcp_link_reconnects_after_the_board_restarts(tmp_path: Path) -> None:
             time.sleep(seconds)
             return int(link.link_counters()["stale_exchanges"] - s0)
 
+        def wait_for(pred: Callable[[], bool], what: str) -> None:  # polled: counters only
+            end = time.monotonic() + 5
+            while not pred():
+                assert time.monotonic() < end, f"timed out waiting for {what}"
+                time.sleep(0.005)
+
         try:
-            time.sleep(0.2)
+            wait_for(lambda: link.counters()["hello_acks_in"] >= 1, "the board's HELLO_ACK")
+            # (the windows below measure: how many ticks in 0.2 s saw a stale status)
             assert stale_ticks_in(0.2) < 20  # fresh (a scheduling hiccup aside)
             up = link.link_counters()["recoveries"]
+            s0 = link.link_counters()["stale_exchanges"]
             b.stop()
-            time.sleep(0.1)
+            wait_for(lambda: link.link_counters()["stale_exchanges"] > s0 + 10, "the link stale")
             assert stale_ticks_in(0.2) >= 190  # every tick sees a stale status
             with board(tmp_path, tcp=port):
                 deadline = time.monotonic() + 5

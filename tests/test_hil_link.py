@@ -22,7 +22,7 @@ import pytest
 
 from core_rt.config import ChairConfig
 from tests.board_helpers import ROOT, Board, board, child_env, read_first_line
-from tests.test_hil import MS, controller, reach, start_motion, until
+from tests.test_hil import MS, controller, observe, reach, start_motion, until
 
 pytestmark = [pytest.mark.hil, pytest.mark.realtime]
 
@@ -69,7 +69,7 @@ async def test_board_silent_or_deaf_mid_stroke_drives_off_within_100ms(
             await reach(ctl, "fault", 5, "link_lost")
             ev = w.fault_event()
             assert ev is not None and ev[1] == "link_lost"
-            await asyncio.sleep(0.15)
+            await observe(0.15)  # what the controller sends after the loss: every SETPOINT off
             off_ms, v_after, sps = after_loss(b, t_loss)
             fault_ms = (ev[0] - t_loss) / MS
             print(
@@ -108,7 +108,7 @@ async def test_board_hangs_up_mid_stroke_the_link_is_lost_within_100ms(tmp_path:
             assert b.events("watchdog_trip", t_drop)  # the board's side: at once
             await until(lambda: ctl.hardware.counters()["connects"] >= 2, 5, "the reconnect")
             await until(lambda: b.cmd(f"setpoints {t_drop}")["setpoints"], 3, "new SETPOINTs")
-            await asyncio.sleep(0.1)
+            await observe(0.1)  # a run of them, not the first alone
             sps = b.cmd(f"setpoints {t_drop}")["setpoints"]
             assert sps and all(not s["enable"] for s in sps)
             assert b.state()["drives_on"] is False
@@ -128,7 +128,8 @@ async def test_full_heater_power_reaches_the_board_as_a_valid_setpoint(tmp_path:
                 return any(s["heater_duty"] == 1.0 and s["applied"] for s in sps)
 
             await until(full_power, 3, "a full-power SETPOINT applied by the board")
-            await asyncio.sleep(0.2)
+            await until(lambda: b.state()["plant"]["heater_w"] > 0, 3, "the pad heating")
+            await observe(0.2)  # a run of full-power SETPOINTs, none refused
             s = b.state()
             assert s["counters"]["invalid_setpoints"] == 0
             assert s["plant"]["heater_w"] > 0 and ctl.state_name == "idle"

@@ -76,7 +76,7 @@ async def test_daemon_waits_for_a_broker_that_is_not_there_yet(
     bridge = MqttBridge(ctl, MqttSettings(broker=late.url))
     task = asyncio.create_task(bridge.run())
     try:
-        await asyncio.sleep(2.5)  # several failed attempts: the back-off is at its ceiling
+        await bridge.wait_failed_attempts(5, 30)  # the back-off is at its ceiling
         assert not bridge.connected.is_set() and not task.done()
         late.start()
         t_up = time.monotonic()
@@ -173,7 +173,7 @@ async def test_wrong_password_keeps_retrying_quietly(
         ctl, MqttSettings(broker=broker.url, username="chair1", password="wrong-Secret-9")
     )
     task = asyncio.create_task(bridge.run())
-    await asyncio.sleep(1.5)
+    await bridge.wait_failed_attempts(2, 30)  # refused, and it keeps trying
     assert not task.done() and not bridge.connected.is_set()
     await bridge.stop()
     await asyncio.wait_for(task, 5)
@@ -219,7 +219,7 @@ async def test_tls_with_client_certificate(
         # Without a client certificate the broker refuses us: the daemon keeps trying.
         plain = MqttBridge(ctl, MqttSettings(broker=broker.url, ca_file=tls.ca, chair_id="c2"))
         plain_task = asyncio.create_task(plain.run())
-        await asyncio.sleep(1.0)
+        await plain.wait_failed_attempts(2, 30)  # refused, and it keeps trying
         assert not plain.connected.is_set() and not plain_task.done()
         await plain.stop()
         await asyncio.wait_for(plain_task, 5)

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import itertools
 import json
+from typing import Any
 
 import pytest
 
 from chair.api import CommandError
 from chair.controller import Controller
+from chair.lifecycle import SessionState
 from core_rt.config import ChairConfig
 from tests.session_helpers import SHORT, Run, at_state, run_session
 
@@ -247,14 +249,20 @@ def test_realtime_pacing_runs_the_same_session_on_the_wall_clock() -> None:
         async with c:
             c.serve()
             await c.start(SHORT)
-            t0 = time.monotonic()
-            while c.state_name != "scanning" or (c.telemetry() or {}).get("v_mm_s", 0) == 0:
-                await asyncio.sleep(0.02)
-                assert time.monotonic() - t0 < 5
-            await asyncio.sleep(0.5)
+            await c.wait_for_state({SessionState.SCANNING}, timeout_s=10, what="the scan")
+
+            async def telemetry_shows(pred: Any, what: str) -> None:  # polled: no event for it
+                t0 = time.monotonic()
+                while not pred(c.telemetry() or {}):
+                    assert time.monotonic() - t0 < 10, f"timed out waiting for {what}"
+                    await asyncio.sleep(0.02)
+
+            await telemetry_shows(lambda t: t.get("v_mm_s", 0) != 0, "the scan moving")
             await c.estop()
             assert c.state_name == "estop"
-            await asyncio.sleep(0.3)
+            await telemetry_shows(
+                lambda t: t.get("state") == "estop" and t.get("v_mm_s") == 0.0, "the brake"
+            )
             tl = list(c.session.telemetry if c.session else c.last_telemetry)
             stats = c.core.loop_stats()
             return tl, stats["cycles"] / max(1, stats["hz"])

@@ -116,6 +116,9 @@ class MqttBridge:
         """Set while connected and announced (subscribed, availability ``online`` published)."""
         self.connections = 0
         """Successful connections so far (1 + reconnects)."""
+        self.failed_attempts = 0
+        """Connection attempts that never connected (broker down, refused, TLS or auth)."""
+        self._attempts = asyncio.Condition()
         self._client: aiomqtt.Client | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread = 0
@@ -206,7 +209,17 @@ class MqttBridge:
         finally:
             self._client = None
             self.connected.clear()
+        if up_since is None:
+            self.failed_attempts += 1
+            async with self._attempts:
+                self._attempts.notify_all()
         return None if up_since is None else time.monotonic() - up_since
+
+    async def wait_failed_attempts(self, n: int, timeout_s: float) -> None:
+        """Wait until `n` connection attempts have failed in all; TimeoutError if they have not
+        within `timeout_s`."""
+        async with asyncio.timeout(timeout_s), self._attempts:
+            await self._attempts.wait_for(lambda: self.failed_attempts >= n)
 
     async def stop(self, timeout_s: float = 3.0) -> None:
         """Publish what is queued (the last states, replies and events), then ``offline``;
