@@ -79,6 +79,42 @@ async def test_chair_remote_against_the_daemon(chair_factory: ChairFactory) -> N
     assert any("state settling" in ln for ln in lines) and "state idle" in lines[-1]
 
 
+async def test_chair_remote_steers_manual_mode_and_zone_strength(
+    chair_factory: ChairFactory,
+) -> None:
+    """The remote's manual-mode and per-zone options reach the chair as `start`/`set`/`move`
+    fields; the chair's own request model judges them (docs/chair.md §8)."""
+    chair = await chair_factory(speed=60)
+    url = ("--broker", chair.broker.url)
+    rc, out, err = await chair_cli(
+        "remote", "start", "--program", "manual", "--minutes", "30", "--technique", "kneading",
+        "--area", "spot", "--zone", "shoulders", "--tempo", "2",
+        "--zone-intensity", "shoulders=-1", *url, "--json",
+    )  # fmt: skip
+    assert rc == 0, err + out
+    state = json.loads(out)["state"]
+    assert state["manual"]["technique"] == "kneading" and state["manual"]["area"] == "spot"
+    assert state["manual"]["tempo"] == 2 and state["zone_intensity"] == {"shoulders": -1}
+    await chair.obs.wait_state("running", timeout=15)
+    rc, out, err = await chair_cli(
+        "remote", "set", "--technique", "tapping", "--width", "wide", *url, "--json"
+    )
+    assert rc == 0, err + out
+    manual = json.loads(out)["state"]["manual"]
+    assert manual["technique"] == "tapping" and manual["width"] == "wide"
+    rc, out, err = await chair_cli("remote", "move", "--mm", "30", *url)
+    assert rc == 0, err + out
+    rc, out, err = await chair_cli("remote", "set", "--tempo", "6", *url, "--json")
+    assert rc == 1 and json.loads(out)["error"]["code"] == "out_of_range", out
+    rc, out, err = await chair_cli("remote", "pause", "--technique", "rolling", *url)
+    assert rc == 1 and "pause takes no --technique" in err, err
+    rc, out, err = await chair_cli("remote", "set", "--zone-intensity", "shoulders", *url)
+    assert rc == 1 and "expected ZONE=N" in err, err
+    assert chair.ctl.state()["manual"]["technique"] == "tapping"  # nothing changed by those
+    rc, out, err = await chair_cli("remote", "stop", *url)
+    assert rc == 0, out + err
+
+
 async def test_chair_remote_without_a_daemon(broker: Mosquitto) -> None:
     rc, _, err = await chair_cli(
         "remote", "status", "--broker", broker.url, "--chair-id", "nobody", "--timeout", "1"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
+from typing import Any
 
 from core_rt.config import ChairConfig, load_config
 
@@ -79,3 +80,56 @@ def check_start_pose(
         return check_start_mm(config, pose, "--start-pose")
     except ValueError as e:
         raise UsageError(str(e)) from None
+
+
+MANUAL_FIELDS = ("technique", "area", "zone", "tempo", "width")
+"""The manual-mode settings a remote steers (docs/chair.md §8), as CLI options of the same name."""
+
+
+def add_zone_intensity_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--zone-intensity",
+        action="append",
+        default=[],
+        metavar="ZONE=N",
+        help="per-zone strength: N depth levels (-2..2) on top of the intensity in ZONE, "
+        "clamped to the zone's cap (repeatable; docs/chair.md §8)",
+    )
+
+
+def add_manual_arguments(p: argparse.ArgumentParser, title: str) -> None:
+    from chair.programs.manual import AREAS, MANUAL_TECHNIQUES, WIDTHS
+
+    m = p.add_argument_group(
+        title, "the technique, area, tempo and width a remote steers (the rest: their defaults)"
+    )
+    m.add_argument("--technique", help=" | ".join(MANUAL_TECHNIQUES))
+    m.add_argument("--area", help=" | ".join(AREAS))
+    m.add_argument("--zone", help="where a partial or spot area is centred (its middle)")
+    m.add_argument("--tempo", type=int, help="1..5: the technique's rate")
+    m.add_argument("--width", help=" | ".join(WIDTHS))
+
+
+def manual_choices(args: argparse.Namespace) -> dict[str, Any]:
+    """The manual-mode options given on the command line (the request model checks them)."""
+    return {k: getattr(args, k) for k in MANUAL_FIELDS if getattr(args, k) is not None}
+
+
+def zone_pairs(items: list[str]) -> dict[str, Any] | None:
+    """``--zone-intensity ZONE=N`` flags as {zone: N} (the request model checks zone and range;
+    here only the form). A zone given twice: the last one wins."""
+    if not items:
+        return None
+    out: dict[str, Any] = {}
+    for item in items:
+        zone, sep, text = item.partition("=")
+        try:
+            if not sep or not zone.strip():
+                raise ValueError
+            out[zone.strip()] = int(text.strip())
+        except ValueError:
+            raise UsageError(
+                f"--zone-intensity {item!r}: expected ZONE=N with N a whole number -2..2, "
+                "e.g. --zone-intensity shoulders=1"
+            ) from None
+    return out

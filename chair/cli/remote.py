@@ -21,7 +21,15 @@ import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from chair.cli.common import EXIT_OK, EXIT_USAGE, UsageError
+from chair.cli.common import (
+    EXIT_OK,
+    EXIT_USAGE,
+    UsageError,
+    add_manual_arguments,
+    add_zone_intensity_argument,
+    manual_choices,
+    zone_pairs,
+)
 from chair.mqtt.commands import ACTIONS
 from chair.mqtt.settings import MqttSettings, add_broker_arguments, settings_from_args
 
@@ -45,8 +53,15 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     g.add_argument("--minutes", type=float, metavar="N")
     g.add_argument("--intensity", type=int, metavar="I")
     g.add_argument("--heat", choices=("off", "low", "medium", "high"))
-    g.add_argument("--mm", type=float, metavar="MM", help="shoulder nudge (adjust_shoulder)")
+    g.add_argument(
+        "--mm",
+        type=float,
+        metavar="MM",
+        help="shoulder nudge (adjust_shoulder) or how far to move (move, manual mode: + = up)",
+    )
+    add_zone_intensity_argument(g)
     g.add_argument("--id", metavar="ID", help="command id (default: a fresh one)")
+    add_manual_arguments(p, "manual mode (start --program manual, or set; docs/chair.md §8)")
     add_broker_arguments(p)
     o = p.add_argument_group("output")
     o.add_argument("--timeout", type=float, metavar="S", help="seconds to wait (default 10)")
@@ -68,12 +83,15 @@ def run(args: argparse.Namespace) -> int:
         )
     command: dict[str, Any] = {"id": args.id or uuid.uuid4().hex, "action": args.action}
     allowed = ACTIONS[args.action].fields
-    for name in _FIELDS:
-        value = getattr(args, name)
+    fields: dict[str, Any] = {name: getattr(args, name) for name in _FIELDS}
+    fields["zone_intensity"] = zone_pairs(args.zone_intensity)
+    fields["manual"] = manual_choices(args) or None
+    for name, value in fields.items():
         if value is None:
             continue
         if name not in allowed:
-            raise UsageError(f"{args.action} takes no --{name}")
+            given = "/--".join(manual_choices(args)) if name == "manual" else name
+            raise UsageError(f"{args.action} takes no --{given.replace('_', '-')}")
         command[name] = value
     try:
         reply = asyncio.run(send(settings, command, timeout_s=args.timeout or 10.0))

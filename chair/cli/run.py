@@ -28,10 +28,14 @@ from chair.cli.common import (
     EXIT_USAGE,
     UsageError,
     add_body_arguments,
+    add_manual_arguments,
     add_start_pose_argument,
+    add_zone_intensity_argument,
     chair_config,
     check_body_height,
     check_start_pose,
+    manual_choices,
+    zone_pairs,
 )
 
 if TYPE_CHECKING:
@@ -49,25 +53,8 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     p.add_argument("--minutes", type=float, help="session length, 5–30 (default: the program's)")
     p.add_argument("--intensity", type=int, help="1..5 (default: the program's)")
     p.add_argument("--heat", help="off, low, medium or high (default: the program's)")
-    p.add_argument(
-        "--zone-intensity",
-        action="append",
-        default=[],
-        metavar="ZONE=N",
-        help="per-zone strength: N depth levels (-2..2) on top of the intensity in ZONE, "
-        "clamped to the zone's cap (repeatable; docs/chair.md §8)",
-    )
-    from chair.programs.manual import AREAS, MANUAL_TECHNIQUES, WIDTHS
-
-    m = p.add_argument_group(
-        "manual mode (PROGRAM = manual; docs/chair.md §8)",
-        "the technique, area, tempo and width a remote steers (the rest: their defaults)",
-    )
-    m.add_argument("--technique", help=" | ".join(MANUAL_TECHNIQUES))
-    m.add_argument("--area", help=" | ".join(AREAS))
-    m.add_argument("--zone", help="where a partial or spot area is centred (its middle)")
-    m.add_argument("--tempo", type=int, help="1..5: the technique's rate")
-    m.add_argument("--width", help=" | ".join(WIDTHS))
+    add_zone_intensity_argument(p)
+    add_manual_arguments(p, "manual mode (PROGRAM = manual; docs/chair.md §8)")
     add_body_arguments(p)
     add_start_pose_argument(p)
     pace = p.add_mutually_exclusive_group()
@@ -118,11 +105,7 @@ def handle(args: argparse.Namespace) -> int:
             "heat": args.heat,
             "zone_intensity": zone_pairs(args.zone_intensity),
         }
-        manual = {
-            k: getattr(args, k)
-            for k in ("technique", "area", "zone", "tempo", "width")
-            if getattr(args, k) is not None
-        }
+        manual = manual_choices(args)
         if manual and args.program != MANUAL:
             raise UsageError(
                 f"--{', --'.join(manual)}: manual mode's options need PROGRAM 'manual'"
@@ -238,26 +221,6 @@ def handle(args: argparse.Namespace) -> int:
     if violations:
         return EXIT_SAFETY
     return EXIT_OK
-
-
-def zone_pairs(items: list[str]) -> dict[str, Any] | None:
-    """``--zone-intensity ZONE=N`` flags as {zone: N} (the request model checks zone and range;
-    here only the form). A zone given twice: the last one wins."""
-    if not items:
-        return None
-    out: dict[str, Any] = {}
-    for item in items:
-        zone, sep, text = item.partition("=")
-        try:
-            if not sep or not zone.strip():
-                raise ValueError
-            out[zone.strip()] = int(text.strip())
-        except ValueError:
-            raise UsageError(
-                f"--zone-intensity {item!r}: expected ZONE=N with N a whole number -2..2, "
-                "e.g. --zone-intensity shoulders=1"
-            ) from None
-    return out
 
 
 def _stop_on_signals(controller: Controller, seen: list[int]) -> None:
