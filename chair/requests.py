@@ -192,20 +192,22 @@ def check_manual(value: Any, config: ChairConfig) -> dict[str, Any] | None:
     return out
 
 
-def check_move_mm(value: Any, config: ChairConfig) -> float:
+def _signed_mm(value: Any, lim: float) -> float:
+    """A distance in mm within ±`lim`."""
     mm = _number(value)
-    lim = config.manual.move_max_mm
     if not -lim <= mm <= lim:
         raise PydanticCustomError("out_of_range", "must be within ±{lim} mm", {"lim": f"{lim:g}"})
     return mm
+
+
+def check_move_mm(value: Any, config: ChairConfig) -> float:
+    """Manual mode's `move`: the area's centre, up (+) or down, at most a remote's long press."""
+    return _signed_mm(value, config.manual.move_max_mm)
 
 
 def check_adjust_mm(value: Any, config: ChairConfig) -> float:
-    mm = _number(value)
-    lim = config.body.adjust_mm
-    if not -lim <= mm <= lim:
-        raise PydanticCustomError("out_of_range", "must be within ±{lim} mm", {"lim": f"{lim:g}"})
-    return mm
+    """The adjust window's shoulder nudge."""
+    return _signed_mm(value, config.body.adjust_mm)
 
 
 class Request(BaseModel):
