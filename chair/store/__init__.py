@@ -1,0 +1,356 @@
+"""The chair's own data on its own flash: user profiles, session history and the MQTT outbox
+(docs/chair.md §9), in one SQLite file through aiosqlite.
+
+`Store.open(path)` opens (creating) the database in WAL mode and brings its schema up to date
+(`chair.store.schema`); every failure — a locked, read-only, full or corrupt file — is a
+`StoreError` with a one-line message, and the chair then runs its sessions without history.
+The path comes from ``--db``, then ``CHAIR_DB``, then ``$XDG_STATE_HOME/massagechair/chair.db``
+(`db_path`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from chair.store.schema import SCHEMA_VERSION, migrate
+
+BUSY_TIMEOUT_S = 2.0
+"""How long a write waits for another process's lock before the database counts as locked."""
+
+USER_FIELDS = (
+    "height_cm",
+    "shoulder_offset_mm",
+    "intensity",
+    "heat",
+    "zone_intensity",
+    "program",
+    "minutes",
+)
+"""What a user profile remembers (besides its name), in the order `chair users show` lists it."""
+
+OUTCOMES = ("completed", "stopped", "fault", "estop", "interrupted")
+
+
+class StoreError(Exception):
+    """The database cannot be used: the message is one line naming the file and the cause."""
+
+
+def db_path(
+    arg: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None
+) -> Path:
+    """``--db``, then ``CHAIR_DB``, then ``$XDG_STATE_HOME/massagechair/chair.db``
+    (``~/.local/state/massagechair/chair.db``)."""
+    env = os.environ if env is None else env
+    if arg:
+        return Path(arg)
+    if env.get("CHAIR_DB"):
+        return Path(env["CHAIR_DB"])
+    state = env.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(state) / "massagechair" / "chair.db"
+
+
+def outcome_of(end_reason: str) -> str:
+    """A session's outcome (completed, stopped, fault, estop) from its end reason."""
+    if end_reason in ("completed", "estop"):
+        return end_reason
+    if end_reason in ("stopped", "occupant_left", "no_occupant", "plan_error"):
+        return "stopped"
+    return "fault"
+
+
+def now_iso() -> str:
+    return (
+        time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
+        + f".{int(time.time() * 1000) % 1000:03d}Z"
+    )
+
+
+def _why(e: BaseException) -> str:
+    text = str(e) or type(e).__name__
+    if isinstance(e, sqlite3.DatabaseError) and "not a database" in text:
+        text += " (corrupt, or not a SQLite file)"
+    return text.splitlines()[0]
+
+
+class Store:
+    """An open database. Every method raises `StoreError` when the database fails."""
+
+    def __init__(self, conn: aiosqlite.Connection, path: Path) -> None:
+        self._conn = conn
+        self.path = path
+
+    @classmethod
+    async def open(cls, path: str | os.PathLike[str]) -> Store:
+        p = Path(path)
+        conn: aiosqlite.Connection | None = None
+        try:
+            p.parent.mkdir(parents=True, exist_ok=True)
+            conn = await aiosqlite.connect(p, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+            conn.row_factory = sqlite3.Row
+            mode = await cls._one(conn, "PRAGMA journal_mode=WAL")
+            if str(mode).lower() != "wal":
+                raise sqlite3.OperationalError(f"cannot switch to WAL (journal mode {mode})")
+            await conn.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
+            await migrate(conn)
+        except (sqlite3.Error, OSError, ValueError) as e:
+            if conn is not None:
+                with contextlib.suppress(sqlite3.Error, OSError):  # a broken file
+                    await conn.close()
+            raise StoreError(f"database {p}: {_why(e)}") from None
+        return cls(conn, p)
+
+    @staticmethod
+    async def _one(conn: aiosqlite.Connection, sql: str, args: tuple[Any, ...] = ()) -> Any:
+        async with conn.execute(sql, args) as cur:
+            row = await cur.fetchone()
+        return None if row is None else row[0]
+
+    async def close(self) -> None:
+        try:
+            await self._conn.close()
+        except (sqlite3.Error, OSError) as e:  # pragma: no cover
+            raise StoreError(f"database {self.path}: {_why(e)}") from None
+
+    async def version(self) -> int:
+        return int(await self._q1("PRAGMA user_version"))
+
+    # ---- plumbing ------------------------------------------------------------------------------
+
+    async def _q1(self, sql: str, args: tuple[Any, ...] = ()) -> Any:
+        try:
+            return await self._one(self._conn, sql, args)
+        except (sqlite3.Error, OSError, ValueError) as e:
+            raise StoreError(f"database {self.path}: {_why(e)}") from None
+
+    async def _rows(self, sql: str, args: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
+        try:
+            async with self._conn.execute(sql, args) as cur:
+                return [dict(r) for r in await cur.fetchall()]
+        except (sqlite3.Error, OSError, ValueError) as e:
+            raise StoreError(f"database {self.path}: {_why(e)}") from None
+
+    async def _write(self, *statements: tuple[str, tuple[Any, ...]]) -> int:
+        """Run `statements` in one transaction; the last one's rowcount (or lastrowid for an
+        INSERT)."""
+        try:
+            await self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                result = 0
+                for sql, args in statements:
+                    cur = await self._conn.execute(sql, args)
+                    is_insert = sql.lstrip().upper().startswith("INSERT")
+                    result = (cur.lastrowid or 0) if is_insert else cur.rowcount
+                    await cur.close()
+                await self._conn.execute("COMMIT")
+            except BaseException:
+                await self._conn.execute("ROLLBACK")
+                raise
+        except sqlite3.IntegrityError:
+            raise
+        except (sqlite3.Error, OSError, ValueError) as e:
+            raise StoreError(f"database {self.path}: {_why(e)}") from None
+        return result
+
+    # ---- users ---------------------------------------------------------------------------------
+
+    @staticmethod
+    def _user(row: dict[str, Any]) -> dict[str, Any]:
+        zi = row.get("zone_intensity")
+        row["zone_intensity"] = json.loads(zi) if zi else {}
+        return row
+
+    async def users(self) -> list[dict[str, Any]]:
+        rows = await self._rows(
+            f"SELECT name, {', '.join(USER_FIELDS)}, updated_at FROM users ORDER BY name"
+        )
+        return [self._user(r) for r in rows]
+
+    async def user(self, name: str) -> dict[str, Any] | None:
+        rows = await self._rows(
+            f"SELECT name, {', '.join(USER_FIELDS)}, updated_at FROM users WHERE name = ?",
+            (name,),
+        )
+        return self._user(rows[0]) if rows else None
+
+    async def add_user(self, name: str, fields: Mapping[str, Any]) -> bool:
+        """A new profile; False when a user of that name (any case) exists."""
+        values = {k: fields.get(k) for k in USER_FIELDS}
+        values["zone_intensity"] = json.dumps(values["zone_intensity"] or {})
+        cols = ", ".join(["name", *USER_FIELDS, "created_at", "updated_at"])
+        marks = ", ".join("?" * (len(USER_FIELDS) + 3))
+        t = now_iso()
+        try:
+            await self._write(
+                (f"INSERT INTO users ({cols}) VALUES ({marks})", (name, *values.values(), t, t))
+            )
+        except sqlite3.IntegrityError:
+            return False
+        return True
+
+    async def update_user(self, name: str, fields: Mapping[str, Any]) -> bool:
+        """Change the fields given (None clears one); False when there is no such user."""
+        changes = {k: v for k, v in fields.items() if k in USER_FIELDS}
+        if "zone_intensity" in changes:
+            changes["zone_intensity"] = json.dumps(changes["zone_intensity"] or {})
+        sets = ", ".join(f"{k} = ?" for k in [*changes, "updated_at"])
+        n = await self._write(
+            (f"UPDATE users SET {sets} WHERE name = ?", (*changes.values(), now_iso(), name))
+        )
+        return n > 0
+
+    async def remove_user(self, name: str) -> bool:
+        return await self._write(("DELETE FROM users WHERE name = ?", (name,))) > 0
+
+    # ---- history -------------------------------------------------------------------------------
+
+    async def begin_session(self, record: Mapping[str, Any]) -> None:
+        """The record of a session that starts (closed by `finish_session`)."""
+        await self._write(
+            (
+                "INSERT INTO sessions (session_id, user, program, minutes_planned, intensity, "
+                "heat, started_at, seconds_run) VALUES (?, ?, ?, ?, ?, ?, ?, 0)",
+                (
+                    record["session_id"],
+                    record.get("user"),
+                    record["program"],
+                    record["minutes_planned"],
+                    record.get("intensity"),
+                    record.get("heat"),
+                    record.get("started_at") or now_iso(),
+                ),
+            )
+        )
+
+    async def progress(self, session_id: str, seconds_run: float) -> None:
+        """What an open session has run so far (an interrupted record keeps it)."""
+        await self._write(
+            (
+                "UPDATE sessions SET seconds_run = ?, seen_at = ? "
+                "WHERE session_id = ? AND ended_at IS NULL",
+                (round(seconds_run, 3), now_iso(), session_id),
+            )
+        )
+
+    async def finish_session(
+        self,
+        session_id: str,
+        fields: Mapping[str, Any],
+        *,
+        event: Mapping[str, Any] | None = None,
+        topic: str | None = None,
+    ) -> int | None:
+        """Close the record with `fields` (outcome, end_reason, seconds_run, intensity, heat,
+        faults, safety_ok, zone_seconds); with `event` and `topic`, queue the event in the
+        outbox in the same transaction and return its outbox id."""
+        f = dict(fields)
+        statements: list[tuple[str, tuple[Any, ...]]] = [
+            (
+                "UPDATE sessions SET ended_at = ?, outcome = ?, end_reason = ?, seconds_run = ?, "
+                "intensity = ?, heat = ?, faults = ?, safety_ok = ?, zone_seconds = ? "
+                "WHERE session_id = ?",
+                (
+                    f.get("ended_at") or now_iso(),
+                    f["outcome"],
+                    f.get("end_reason"),
+                    round(float(f.get("seconds_run") or 0.0), 3),
+                    f.get("intensity"),
+                    f.get("heat"),
+                    json.dumps(f.get("faults") or []),
+                    None if f.get("safety_ok") is None else int(bool(f["safety_ok"])),
+                    json.dumps(f.get("zone_seconds") or {}),
+                    session_id,
+                ),
+            )
+        ]
+        if event is not None and topic is not None:
+            statements.append(
+                (
+                    "INSERT INTO outbox (topic, session_id, payload, created_at) "
+                    "VALUES (?, ?, ?, ?)",
+                    (topic, session_id, json.dumps(dict(event), default=str), now_iso()),
+                )
+            )
+        result = await self._write(*statements)
+        return result if event is not None and topic is not None else None
+
+    async def close_interrupted(self) -> list[str]:
+        """Close every record left open (the chair lost power or was killed mid-session) as
+        ``interrupted``, with what it had run; their session ids."""
+        open_ids = [
+            r["session_id"]
+            for r in await self._rows("SELECT session_id FROM sessions WHERE ended_at IS NULL")
+        ]
+        if open_ids:
+            await self._write(
+                (
+                    "UPDATE sessions SET outcome = 'interrupted', end_reason = 'interrupted', "
+                    "ended_at = COALESCE(seen_at, started_at) WHERE ended_at IS NULL",
+                    (),
+                )
+            )
+        return open_ids
+
+    @staticmethod
+    def _record(row: dict[str, Any]) -> dict[str, Any]:
+        row["faults"] = json.loads(row["faults"]) if row.get("faults") else []
+        row["zone_seconds"] = json.loads(row["zone_seconds"]) if row.get("zone_seconds") else {}
+        if row.get("safety_ok") is not None:
+            row["safety_ok"] = bool(row["safety_ok"])
+        row["minutes_run"] = round((row.get("seconds_run") or 0.0) / 60.0, 3)
+        row.pop("seen_at", None)
+        return row
+
+    _RECORD_COLS = (
+        "session_id, user, program, minutes_planned, intensity, heat, started_at, ended_at, "
+        "outcome, end_reason, seconds_run, faults, safety_ok, zone_seconds, seen_at"
+    )
+
+    async def record(self, session_id: str) -> dict[str, Any] | None:
+        rows = await self._rows(
+            f"SELECT {self._RECORD_COLS} FROM sessions WHERE session_id = ?", (session_id,)
+        )
+        return self._record(rows[0]) if rows else None
+
+    async def history(
+        self, user: str | None = None, limit: int | None = None
+    ) -> list[dict[str, Any]]:
+        """Session records, newest first."""
+        where, args = ("WHERE user = ?", (user,)) if user is not None else ("", ())
+        sql = (
+            f"SELECT {self._RECORD_COLS} FROM sessions {where} ORDER BY started_at DESC, rowid DESC"
+        )
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        return [self._record(r) for r in await self._rows(sql, args)]
+
+    # ---- the MQTT outbox -----------------------------------------------------------------------
+
+    async def add_outbox(self, topic: str, session_id: str, event: Mapping[str, Any]) -> int:
+        return await self._write(
+            (
+                "INSERT INTO outbox (topic, session_id, payload, created_at) VALUES (?, ?, ?, ?)",
+                (topic, session_id, json.dumps(dict(event), default=str), now_iso()),
+            )
+        )
+
+    async def outbox(self, topic: str) -> list[tuple[int, dict[str, Any]]]:
+        """The events for `topic` not yet acknowledged by the broker, oldest first."""
+        rows = await self._rows(
+            "SELECT id, payload FROM outbox WHERE topic = ? ORDER BY id", (topic,)
+        )
+        return [(int(r["id"]), json.loads(r["payload"])) for r in rows]
+
+    async def outbox_done(self, outbox_id: int) -> None:
+        await self._write(("DELETE FROM outbox WHERE id = ?", (outbox_id,)))
+
+
+__all__ = ["OUTCOMES", "SCHEMA_VERSION", "USER_FIELDS", "Store", "StoreError", "db_path"]

@@ -1,0 +1,118 @@
+"""The chair's database (docs/chair.md §9): WAL, versioned migrations, the path, clear errors.
+
+Every test uses a real SQLite file in tmp_path.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from pathlib import Path
+
+import aiosqlite
+import pytest
+
+from chair.store import SCHEMA_VERSION, Store, StoreError, db_path
+from chair.store.schema import migrate
+
+
+async def _v1_database(path: Path) -> None:
+    """A database made by the first schema, with a user and a closed session in it."""
+    async with aiosqlite.connect(path, isolation_level=None) as conn:
+        assert await migrate(conn, upto=1) == 0
+        await conn.execute(
+            "INSERT INTO users (name, intensity, heat, zone_intensity, created_at, updated_at) "
+            "VALUES ('Ann', 4, 'low', '{\"neck\": 1}', 't', 't')"
+        )
+        await conn.execute(
+            "INSERT INTO sessions (session_id, user, program, minutes_planned, intensity, heat, "
+            "started_at, ended_at, outcome, end_reason, seconds_run, faults) VALUES "
+            "('old-1', 'Ann', 'relax', 5, 4, 'low', '2026-01-01T00:00:00Z', "
+            "'2026-01-01T00:05:00Z', 'completed', 'completed', 300, '[]')"
+        )
+
+
+async def test_a_v1_database_is_upgraded_and_keeps_its_data(tmp_path: Path) -> None:
+    path = tmp_path / "chair.db"
+    await _v1_database(path)
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
+    store = await Store.open(path)
+    try:
+        assert await store.version() == SCHEMA_VERSION >= 2
+        ann = await store.user("ann")  # names are case-insensitive
+        assert ann is not None and ann["intensity"] == 4 and ann["zone_intensity"] == {"neck": 1}
+        (old,) = await store.history()
+        assert old["session_id"] == "old-1" and old["outcome"] == "completed"
+        assert old["zone_seconds"] == {} and old["safety_ok"] is None  # v2's columns
+        assert await store.outbox("any") == []  # v2's table
+    finally:
+        await store.close()
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+async def test_a_newer_schema_is_refused_clearly(tmp_path: Path) -> None:
+    path = tmp_path / "chair.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    with pytest.raises(StoreError, match="newer than this chair"):
+        await Store.open(path)
+
+
+async def test_a_corrupt_file_is_a_one_line_error(tmp_path: Path) -> None:
+    path = tmp_path / "chair.db"
+    path.write_bytes(b"this is not a database" * 200)
+    with pytest.raises(StoreError) as e:
+        await Store.open(path)
+    assert str(path) in str(e.value) and "\n" not in str(e.value)
+    assert "corrupt" in str(e.value)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes read-only files")
+async def test_a_read_only_directory_is_a_clear_error(tmp_path: Path) -> None:
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    try:
+        with pytest.raises(StoreError, match=str(ro)):
+            await Store.open(ro / "chair.db")
+    finally:
+        ro.chmod(0o700)
+
+
+async def test_history_outbox_and_interrupted_records(tmp_path: Path) -> None:
+    store = await Store.open(tmp_path / "chair.db")
+    try:
+        await store.begin_session(
+            {"session_id": "s1", "user": None, "program": "relax", "minutes_planned": 5}
+        )
+        await store.progress("s1", 42.0)
+        await store.begin_session(
+            {"session_id": "s2", "user": None, "program": "quick", "minutes_planned": 5}
+        )
+        oid = await store.finish_session(
+            "s2", {"outcome": "stopped", "seconds_run": 10}, event={"x": 1}, topic="t/event"
+        )
+        assert oid is not None
+        assert await store.outbox("t/event") == [(oid, {"x": 1})]
+        assert await store.outbox("other") == []
+        await store.outbox_done(oid)
+        assert await store.outbox("t/event") == []
+        assert await store.close_interrupted() == ["s1"]
+        s1 = await store.record("s1")
+        assert s1 is not None
+        assert (s1["outcome"], s1["seconds_run"]) == ("interrupted", 42.0)
+        assert s1["ended_at"] is not None
+        assert [r["session_id"] for r in await store.history(limit=1)] == ["s2"]
+    finally:
+        await store.close()
+
+
+def test_the_path_comes_from_db_then_chair_db_then_xdg(tmp_path: Path) -> None:
+    env = {"CHAIR_DB": str(tmp_path / "env.db"), "XDG_STATE_HOME": str(tmp_path / "state")}
+    assert db_path("x.db", env) == Path("x.db")
+    assert db_path(None, env) == tmp_path / "env.db"
+    del env["CHAIR_DB"]
+    assert db_path(None, env) == tmp_path / "state" / "massagechair" / "chair.db"
+    assert db_path(None, {}) == Path.home() / ".local/state/massagechair/chair.db"
