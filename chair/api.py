@@ -25,6 +25,8 @@ ERROR_CODES: dict[str, str] = {
     "unknown_zone": "a zone name that is not one of the body's zones (docs/chair.md §2)",
     "not_allowed": "the action is not allowed in the current state",
     "not_manual": "manual settings or a move outside a manual session (docs/chair.md §8)",
+    "unknown_user": "no user profile of that name (docs/chair.md §9)",
+    "no_store": "the chair's database is off: no user profiles (docs/chair.md §9)",
     "busy": "another command is being executed",
     "timeout": "the chair did not reach the command's outcome in time (it is reported; watch the "
     "state)",

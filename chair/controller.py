@@ -19,6 +19,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Collection, Sequence
+from pathlib import Path
 from typing import Any, ClassVar
 
 from chair.api import CommandError
@@ -29,8 +30,16 @@ from chair.manual_session import ManualSession
 from chair.programs.manual import MANUAL, ManualSettings
 from chair.programs.model import Program, ProgramError, builtin_programs, load_program
 from chair.report import build_summary
-from chair.requests import AdjustRequest, MoveRequest, SetRequest, StartRequest, parse_request
+from chair.requests import (
+    AdjustRequest,
+    MoveRequest,
+    SetRequest,
+    StartRequest,
+    UserProfile,
+    parse_request,
+)
 from chair.session import Session, SessionResult, telemetry_sample
+from chair.store import USER_FIELDS, Store, StoreError, now_iso, outcome_of
 from core_rt.config import AXES, ChairConfig
 from core_rt.core import FAULT_CODES, FAULT_MESSAGES, Core, CoreEvent, Telemetry, mono_ns
 
@@ -84,6 +93,15 @@ class Controller:
         self.telemetry_sinks = driver.telemetry_sinks
         self._latest_tlm: dict[str, Any] | None = None
         self.session_faults: list[tuple[float, str]] = []
+        # the chair's database (docs/chair.md §9): None without one, or once it failed
+        self.db_path: Path | None = None
+        self.store: Store | None = None
+        self.history_error: str | None = None
+        """Why history is off (None: on, or no database configured)."""
+        self.interrupted: list[str] = []
+        """Sessions found open at start and closed as interrupted."""
+        self._outbox_topic: str | None = None
+        self._store_tasks: set[asyncio.Task[None]] = set()
 
     # ---- construction ------------------------------------------------------------------------
 
@@ -100,11 +118,13 @@ class Controller:
         faults: Sequence[str] = (),
         telemetry_hz: float = 50.0,
         start_pose_mm: tuple[float, float, float] | None = None,
+        db: str | Path | None = None,
     ) -> Controller:
         """Build a controller. `speed` = virtual time paced at that factor (tests, demos);
         None = the real-time core against the wall clock (`pacing` may override).
         `start_pose_mm`: where the simulated chair is at power-on (carriage, width, depth; None =
-        park); the core takes it from the encoders like any other pose (docs/core.md)."""
+        park); the core takes it from the encoders like any other pose (docs/core.md).
+        `db`: the chair's database (user profiles, history, outbox; None: none)."""
         if pacing is None:
             pacing = "realtime" if speed is None else "paced"
         session_faults: list[tuple[float, str]] = []
@@ -143,6 +163,7 @@ class Controller:
         driver = cls.driver_class(core, config, pacing, speed or 60.0)
         c = cls(config, core, driver, hw)
         c.session_faults = session_faults
+        c.db_path = None if db is None else Path(db)
         driver.telemetry_sinks.append(c._on_telemetry)
         return c
 
@@ -190,7 +211,14 @@ class Controller:
                 "zones": {},
             }
             fault = self._fault
-        return {"state": str(self.state_name), **st, "fault": fault, "link": self.link_report()}
+        return {
+            "state": str(self.state_name),
+            **st,
+            "fault": fault,
+            "link": self.link_report(),
+            "user": None if s is None else s.user,
+            "history": {"on": self.store is not None, "error": self.history_error},
+        }
 
     def link_report(self) -> dict[str, Any] | None:
         """The board link's counters (docs/board-protocol.md, Counters); None in the simulator,
@@ -274,6 +302,8 @@ class Controller:
                 fut.cancel()
 
     def _event(self, e: dict[str, Any]) -> None:
+        if e.get("event") == SessionEvent.STEP_STARTED and self.session is not None:
+            self._history_progress(self.session)
         for cb in self._event_cbs:
             cb(e)
 
@@ -285,6 +315,16 @@ class Controller:
 
     async def open(self) -> None:
         await self.driver.start()
+        if self.db_path is not None:
+            try:
+                self.store = await Store.open(self.db_path)
+                self.interrupted = await self.store.close_interrupted()
+            except StoreError as e:
+                await self._history_off(e)
+            for sid in self.interrupted:
+                log.warning(
+                    "session %s was cut off (power loss or kill): closed as interrupted", sid
+                )
 
     async def close(self) -> None:
         if self._runner is not None:
@@ -296,6 +336,12 @@ class Controller:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._runner
             self._runner = None
+        if self._store_tasks:
+            await asyncio.gather(*self._store_tasks, return_exceptions=True)
+        if self.store is not None:
+            with contextlib.suppress(StoreError):
+                await self.store.close()
+            self.store = None
         close = getattr(self.hardware, "close", None)
         if close is not None:
             # a board link: its goodbye (drives and heater off, echoed by the board) goes out
@@ -332,6 +378,7 @@ class Controller:
     async def _run_session(self, session: Session) -> SessionResult:
         self._session_done.clear()
         wall0 = time.perf_counter()
+        await self._history_begin(session)
         try:
             result = await session.run()
         except Exception:  # never lose the chair to a bug in a session: stop it safely
@@ -339,8 +386,8 @@ class Controller:
             self.core.estop()
             self._state = SessionState.ESTOP
             self._fault = {"code": "internal", "message": "session crashed"}
-            session._emit(
-                SessionEvent.SESSION_FINISHED, completed=False, end_reason="internal", summary=None
+            await self._session_finished(
+                session, None, None, completed=False, end_reason="internal"
             )
             self.session = None
             self._session_done.set()
@@ -350,11 +397,12 @@ class Controller:
         self.last_telemetry = session.telemetry
         self.last_summary = await self._summary(session, result, time.perf_counter() - wall0)
         # the summary rides on the event, so remote tools can check a session like `chair run`
-        session._emit(
-            SessionEvent.SESSION_FINISHED,
+        await self._session_finished(
+            session,
+            result,
+            self.last_summary,
             completed=result.completed,
             end_reason=result.end_reason,
-            summary=self.last_summary,
         )
         if session.state.latched:
             self._state = session.state
@@ -370,6 +418,211 @@ class Controller:
         self._session_done.set()
         self._changed()
         return result
+
+    # ---- history, user memory, outbox (docs/chair.md §9) --------------------------------------
+
+    async def _history_off(self, e: StoreError) -> None:
+        """The database failed: say so once (log and state); sessions go on without history."""
+        if self.history_error is None:
+            log.error("history off: %s", e)
+        self.history_error = str(e)
+        store, self.store = self.store, None
+        if store is not None:
+            with contextlib.suppress(StoreError):
+                await store.close()
+        self._changed()
+
+    def _program_name(self, session: Session) -> str:
+        return MANUAL if isinstance(session, ManualSession) else session.program.name
+
+    async def _history_begin(self, session: Session) -> None:
+        if self.store is None:
+            return
+        try:
+            await self.store.begin_session(
+                {
+                    "session_id": session.session_id,
+                    "user": session.user,
+                    "program": self._program_name(session),
+                    "minutes_planned": session.minutes,
+                    "intensity": session.intensity,
+                    "heat": session.heat_level,
+                    "started_at": now_iso(),
+                }
+            )
+        except StoreError as e:
+            await self._history_off(e)
+
+    def _history_progress(self, session: Session) -> None:
+        """Keep an open record's run time current (an interrupted record keeps it)."""
+        store = self.store
+        if store is None:
+            return
+
+        async def write() -> None:
+            try:
+                await store.progress(session.session_id, session.program_seconds())
+            except StoreError as e:
+                await self._history_off(e)
+
+        task = asyncio.get_running_loop().create_task(write())
+        self._store_tasks.add(task)
+        task.add_done_callback(self._store_tasks.discard)
+
+    def record_of(
+        self,
+        session: Session,
+        result: SessionResult | None,
+        summary: dict[str, Any] | None,
+        end_reason: str,
+    ) -> dict[str, Any]:
+        """The session's record (docs/chair.md §9) as `chair history` and `session_finished`
+        carry it."""
+        faults = [] if summary is None else summary.get("faults", [])
+        return {
+            "session_id": session.session_id,
+            "user": session.user,
+            "program": self._program_name(session),
+            "minutes_planned": session.minutes,
+            "intensity": session.intensity,
+            "heat": session.heat_level,
+            "outcome": outcome_of(end_reason),
+            "end_reason": end_reason,
+            "seconds_run": round(session.program_seconds(), 3),
+            "faults": faults,
+            "safety_ok": None if summary is None else summary["safety"]["ok"],
+            "zone_seconds": {}
+            if summary is None
+            else {z: d["actual"] for z, d in summary.get("zone_seconds", {}).items()},
+            "ended_at": now_iso(),
+        }
+
+    async def _session_finished(
+        self,
+        session: Session,
+        result: SessionResult | None,
+        summary: dict[str, Any] | None,
+        *,
+        completed: bool,
+        end_reason: str,
+    ) -> None:
+        """Close the record, update the user's memory after a completed session, keep the
+        `session_finished` event in the outbox when a broker is to get it, then emit it."""
+        for task in list(self._store_tasks):  # progress writes go first
+            with contextlib.suppress(Exception):
+                await task
+        record = self.record_of(session, result, summary, end_reason)
+        event: dict[str, Any] = {
+            "event": SessionEvent.SESSION_FINISHED,
+            "session_id": session.session_id,
+            "t": round(session.now_s(), 3),
+            "completed": completed,
+            "end_reason": end_reason,
+            "summary": summary,
+            "record": record,
+        }
+        outbox_id: int | None = None
+        if self.store is not None:
+            try:
+                started = await self.store.record(session.session_id)
+                if started is not None:
+                    record["started_at"] = started["started_at"]
+                outbox_id = await self.store.finish_session(
+                    session.session_id, record, event=event, topic=self._outbox_topic
+                )
+                if completed and session.user is not None:
+                    await self.store.update_user(session.user, self._memory_of(session))
+            except StoreError as e:
+                await self._history_off(e)
+        self._event(event if outbox_id is None else {**event, "outbox_id": outbox_id})
+
+    @staticmethod
+    def _memory_of(session: Session) -> dict[str, Any]:
+        """What a completed session leaves in its user's memory."""
+        program = session.program.name if not isinstance(session, ManualSession) else MANUAL
+        return {
+            "shoulder_offset_mm": round(session.adjust_mm, 1),
+            "intensity": session.intensity,
+            "heat": session.heat_level,
+            "zone_intensity": dict(session.zone_intensity),
+            "program": program,
+            "minutes": session.minutes,
+        }
+
+    async def user_profile(self, name: str) -> UserProfile | None:
+        """The user's memory, checked like any request; `unknown_user` when there is no such
+        profile. None when the database is off (the session starts without memory)."""
+        parse_request(StartRequest, {"user": name}, self.config, prefix="start.")
+        if self.store is None:
+            log.warning("user %s: the database is off, starting without their memory", name)
+            return None
+        try:
+            row = await self.store.user(name)
+        except StoreError as e:
+            await self._history_off(e)
+            return None
+        if row is None:
+            raise CommandError(
+                "unknown_user", f"no user {name!r} (add one with `chair users add NAME`)"
+            )
+        data = {k: row[k] for k in ("name", *USER_FIELDS) if row.get(k) not in (None, {})}
+        try:
+            return parse_request(UserProfile, data, self.config, prefix=f"user {name}: ")
+        except CommandError as e:  # nothing in the database can make a session unsafe
+            log.error("the stored profile is invalid (%s): starting from the defaults", e.message)
+            return UserProfile(name=row["name"])
+
+    async def users(self) -> list[dict[str, Any]]:
+        """The user profiles (the `users` action); `no_store` without a database."""
+        if self.store is None:
+            raise CommandError("no_store", self.history_error or "the chair has no database")
+        try:
+            return await self.store.users()
+        except StoreError as e:
+            await self._history_off(e)
+            raise CommandError("no_store", str(e)) from None
+
+    async def outbox_attach(self, topic: str) -> None:
+        """From now on every finished session's event is kept in the outbox for `topic` until
+        `outbox_done`; the sessions found interrupted at start are queued there too."""
+        self._outbox_topic = topic
+        if self.store is None:
+            return
+        try:
+            for sid in self.interrupted:
+                record = await self.store.record(sid)
+                if record is not None:
+                    event = {
+                        "event": SessionEvent.SESSION_FINISHED,
+                        "session_id": sid,
+                        "completed": False,
+                        "end_reason": "interrupted",
+                        "summary": None,
+                        "record": record,
+                    }
+                    await self.store.add_outbox(topic, sid, event)
+            self.interrupted = []
+        except StoreError as e:
+            await self._history_off(e)
+
+    async def outbox_pending(self) -> list[tuple[int, dict[str, Any]]]:
+        """The events not yet acknowledged by the broker, oldest first."""
+        if self.store is None or self._outbox_topic is None:
+            return []
+        try:
+            return await self.store.outbox(self._outbox_topic)
+        except StoreError as e:
+            await self._history_off(e)
+            return []
+
+    async def outbox_done(self, outbox_id: int) -> None:
+        """The broker acknowledged the event: forget it."""
+        if self.store is None:
+            return
+        try:
+            await self.store.outbox_done(outbox_id)
+        except StoreError as e:
+            await self._history_off(e)
 
     async def _summary(
         self, session: Session, result: SessionResult, wall_seconds: float
@@ -387,6 +640,7 @@ class Controller:
             body_height_cm=getattr(self.hardware, "body_height_cm", None),
             ticks=round(result.sim_seconds * 1e9 / self.core.period_ns),
             wall_seconds=wall_seconds,
+            user=session.user,
         )
         summary["link"] = self.link_report()
         # the real-time loop's wake-up latency and missed ticks (null in virtual time): a late
@@ -445,7 +699,9 @@ class Controller:
     ) -> SessionResult:
         """Run one whole session in the caller's task (the CLI's `chair run`). Without
         `keep_telemetry` (benchmarks) the summary carries the guard's verdict only."""
-        session = self._make_session(program, **kw)
+        user = kw.pop("user", None)
+        profile = None if user is None else await self.user_profile(user)
+        session = self._make_session(program, **kw, user=user, profile=profile)
         session.keep_telemetry = keep_telemetry
         self.session = session
         return await self._run_session(session)
@@ -458,10 +714,13 @@ class Controller:
         heat: str | None = None,
         zone_intensity: dict[str, int] | None = None,
         manual: dict[str, Any] | None = None,
+        user: str | None = None,
+        profile: UserProfile | None = None,
     ) -> Session:
         """The next session. Intensity, heat and per-zone strength: the value given here, else
-        the one a `set` chose since the last session (consumed here), else the program's
-        default (no per-zone offsets)."""
+        the one a `set` chose since the last session (consumed here), else the user's memory
+        (`profile`), else the program's default (no per-zone offsets). The minutes: given, else
+        the user's when this is their favourite program, else the program's."""
         req = parse_request(
             StartRequest,
             {
@@ -471,6 +730,7 @@ class Controller:
                 "heat": heat,
                 "zone_intensity": zone_intensity,
                 "manual": manual,
+                "user": user,
             },
             self.config,
         )
@@ -488,14 +748,24 @@ class Controller:
             prog = program
         sid = f"{uuid.uuid4().hex[:8]}-{next(self._ids)}"
         # precedence: the start's own choice > what a `set` chose since the last session > the
-        # program's default (the session applies that last one)
+        # user's memory > the program's default (the session applies that last one)
+        mem = profile if profile is not None else UserProfile(name=user or "-")
+        name = MANUAL if prog is None else prog.name
+        minutes_ = req.minutes
+        if minutes_ is None and mem.program == name:
+            minutes_ = mem.minutes
+        intensity_ = req.intensity if req.intensity is not None else self._intensity
+        heat_ = req.heat if req.heat is not None else self._heat
+        zones_ = req.zone_intensity
+        if zones_ is None:
+            zones_ = self._zone_intensity or mem.zone_intensity or {}
         kw: dict[str, Any] = dict(
-            minutes=req.minutes,
-            intensity=self._intensity if req.intensity is None else req.intensity,
-            heat=self._heat if req.heat is None else req.heat,
-            zone_intensity=self._zone_intensity
-            if req.zone_intensity is None
-            else req.zone_intensity,
+            minutes=minutes_,
+            intensity=mem.intensity if intensity_ is None else intensity_,
+            heat=mem.heat if heat_ is None else heat_,
+            zone_intensity=zones_,
+            user=user,
+            shoulder_offset_mm=mem.shoulder_offset_mm or 0.0,
             session_id=sid,
             on_change=self._changed,
             on_event=self._event,
@@ -545,6 +815,7 @@ class Controller:
         heat: str | None = None,
         zone_intensity: dict[str, int] | None = None,
         manual: dict[str, Any] | None = None,
+        user: str | None = None,
     ) -> None:
         self._require(SessionState.IDLE)
         if self._pending is not None:
@@ -558,7 +829,13 @@ class Controller:
             self._require(SessionState.IDLE)
             if self._pending is not None or self.session is not None:
                 raise CommandError("busy", "a session is already starting")
-        session = self._make_session(program, minutes, intensity, heat, zone_intensity, manual)
+        profile = None if user is None else await self.user_profile(user)
+        self._require(SessionState.IDLE)
+        if self._pending is not None or self.session is not None:
+            raise CommandError("busy", "a session is already starting")
+        session = self._make_session(
+            program, minutes, intensity, heat, zone_intensity, manual, user, profile
+        )
         self._pending = session
         self.session = session
         self._kick()

@@ -11,11 +11,16 @@ A refused field raises `chair.api.CommandError` with a stable code (docs/mqtt.md
 for a wrong type or an unknown field, ``out_of_range`` for a value outside its range,
 ``unknown_program`` for a name that cannot be a program, ``unknown_zone`` for a name that is not
 one of the body's zones (`core_rt.config.ZONES`). The message names the field and the value.
+
+A user profile (docs/chair.md §9) is checked by `UserProfile`, with the same checks: what
+``chair users add/set`` is given, and what is read back from the database before a session
+starts from it.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
@@ -27,6 +32,9 @@ from core_rt.config import ZONES, ChairConfig
 
 MAX_PROGRAM_CHARS = 64
 """Longest program name a request may carry (a longer one cannot be a program)."""
+MAX_USER_CHARS = 32
+USER_NAME = re.compile(r"[A-Za-z0-9_-](?:[A-Za-z0-9 _-]*[A-Za-z0-9_-])?")
+"""A user's name: 1–32 letters, digits, spaces, ``-`` and ``_``, no space at either end."""
 
 
 def _config(info: ValidationInfo) -> ChairConfig:
@@ -140,6 +148,36 @@ def check_zone_intensity(value: Any, config: ChairConfig) -> dict[str, int] | No
     return out
 
 
+def check_user(value: Any) -> str | None:
+    """A user's name (docs/chair.md §9): 1–32 ASCII letters, digits, spaces, - and _."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise PydanticCustomError("bad_field", "must be a string")
+    if not 0 < len(value) <= MAX_USER_CHARS or not USER_NAME.fullmatch(value):
+        raise PydanticCustomError(
+            "bad_field",
+            "must be 1-{n} letters, digits, spaces, - or _ (no space at either end)",
+            {"n": MAX_USER_CHARS},
+        )
+    return value
+
+
+def check_height(value: Any, config: ChairConfig) -> float | None:
+    """A body height hint in cm, within what the chair fits."""
+    if value is None:
+        return None
+    cm = _number(value)
+    b = config.body
+    if not b.height_min_cm <= cm <= b.height_max_cm:
+        raise PydanticCustomError(
+            "out_of_range",
+            "must be {lo}..{hi} cm",
+            {"lo": f"{b.height_min_cm:g}", "hi": f"{b.height_max_cm:g}"},
+        )
+    return cm
+
+
 def _word(value: Any, words: tuple[str, ...]) -> str:
     if not isinstance(value, str):
         raise PydanticCustomError("bad_field", "must be a string")
@@ -240,6 +278,11 @@ class Request(BaseModel):
     def _zone_intensity(cls, v: Any, info: ValidationInfo) -> dict[str, int] | None:
         return check_zone_intensity(v, _config(info))
 
+    @field_validator("user", "name", mode="before", check_fields=False)
+    @classmethod
+    def _user(cls, v: Any) -> str | None:
+        return check_user(v)
+
     @field_validator("manual", mode="before", check_fields=False)
     @classmethod
     def _manual(cls, v: Any, info: ValidationInfo) -> dict[str, Any] | None:
@@ -257,6 +300,9 @@ class StartRequest(Request):
     zone_intensity: dict[str, int] | None = None
     manual: dict[str, Any] | None = None
     """Manual mode's settings (program ``manual`` only; the rest are its defaults)."""
+    user: str | None = None
+    """Start from this user's memory and update it when the session completes (docs/chair.md
+    §9)."""
 
 
 class SetRequest(Request):
@@ -275,6 +321,31 @@ class PresetRequest(Request):
 
     program: str | None = None
     minutes: float | None = None
+    user: str | None = None
+
+
+class UserProfile(Request):
+    """What a user profile remembers (docs/chair.md §9); every field but the name may be unset.
+    `shoulder_offset_mm` is the adjust window's nudge, within its ±`body.adjust_mm`."""
+
+    name: str
+    height_cm: float | None = None
+    shoulder_offset_mm: float | None = None
+    intensity: int | None = None
+    heat: str | None = None
+    zone_intensity: dict[str, int] | None = None
+    program: str | None = None
+    minutes: float | None = None
+
+    @field_validator("height_cm", mode="before")
+    @classmethod
+    def _height(cls, v: Any, info: ValidationInfo) -> float | None:
+        return check_height(v, _config(info))
+
+    @field_validator("shoulder_offset_mm", mode="before")
+    @classmethod
+    def _offset(cls, v: Any, info: ValidationInfo) -> float | None:
+        return None if v is None else check_adjust_mm(v, _config(info))
 
 
 class AdjustRequest(Request):

@@ -118,6 +118,8 @@ class Session:
         on_change: Callable[[], None] | None = None,
         on_event: Callable[[dict[str, Any]], None] | None = None,
         session_faults: list[tuple[float, str]] | None = None,
+        user: str | None = None,
+        shoulder_offset_mm: float = 0.0,
     ) -> None:
         self.config = config
         self.driver = driver
@@ -142,6 +144,11 @@ class Session:
         """Per-zone strength offsets (docs/chair.md §8); zones at 0 are left out."""
         self._merge_zone_intensity(zone_intensity or {})
         self.session_id = session_id
+        self.user = user
+        """Whose session it is (docs/chair.md §9); None: nobody's in particular."""
+        lim = config.body.adjust_mm
+        self._start_adjust_mm = max(-lim, min(lim, float(shoulder_offset_mm)))
+        """Where the adjust window opens: the user's remembered nudge (0: the scanned line)."""
         self._on_change = on_change or (lambda: None)
         self._on_event = on_event or (lambda e: None)
         for at_s, kind in sorted(session_faults or []):
@@ -228,6 +235,11 @@ class Session:
 
     def now_s(self) -> float:
         return (self.driver.now_ns() - self._t0_ns) / S
+
+    @property
+    def adjust_mm(self) -> float:
+        """The shoulder nudge chosen in the adjust window (what a user's memory keeps)."""
+        return self._adjust_mm
 
     def program_seconds(self) -> float:
         ns = self._program_ns
@@ -569,7 +581,7 @@ class Session:
 
     async def _adjust(self) -> None:
         self._set_state(ADJUSTING)
-        self._adjust_mm = 0.0
+        self._adjust_mm = self._start_adjust_mm
         end = self.driver.now_ns() + int(self.config.body.adjust_window_s * S)
         await self._wait(end)
         assert self.shoulder_mm is not None

@@ -13,11 +13,12 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from chair import __version__
-from chair.cli import bench, board, board_check, programs, remote, run, serve
+from chair.cli import bench, board, board_check, programs, remote, run, serve, users
 from chair.cli.common import EXIT_USAGE, UsageError
 
-COMMANDS = (programs, run, serve, remote, board, board_check, bench)
-"""Each registers one or more subcommands (`programs` registers programs/show/schema/validate)."""
+COMMANDS = (programs, run, serve, remote, users, board, board_check, bench)
+"""Each registers one or more subcommands (`programs` registers programs/show/schema/validate,
+`users` registers users and history)."""
 
 
 class _Parser(argparse.ArgumentParser):

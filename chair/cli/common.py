@@ -133,3 +133,13 @@ def zone_pairs(items: list[str]) -> dict[str, Any] | None:
                 "e.g. --zone-intensity shoulders=1"
             ) from None
     return out
+
+
+def add_db_argument(p: argparse.ArgumentParser) -> None:
+    """``--db PATH``: the chair's database (docs/chair.md §9)."""
+    p.add_argument(
+        "--db",
+        metavar="PATH",
+        help="the chair's database (default: $CHAIR_DB, else "
+        "$XDG_STATE_HOME/massagechair/chair.db)",
+    )

@@ -28,6 +28,7 @@ from chair.cli.common import (
     EXIT_USAGE,
     UsageError,
     add_body_arguments,
+    add_db_argument,
     add_manual_arguments,
     add_start_pose_argument,
     add_zone_intensity_argument,
@@ -49,8 +50,17 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("program", metavar="PROGRAM_OR_PATH")
-    p.add_argument("--minutes", type=float, help="session length, 5–30 (default: the program's)")
+    p.add_argument(
+        "program",
+        metavar="PROGRAM_OR_PATH",
+        nargs="?",
+        help="the program (with --user: default the user's favourite)",
+    )
+    p.add_argument(
+        "--minutes",
+        type=float,
+        help="session length, 5–30 (default: the user's for their favourite, else the program's)",
+    )
     p.add_argument("--intensity", type=int, help="1..5 (default: the program's)")
     p.add_argument("--heat", help="off, low, medium or high (default: the program's)")
     add_zone_intensity_argument(p)
@@ -81,6 +91,12 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         metavar="SPEC",
         help="inject a fault, e.g. stall:carriage@120s (repeatable)",
     )
+    p.add_argument(
+        "--user",
+        metavar="NAME",
+        help="start from this user's memory and update it when the session completes",
+    )
+    add_db_argument(p)
     p.add_argument("--json", action="store_true", help="print the summary JSON on stdout")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(handler=handle)
@@ -96,6 +112,17 @@ def handle(args: argparse.Namespace) -> int:
     from chair.requests import StartRequest, parse_request
 
     config = chair_config(args)
+    from chair.store import db_path
+
+    db = db_path(args.db)
+    if args.user is not None:  # checked now: a clear error before the chair moves
+        profile = _user_profile(config, db, args.user)
+        if args.program is None:
+            args.program = None if profile is None else profile.program
+            if args.program is None:
+                raise UsageError(f"user {args.user!r} has no favourite program yet: name one")
+    if args.program is None:
+        raise UsageError("PROGRAM_OR_PATH is required (or --user with a favourite program)")
     check_body_height(config, args.body_height)
     start_pose = check_start_pose(config, args.start_pose)
     try:  # the same request model as the controller and MQTT: one check, one message
@@ -150,6 +177,7 @@ def handle(args: argparse.Namespace) -> int:
             faults=args.fault,
             telemetry_hz=args.telemetry_hz,
             start_pose_mm=start_pose,
+            db=db,
         )
     except (ValueError, OSError) as e:
         raise UsageError(str(e)) from e
@@ -157,6 +185,8 @@ def handle(args: argparse.Namespace) -> int:
         config.session.default_minutes if program == MANUAL else program.default_minutes
     )
     minutes = req.minutes if req.minutes is not None else default_minutes
+    if req.minutes is None and args.user is not None:
+        minutes = None  # the user's, for their favourite program (the controller decides)
     live = (
         None
         if (args.quiet or args.json or (not sys.stdout.isatty() and pacing == "fast"))
@@ -176,6 +206,7 @@ def handle(args: argparse.Namespace) -> int:
                     heat=req.heat,
                     zone_intensity=req.zone_intensity,
                     manual=req.manual,
+                    user=args.user,
                 )
             )
             _stop_on_signals(controller, signals)
@@ -221,6 +252,38 @@ def handle(args: argparse.Namespace) -> int:
     if violations:
         return EXIT_SAFETY
     return EXIT_OK
+
+
+def _user_profile(config: Any, db: Any, name: str) -> Any:
+    """The user's memory, checked (None when the database is off: the session runs without
+    it); an unknown or malformed name is a UsageError."""
+    from chair.api import CommandError
+    from chair.requests import StartRequest, UserProfile, parse_request
+    from chair.store import USER_FIELDS, Store, StoreError
+
+    try:
+        parse_request(StartRequest, {"user": name}, config, prefix="--")
+    except CommandError as e:
+        raise UsageError(e.message) from None
+
+    async def read() -> dict[str, Any] | None:
+        store = await Store.open(db)
+        try:
+            return await store.user(name)
+        finally:
+            await store.close()
+
+    try:
+        row = asyncio.run(read())
+    except StoreError:  # the controller says so, once, and runs without history
+        return None
+    if row is None:
+        raise UsageError(f"no user {name!r} (add one with `chair users add NAME`)")
+    data = {k: row[k] for k in ("name", *USER_FIELDS) if row.get(k) not in (None, {})}
+    try:
+        return parse_request(UserProfile, data, config)
+    except CommandError:
+        return UserProfile(name=row["name"])  # the controller says what is wrong with it
 
 
 def _stop_on_signals(controller: Controller, seen: list[int]) -> None:

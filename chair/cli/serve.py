@@ -14,10 +14,11 @@ import logging
 import re
 import signal
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from chair.api import CommandError, ControllerAPI
-from chair.cli.common import EXIT_OK, UsageError
+from chair.cli.common import EXIT_OK, UsageError, add_db_argument
 from chair.lifecycle import SessionState
 from chair.mqtt.bridge import MqttBridge
 from chair.mqtt.settings import MqttSettings, add_broker_arguments, settings_from_args
@@ -55,6 +56,7 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         metavar="X",
         help="simulated seconds per second (tests and demos); default: the real-time core",
     )
+    add_db_argument(g)
     g.add_argument(
         "--log-level", default="info", choices=("debug", "info", "warning", "error"), help="logging"
     )
@@ -78,11 +80,20 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    return asyncio.run(_main(settings, chair_config, args.hardware, args.speed))
+    from chair.store import db_path
+
+    return asyncio.run(
+        _main(settings, chair_config, args.hardware, args.speed, db=db_path(args.db))
+    )
 
 
 async def _main(
-    settings: MqttSettings, config: ChairConfig, hardware: str, speed: float | None
+    settings: MqttSettings,
+    config: ChairConfig,
+    hardware: str,
+    speed: float | None,
+    *,
+    db: Path | None = None,
 ) -> int:
     try:
         from chair.controller import Controller
@@ -93,7 +104,7 @@ async def _main(
 
         keep_off_rt_cpu(config)
     try:
-        controller = Controller.create(config, hardware=hardware, speed=speed)
+        controller = Controller.create(config, hardware=hardware, speed=speed, db=db)
     except (ValueError, OSError) as e:  # a board link that cannot be opened, say
         raise UsageError(f"--hardware {hardware}: {e}") from None
     async with controller:  # opens the core and the hardware; closes them on the way out
