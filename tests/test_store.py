@@ -116,3 +116,23 @@ def test_the_path_comes_from_db_then_chair_db_then_xdg(tmp_path: Path) -> None:
     del env["CHAIR_DB"]
     assert db_path(None, env) == tmp_path / "state" / "massagechair" / "chair.db"
     assert db_path(None, {}) == Path.home() / ".local/state/massagechair/chair.db"
+
+
+async def test_concurrent_writes_take_turns(tmp_path: Path) -> None:
+    """The session's progress, the bridge's acknowledgements and a closing record may write at
+    once on the one connection: each gets its own transaction."""
+    import asyncio
+
+    store = await Store.open(tmp_path / "chair.db")
+    try:
+        await store.begin_session(
+            {"session_id": "s", "user": None, "program": "relax", "minutes_planned": 5}
+        )
+        ids = await asyncio.gather(*(store.add_outbox("t", f"s{i}", {"i": i}) for i in range(30)))
+        await asyncio.gather(
+            *(store.progress("s", float(i)) for i in range(30)),
+            *(store.outbox_done(oid) for oid in ids[:20]),
+        )
+        assert [e["i"] for _, e in await store.outbox("t")] == list(range(20, 30))
+    finally:
+        await store.close()

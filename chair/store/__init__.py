@@ -10,6 +10,7 @@ The path comes from ``--db``, then ``CHAIR_DB``, then ``$XDG_STATE_HOME/massagec
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -87,6 +88,9 @@ class Store:
     def __init__(self, conn: aiosqlite.Connection, path: Path) -> None:
         self._conn = conn
         self.path = path
+        self._tx = asyncio.Lock()
+        """One transaction at a time on the one connection (the session's writes, the MQTT
+        bridge's acknowledgements and the CLI may ask at once)."""
 
     @classmethod
     async def open(cls, path: str | os.PathLike[str]) -> Store:
@@ -142,22 +146,27 @@ class Store:
         """Run `statements` in one transaction; the last one's rowcount (or lastrowid for an
         INSERT)."""
         try:
-            await self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                result = 0
-                for sql, args in statements:
-                    cur = await self._conn.execute(sql, args)
-                    is_insert = sql.lstrip().upper().startswith("INSERT")
-                    result = (cur.lastrowid or 0) if is_insert else cur.rowcount
-                    await cur.close()
-                await self._conn.execute("COMMIT")
-            except BaseException:
-                await self._conn.execute("ROLLBACK")
-                raise
+            async with self._tx:
+                return await self._transaction(statements)
         except sqlite3.IntegrityError:
             raise
         except (sqlite3.Error, OSError, ValueError) as e:
             raise StoreError(f"database {self.path}: {_why(e)}") from None
+
+    async def _transaction(self, statements: tuple[tuple[str, tuple[Any, ...]], ...]) -> int:
+        await self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            result = 0
+            for sql, args in statements:
+                cur = await self._conn.execute(sql, args)
+                is_insert = sql.lstrip().upper().startswith("INSERT")
+                result = (cur.lastrowid or 0) if is_insert else cur.rowcount
+                await cur.close()
+            await self._conn.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):  # no transaction left to roll back
+                await self._conn.execute("ROLLBACK")
+            raise
         return result
 
     # ---- users ---------------------------------------------------------------------------------
