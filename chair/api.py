@@ -74,6 +74,7 @@ class ControllerAPI(Protocol):
         heat: str | None = None,
         zone_intensity: dict[str, int] | None = None,
         manual: dict[str, Any] | None = None,
+        user: str | None = None,
     ) -> None: ...
 
     async def pause(self) -> None: ...

@@ -322,6 +322,12 @@ class PresetRequest(Request):
     program: str | None = None
     minutes: float | None = None
     user: str | None = None
+    """The user a ``start`` that names none is for; ``""`` forgets it."""
+
+    @field_validator("user", mode="before")
+    @classmethod
+    def _user(cls, v: Any) -> str | None:
+        return "" if v == "" else check_user(v)
 
 
 class UserProfile(Request):

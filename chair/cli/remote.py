@@ -34,7 +34,7 @@ from chair.mqtt.commands import ACTIONS
 from chair.mqtt.settings import MqttSettings, add_broker_arguments, settings_from_args
 
 ACTION_CHOICES = (*ACTIONS, "watch")
-_FIELDS = ("program", "minutes", "intensity", "heat", "mm")
+_FIELDS = ("program", "minutes", "intensity", "heat", "mm", "user")
 
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:
@@ -60,6 +60,7 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         help="shoulder nudge (adjust_shoulder) or how far to move (move, manual mode: + = up)",
     )
     add_zone_intensity_argument(g)
+    g.add_argument("--user", metavar="NAME", help="start (or preset) for this user's memory")
     g.add_argument("--id", metavar="ID", help="command id (default: a fresh one)")
     add_manual_arguments(p, "manual mode (start --program manual, or set; docs/chair.md §8)")
     add_broker_arguments(p)
@@ -166,12 +167,17 @@ def describe_reply(reply: dict[str, Any]) -> str:
     else:
         err = reply.get("error") or {}
         head += f"refused ({err.get('code')}): {err.get('message')}"
+    users = reply.get("users")
+    if users is not None:  # the `users` action
+        head += "".join(f"\n  {u['name']}" for u in users) or "\n  (no users)"
     return head + "\n" + describe_state(state)
 
 
 def describe_state(state: dict[str, Any]) -> str:
     """A one-line picture of the chair."""
     parts = [f"state {state.get('state')}"]
+    if state.get("user"):
+        parts.append(f"user {state['user']}")
     if state.get("program"):
         parts.append(f"program {state['program']}")
     if state.get("step") is not None:

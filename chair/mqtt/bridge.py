@@ -7,6 +7,11 @@ way round: controller callbacks only append to in-memory queues, commands are va
 bridge's own tasks while sessions carry on. It owns the connection's life (connect, announce,
 serve, reconnect with back-off), executes commands one at a time, answers every one (idempotent by
 id) and publishes state, telemetry and events.
+
+A finished session's ``session_finished`` event is kept in the controller's database (the outbox,
+`Controller.outbox_attach`) until its QoS 1 publish has returned, i.e. the broker's PUBACK has
+come; it is queued again from there after every reconnect and every restart. So it may arrive
+twice, never not at all: consumers deduplicate by ``session_id`` (docs/mqtt.md).
 """
 
 from __future__ import annotations
@@ -83,6 +88,8 @@ class _Outgoing:
     qos: int
     retain: bool = False
     properties: Properties | None = None
+    outbox_id: int | None = None
+    """An event kept in the outbox: forgotten there once the broker acknowledged it."""
 
 
 @dataclass
@@ -138,6 +145,8 @@ class MqttBridge:
         self._minor_timer: asyncio.TimerHandle | None = None
         self._telemetry_next: _Outgoing | None = None
         self._preset: dict[str, Any] = {}
+        self._users: list[str] | None = None
+        """The user profiles' names for discovery (None: the chair keeps none)."""
         self._started = False
 
     # ---- life cycle ----------------------------------------------------------------------------
@@ -152,6 +161,9 @@ class MqttBridge:
         self._init_preset()
         self.controller.on_change(self._on_change)
         self.controller.on_event(self._on_event)
+        attach = getattr(self.controller, "outbox_attach", None)
+        if attach is not None:  # a controller with a database keeps its records until PUBACK
+            await attach(self.topics.event)
         s = self.settings
         will = aiomqtt.Will(self.topics.availability, b"offline", qos=1, retain=True)
         identifier = s.client_id or f"{s.prefix.replace('/', '-')}-{s.chair_id}"
@@ -257,6 +269,8 @@ class MqttBridge:
         # replies and events.
         self._out = collections.deque(o for o in self._out if o.retain is False)
         self._telemetry_next = None
+        await self._requeue_outbox()
+        await self._refresh_users()
         for item in self._announcement():
             await client.publish(item.topic, item.payload, item.qos, item.retain)
         self.connected.set()
@@ -285,11 +299,39 @@ class MqttBridge:
             with contextlib.suppress(aiomqtt.MqttError):
                 await client.publish(t.availability, b"offline", qos=1, retain=True, timeout=2.0)
 
+    async def _requeue_outbox(self) -> None:
+        """Queue the outbox's events the broker has not acknowledged (lost with a connection,
+        or left by an earlier run), oldest first, ahead of what is queued."""
+        pending = getattr(self.controller, "outbox_pending", None)
+        if pending is None:
+            return
+        queued = {o.outbox_id for o in self._out if o.outbox_id is not None}
+        items = [
+            _Outgoing(self.topics.event, dumps(event), 1, outbox_id=oid)
+            for oid, event in await pending()
+            if oid not in queued
+        ]
+        if items:
+            log.info("outbox: %d event(s) not yet acknowledged, sending them again", len(items))
+            self._out.extendleft(reversed(items))
+            self._out_drained.clear()
+
+    async def _refresh_users(self) -> None:
+        users = getattr(self.controller, "users", None)
+        if users is None:
+            return
+        try:
+            self._users = [u["name"] for u in await users()]
+        except CommandError:  # no database: no user select
+            self._users = None
+
     def _announcement(self) -> list[_Outgoing]:
         """Discovery, state, then availability: when ``online`` arrives, all else is in place."""
         items = []
         if self.settings.discovery:
-            topic, payload = discovery_config(self.settings, self._programs(), self.config)
+            topic, payload = discovery_config(
+                self.settings, self._programs(), self.config, self._users
+            )
             items.append(_Outgoing(topic, dumps(payload), 1, retain=True))
         state = self._state_payload()
         self._last_state_payload = dumps(state)
@@ -340,8 +382,8 @@ class MqttBridge:
                 else:
                     self._send_reply(seen.reply, response_topic, correlation)
                 return
-        # An e-stop is never refused as busy; a preset only touches the bridge.
-        exclusive = cmd.action not in ("estop", "preset")
+        # An e-stop is never refused as busy; a preset only touches the bridge, users only reads.
+        exclusive = cmd.action not in ("estop", "preset", "users")
         if exclusive and self._busy:
             error = CommandError("busy", "another command is being executed; try again")
             self._send_reply(self._reply(cmd.id, cmd.action, error), response_topic, correlation)
@@ -364,8 +406,9 @@ class MqttBridge:
         correlation: bytes | None,
     ) -> None:
         error: CommandError | None = None
+        extra: dict[str, Any] = {}
         try:
-            await self._dispatch(cmd)
+            extra = await self._dispatch(cmd) or {}
         except CommandError as e:
             error = e
         except Exception as e:
@@ -378,7 +421,7 @@ class MqttBridge:
             log.info("command %s done (id %s)", cmd.action, cmd.id)
         else:
             log.info("command %s refused (%s): %s", cmd.action, error.code, error.message)
-        reply = self._reply(cmd.id, cmd.action, error)
+        reply = {**self._reply(cmd.id, cmd.action, error), **extra}
         seen = self._seen.get(cmd.id) if cmd.id is not None else None
         if seen is None:
             self._send_reply(reply, response_topic, correlation)
@@ -388,7 +431,8 @@ class MqttBridge:
         for rt, cd in waiters:
             self._send_reply(reply, rt, cd)
 
-    async def _dispatch(self, cmd: Command) -> None:
+    async def _dispatch(self, cmd: Command) -> dict[str, Any] | None:
+        """Execute `cmd`; what its reply carries besides the usual fields (``users``)."""
         ctl, a = self.controller, cmd.args
         match cmd.action:
             case "start":
@@ -403,6 +447,7 @@ class MqttBridge:
                     heat=a.get("heat"),
                     zone_intensity=a.get("zone_intensity"),
                     manual=a.get("manual"),
+                    **self._user_of(a),
                 )
             case "pause":
                 await ctl.pause()
@@ -429,9 +474,28 @@ class MqttBridge:
                 if "program" in a:
                     self._check_program(a["program"])
                 self._preset.update(a)
+                if a.get("user") == "":
+                    self._preset["user"] = None
                 self._state_changed(ctl.state())
+            case "users":
+                users = getattr(ctl, "users", None)
+                if users is None:
+                    raise CommandError("no_store", "this chair keeps no user profiles")
+                profiles = await users()
+                if self._users is not None and [u["name"] for u in profiles] != self._users:
+                    self._users = [u["name"] for u in profiles]
+                    for item in self._announcement():  # the user select's new options
+                        self._enqueue(item)
+                return {"users": profiles}
             case _:  # parse_command admits only ACTIONS
                 raise CommandError("unknown_action", f"unknown action {cmd.action!r}")
+        return None
+
+    def _user_of(self, args: dict[str, Any]) -> dict[str, Any]:
+        """The start's user (else the preset one) as a keyword, none when there is none (a
+        controller without user profiles is not asked about them)."""
+        user = args.get("user") or self._preset.get("user")
+        return {} if not user else {"user": user}
 
     def _check_program(self, program: str) -> None:
         programs = self._programs()
@@ -533,7 +597,11 @@ class MqttBridge:
                     item.topic, item.payload, item.qos, item.retain, properties=item.properties
                 )
             except aiomqtt.MqttCodeError as e:  # e.g. over the broker's packet size: drop it
+                # (an outbox event stays in the outbox: sent again after the next connect)
                 log.warning("publish to %s failed: %s", item.topic, e)
+            else:
+                if item.outbox_id is not None:  # QoS 1: publish returned on the PUBACK
+                    await self._outbox_done(item.outbox_id)
             if not self._out:
                 self._out_drained.set()
 
@@ -550,7 +618,11 @@ class MqttBridge:
         """Until told otherwise, a ``start`` without a program starts the first one, for the
         program's own default length."""
         programs = self._programs()
-        self._preset = {"program": programs[0] if programs else None, "minutes": None}
+        self._preset = {
+            "program": programs[0] if programs else None,
+            "minutes": None,
+            "user": None,
+        }
 
     # ---- controller callbacks (may come from any thread; never block) --------------------------
 
@@ -577,7 +649,17 @@ class MqttBridge:
             log.exception("on_event")
 
     def _event(self, event: dict[str, Any]) -> None:
-        self._enqueue(_Outgoing(self.topics.event, dumps(event), 1))
+        event = dict(event)
+        oid = event.pop("outbox_id", None)
+        self._enqueue(_Outgoing(self.topics.event, dumps(event), 1, outbox_id=oid))
+
+    async def _outbox_done(self, outbox_id: int) -> None:
+        done = getattr(self.controller, "outbox_done", None)
+        if done is not None:
+            try:
+                await done(outbox_id)
+            except Exception:  # the event went out; at worst it goes out once more
+                log.exception("outbox: could not forget event %d", outbox_id)
 
     def _state_changed(self, state: dict[str, Any]) -> None:
         """Publish at once when something but the clocks changed; clocks at most every

@@ -60,10 +60,12 @@ ACTIONS: dict[str, ActionSpec] = {
     "adjust_shoulder": ActionSpec(AdjustRequest),
     "move": ActionSpec(MoveRequest),
     "status": ActionSpec(),
+    "users": ActionSpec(),
     "preset": ActionSpec(PresetRequest, at_least_one=True),
 }
-"""Every action with its fields. ``preset`` is ours: it remembers the program and minutes for a
-``start`` that names none (Home Assistant's program selector and start button use it)."""
+"""Every action with its fields. ``preset`` is ours: it remembers the program, minutes and user
+for a ``start`` that names none (Home Assistant's selectors and start button use it). ``users``
+answers with the user profiles (docs/chair.md §9)."""
 
 
 @dataclass(frozen=True)

@@ -12,11 +12,19 @@ from chair.mqtt.settings import MqttSettings
 from chair.programs.manual import AREAS, MANUAL_TECHNIQUES, ManualSettings
 from core_rt.config import ChairConfig
 
+NOBODY = "—"
+"""The user select's option for "nobody in particular" (not a valid user name)."""
+
 
 def discovery_config(
-    settings: MqttSettings, programs: list[str], config: ChairConfig
+    settings: MqttSettings,
+    programs: list[str],
+    config: ChairConfig,
+    users: list[str] | None = None,
 ) -> tuple[str, dict[str, Any]]:
-    """(topic, payload) of the Home Assistant device-based discovery message for this chair."""
+    """(topic, payload) of the Home Assistant device-based discovery message for this chair.
+    `users`: the user profiles' names, offered by a user select (None: the chair keeps no
+    profiles, no select)."""
     t = settings.topics
     node = settings.node_id
     avail = {"availability_topic": t.availability}
@@ -54,6 +62,25 @@ def discovery_config(
         return cmp(key, "button", name, command_topic=t.cmd, payload_press=payload, icon=icon)
 
     step_mm = config.manual.move_step_mm
+    user_select: list[tuple[str, dict[str, Any]]] = []
+    if users is not None:  # docs/chair.md §9: whose memory the next start begins from
+        user_select.append(
+            cmp(
+                "user",
+                "select",
+                "User",
+                command_topic=t.cmd,
+                command_template=preset(
+                    "user", "{{ '\"\"' if value == '" + NOBODY + "' else value | tojson }}"
+                ),
+                state_topic=t.state,
+                value_template="{{ value_json.user or value_json.preset.user or '"
+                + NOBODY
+                + "' }}",
+                options=[NOBODY, *users],
+                icon="mdi:account",
+            )
+        )
 
     lo_i, hi_i = 1, len(config.depth.levels_mm)
     session = config.session
@@ -173,6 +200,7 @@ def discovery_config(
                 json_attributes_topic=t.state,
                 json_attributes_template="{{ (value_json.fault or {}) | tojson }}",
             ),
+            *user_select,
         ]
     )
     payload = {
