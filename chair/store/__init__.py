@@ -75,11 +75,47 @@ def now_iso() -> str:
     )
 
 
-def _why(e: BaseException) -> str:
+FULL_BELOW_BYTES = 64 * 1024
+"""Free space under which an I/O error of the database is reported as a full disk (SQLite's
+WAL index alone needs 32 KiB)."""
+
+
+def _free_bytes(path: Path) -> int | None:
+    try:
+        st = os.statvfs(path.parent)
+    except OSError:
+        return None
+    return st.f_bavail * st.f_frsize
+
+
+def _why(e: BaseException, path: Path) -> str:
+    """One line: SQLite's words, and what they mean when they are vague."""
     text = str(e) or type(e).__name__
-    if isinstance(e, sqlite3.DatabaseError) and "not a database" in text:
-        text += " (corrupt, or not a SQLite file)"
+    if isinstance(e, sqlite3.DatabaseError):
+        code = getattr(e, "sqlite_errorname", "") or ""
+        if "not a database" in text:
+            text += " (corrupt, or not a SQLite file)"
+        elif code.startswith("SQLITE_IOERR"):
+            free = _free_bytes(path)
+            if free is not None and free < FULL_BELOW_BYTES:  # SQLite says only "I/O error"
+                text += f" ({code}: the disk is full, {free} bytes free)"
+            else:
+                text += f" ({code})"
+        elif code.startswith(("SQLITE_CANTOPEN", "SQLITE_READONLY")):
+            text += f" ({code}{_unwritable(path)})"
     return text.splitlines()[0]
+
+
+def _unwritable(path: Path) -> str:
+    """Why SQLite cannot write beside `path` (its WAL files live there), if it is that."""
+    try:
+        if os.statvfs(path.parent).f_flag & os.ST_RDONLY:
+            return ": a read-only filesystem"
+    except OSError:
+        return ""
+    if not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        return ": the file or its directory is not writable"
+    return ""
 
 
 class Store:
@@ -109,7 +145,7 @@ class Store:
             if conn is not None:
                 with contextlib.suppress(sqlite3.Error, OSError):  # a broken file
                     await conn.close()
-            raise StoreError(f"database {p}: {_why(e)}") from None
+            raise StoreError(f"database {p}: {_why(e, p)}") from None
         return cls(conn, p)
 
     @staticmethod
@@ -122,7 +158,7 @@ class Store:
         try:
             await self._conn.close()
         except (sqlite3.Error, OSError) as e:  # pragma: no cover
-            raise StoreError(f"database {self.path}: {_why(e)}") from None
+            raise StoreError(f"database {self.path}: {_why(e, self.path)}") from None
 
     async def version(self) -> int:
         return int(await self._q1("PRAGMA user_version"))
@@ -133,14 +169,14 @@ class Store:
         try:
             return await self._one(self._conn, sql, args)
         except (sqlite3.Error, OSError, ValueError) as e:
-            raise StoreError(f"database {self.path}: {_why(e)}") from None
+            raise StoreError(f"database {self.path}: {_why(e, self.path)}") from None
 
     async def _rows(self, sql: str, args: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
         try:
             async with self._conn.execute(sql, args) as cur:
                 return [dict(r) for r in await cur.fetchall()]
         except (sqlite3.Error, OSError, ValueError) as e:
-            raise StoreError(f"database {self.path}: {_why(e)}") from None
+            raise StoreError(f"database {self.path}: {_why(e, self.path)}") from None
 
     async def _write(self, *statements: tuple[str, tuple[Any, ...]]) -> int:
         """Run `statements` in one transaction; the last one's rowcount (or lastrowid for an
@@ -151,7 +187,7 @@ class Store:
         except sqlite3.IntegrityError:
             raise
         except (sqlite3.Error, OSError, ValueError) as e:
-            raise StoreError(f"database {self.path}: {_why(e)}") from None
+            raise StoreError(f"database {self.path}: {_why(e, self.path)}") from None
 
     async def _transaction(self, statements: tuple[tuple[str, tuple[Any, ...]], ...]) -> int:
         await self._conn.execute("BEGIN IMMEDIATE")
