@@ -10,6 +10,19 @@ from __future__ import annotations
 
 import pytest
 
+
+@pytest.fixture(autouse=True)
+def _a_database_of_its_own(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every test's chair — in process or a `chair run`/`chair serve` child — keeps its users and
+    history in a fresh state directory, never the machine's ~/.local/state/massagechair/chair.db
+    (docs/chair.md §9): a record one test's killed chair left open, or an event still in its
+    outbox, would otherwise be closed and published by the next test's chair."""
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path_factory.mktemp("state")))
+    monkeypatch.delenv("CHAIR_DB", raising=False)
+
+
 SERIAL_MARKS = ("realtime", "hil", "broker")
 SERIAL_FILES = ("test_mqtt", "test_hil", "test_rtloop")
 
