@@ -297,3 +297,16 @@ async def test_chair_serve_killed_before_the_ack_and_mid_session(
         for p in procs:
             if p.poll() is None:
                 kill(p)
+
+
+def test_bench_store_quick(broker: Mosquitto, tmp_path: Path) -> None:
+    from chair.bench.store import run
+
+    scratch = tmp_path / "bench"
+    scratch.mkdir()
+    r = run(records=20, directory=scratch, broker_url=broker.url)
+    assert r["records"] == 20 and r["directory"] == str(scratch)
+    for name in ("record_begin", "record_close", "plain_insert", "outbox_round_trip",
+                 "broker_puback"):  # fmt: skip
+        assert 0 < r[f"{name}_p50_ms"] <= r[f"{name}_p99_ms"]
+    assert not list(scratch.iterdir())  # its scratch files are gone

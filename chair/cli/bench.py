@@ -8,7 +8,7 @@ from typing import Any
 
 from chair.cli.common import UsageError, chair_config
 
-SECTIONS = ("planner", "sim", "jitter", "mqtt", "hil")
+SECTIONS = ("planner", "sim", "jitter", "mqtt", "store", "hil")
 
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:
@@ -38,7 +38,7 @@ def _run(args: argparse.Namespace) -> int:
         from chair.bench.jitter import find_cyclictest
 
         find_cyclictest()
-    if "mqtt" in only:
+    if "mqtt" in only or "store" in only:
         from chair.bench.mqtt import find_mosquitto
 
         find_mosquitto()
@@ -72,6 +72,10 @@ def _run(args: argparse.Namespace) -> int:
         if j and j.get("cyclictest_p99_us"):
             ratio = out["mqtt"]["core_p99_us_with_daemon"] / j["cyclictest_p99_us"]
             out["mqtt"]["core_p99_with_daemon_over_cyclictest_p99"] = round(ratio, 3)
+    if "store" in only:
+        from chair.bench.store import run as store
+
+        out["store"] = store(records=100 if args.quick else 500)
     if "hil" in only:
         from chair.bench.hil import run as hil
 

@@ -140,6 +140,7 @@ class Store:
             if str(mode).lower() != "wal":
                 raise sqlite3.OperationalError(f"cannot switch to WAL (journal mode {mode})")
             await conn.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
+            await conn.execute("PRAGMA synchronous=FULL")  # a record survives a power loss
             await migrate(conn)
         except (sqlite3.Error, OSError, ValueError) as e:
             if conn is not None:
