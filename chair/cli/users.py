@@ -213,11 +213,26 @@ def handle_history(args: argparse.Namespace) -> int:
     if not records:
         print("no sessions yet")
     for r in records:
-        faults = ", ".join(f["code"] for f in r["faults"]) or "-"
-        print(
-            f"{r['started_at'][:19].replace('T', ' ')}  {r['session_id']:<12} "
-            f"{r['user'] or '-':<12} {r['program']:<12} {r['outcome'] or 'open':<11} "
-            f"{r['minutes_run']:5.1f}/{r['minutes_planned']:g} min  "
-            f"intensity {r['intensity']}  heat {r['heat']}  faults {faults}"
-        )
+        print(_history_line(r))
     return EXIT_OK
+
+
+def _history_line(r: dict[str, Any]) -> str:
+    """One record on one line; a value changed behind the chair's back is shown as it is."""
+    faults = r.get("faults")
+    codes = (
+        ", ".join(str(f.get("code")) if isinstance(f, dict) else str(f) for f in faults)
+        if isinstance(faults, list)
+        else str(faults)
+    )
+
+    def num(v: Any, spec: str) -> str:
+        return format(v, spec) if isinstance(v, int | float) else str(v)
+
+    return (
+        f"{str(r.get('started_at'))[:19].replace('T', ' ')}  {r.get('session_id')!s:<12} "
+        f"{r.get('user') or '-'!s:<12} {r.get('program')!s:<12} "
+        f"{r.get('outcome') or 'open'!s:<11} "
+        f"{num(r.get('minutes_run'), '5.1f')}/{num(r.get('minutes_planned'), 'g')} min  "
+        f"intensity {r.get('intensity')}  heat {r.get('heat')}  faults {codes or '-'}"
+    )
