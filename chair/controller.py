@@ -39,7 +39,7 @@ from chair.requests import (
     parse_request,
 )
 from chair.session import Session, SessionResult, telemetry_sample
-from chair.store import USER_FIELDS, Store, StoreError, now_iso, outcome_of
+from chair.store import USER_FIELDS, Store, StoreError, finished_event, now_iso, outcome_of
 from core_rt.config import AXES, ChairConfig
 from core_rt.core import FAULT_CODES, FAULT_MESSAGES, Core, CoreEvent, Telemetry, mono_ns
 
@@ -592,15 +592,7 @@ class Controller:
             for sid in self.interrupted:
                 record = await self.store.record(sid)
                 if record is not None:
-                    event = {
-                        "event": SessionEvent.SESSION_FINISHED,
-                        "session_id": sid,
-                        "completed": False,
-                        "end_reason": "interrupted",
-                        "summary": None,
-                        "record": record,
-                    }
-                    await self.store.add_outbox(topic, sid, event)
+                    await self.store.add_outbox(topic, sid, finished_event(record))
             self.interrupted = []
         except StoreError as e:
             await self._history_off(e)

@@ -109,6 +109,37 @@ async def test_history_outbox_and_interrupted_records(tmp_path: Path) -> None:
         await store.close()
 
 
+async def test_what_was_changed_behind_the_chairs_back_still_reads(tmp_path: Path) -> None:
+    """JSON columns that are not JSON, a run time that is not a number, an outbox event that
+    does not parse: read back as they are (the request model judges a profile), and the event
+    is sent from its record instead — no read raises, no record is lost."""
+    path = tmp_path / "chair.db"
+    store = await Store.open(path)
+    try:
+        await store.add_user("Cy", {"intensity": 4, "zone_intensity": {"neck": -1}})
+        await store.begin_session(
+            {"session_id": "s1", "user": "Cy", "program": "relax", "minutes_planned": 5}
+        )
+        oid = await store.finish_session(
+            "s1", {"outcome": "completed", "end_reason": "completed", "seconds_run": 300},
+            event={"event": "session_finished", "session_id": "s1"}, topic="t/event",
+        )  # fmt: skip
+        await store.add_outbox("t/event", "gone", {"event": "session_finished"})
+        with sqlite3.connect(path) as conn:
+            conn.execute("UPDATE users SET zone_intensity = '{neck: -1'")
+            conn.execute("UPDATE sessions SET faults = '[', seconds_run = 'lots'")
+            conn.execute("UPDATE outbox SET payload = '{\"event\": '")
+        cy = await store.user("Cy")
+        assert cy is not None and cy["zone_intensity"] == "{neck: -1"
+        (rec,) = await store.history()
+        assert (rec["faults"], rec["minutes_run"]) == ("[", None)
+        ((got, event),) = await store.outbox("t/event")  # "gone" has neither event nor record
+        assert got == oid and event["session_id"] == "s1" and event["summary"] is None
+        assert (event["completed"], event["record"]["outcome"]) == (True, "completed")
+    finally:
+        await store.close()
+
+
 def test_the_path_comes_from_db_then_chair_db_then_xdg(tmp_path: Path) -> None:
     env = {"CHAIR_DB": str(tmp_path / "env.db"), "XDG_STATE_HOME": str(tmp_path / "state")}
     assert db_path("x.db", env) == Path("x.db")

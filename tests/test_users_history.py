@@ -141,13 +141,17 @@ async def test_a_stopped_session_and_a_tampered_profile(tmp_path: Path) -> None:
         await ctl.store.add_user("Cy", {"intensity": 4})
         # a value no request may carry, written behind the chair's back: not used
         with sqlite3.connect(db) as conn:
-            conn.execute("UPDATE users SET intensity = 99, shoulder_offset_mm = 9999")
+            conn.execute(
+                "UPDATE users SET intensity = 99, shoulder_offset_mm = 9999, "
+                "zone_intensity = '{\"neck\": 2'"
+            )
         with pytest.raises(CommandError) as e:
             await ctl.start("relax", minutes=5, user="Nobody")
         assert e.value.code == "unknown_user"
         await ctl.start("relax", minutes=5, user="Cy")
         assert ctl.state()["user"] == "Cy"
         assert ctl.state()["intensity"] == 3  # the program's default, not 99
+        assert ctl.state()["zone_intensity"] == {}  # not half a JSON object's
         await ctl.advance_until(SessionState.RUNNING)
         ctl.release()
         await ctl.stop()

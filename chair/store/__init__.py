@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import sqlite3
 import time
@@ -22,7 +23,10 @@ from typing import Any
 
 import aiosqlite
 
+from chair.lifecycle import SessionEvent
 from chair.store.schema import SCHEMA_VERSION, migrate
+
+log = logging.getLogger("chair.store")
 
 BUSY_TIMEOUT_S = 2.0
 """How long a write waits for another process's lock before the database counts as locked."""
@@ -39,6 +43,31 @@ USER_FIELDS = (
 """What a user profile remembers (besides its name), in the order `chair users show` lists it."""
 
 OUTCOMES = ("completed", "stopped", "fault", "estop", "interrupted")
+
+
+def _decoded(text: Any, empty: Any) -> Any:
+    """A JSON column read back: `empty` for none, the stored value itself when it is not JSON
+    (a file changed behind the chair's back; whoever uses it checks it — a profile through its
+    request model — so nothing read back raises here)."""
+    if text is None or text == "":
+        return empty
+    try:
+        return json.loads(text)
+    except (TypeError, ValueError):
+        return text
+
+
+def finished_event(record: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``session_finished`` event of a record with no summary at hand (a session found
+    interrupted, an outbox event that no longer reads back)."""
+    return {
+        "event": SessionEvent.SESSION_FINISHED,
+        "session_id": record["session_id"],
+        "completed": record.get("outcome") == "completed",
+        "end_reason": record.get("end_reason"),
+        "summary": None,
+        "record": dict(record),
+    }
 
 
 class StoreError(Exception):
@@ -210,8 +239,7 @@ class Store:
 
     @staticmethod
     def _user(row: dict[str, Any]) -> dict[str, Any]:
-        zi = row.get("zone_intensity")
-        row["zone_intensity"] = json.loads(zi) if zi else {}
+        row["zone_intensity"] = _decoded(row.get("zone_intensity"), {})
         return row
 
     async def users(self) -> list[dict[str, Any]]:
@@ -347,11 +375,14 @@ class Store:
 
     @staticmethod
     def _record(row: dict[str, Any]) -> dict[str, Any]:
-        row["faults"] = json.loads(row["faults"]) if row.get("faults") else []
-        row["zone_seconds"] = json.loads(row["zone_seconds"]) if row.get("zone_seconds") else {}
+        row["faults"] = _decoded(row.get("faults"), [])
+        row["zone_seconds"] = _decoded(row.get("zone_seconds"), {})
         if row.get("safety_ok") is not None:
             row["safety_ok"] = bool(row["safety_ok"])
-        row["minutes_run"] = round((row.get("seconds_run") or 0.0) / 60.0, 3)
+        try:
+            row["minutes_run"] = round(float(row.get("seconds_run") or 0.0) / 60.0, 3)
+        except (TypeError, ValueError):  # not a number: changed behind the chair's back
+            row["minutes_run"] = None
         row.pop("seen_at", None)
         return row
 
@@ -389,14 +420,36 @@ class Store:
         )
 
     async def outbox(self, topic: str) -> list[tuple[int, dict[str, Any]]]:
-        """The events for `topic` not yet acknowledged by the broker, oldest first."""
+        """The events for `topic` not yet acknowledged by the broker, oldest first. An event
+        that no longer reads back is rebuilt from its session's record (without the summary);
+        one with no record either is left where it is, with a warning."""
         rows = await self._rows(
-            "SELECT id, payload FROM outbox WHERE topic = ? ORDER BY id", (topic,)
+            "SELECT id, session_id, payload FROM outbox WHERE topic = ? ORDER BY id", (topic,)
         )
-        return [(int(r["id"]), json.loads(r["payload"])) for r in rows]
+        out: list[tuple[int, dict[str, Any]]] = []
+        for r in rows:
+            event = _decoded(r["payload"], None)
+            if not isinstance(event, dict):
+                record = await self.record(r["session_id"])
+                if record is None:
+                    log.warning("outbox: event %s (session %s) is unreadable and has no record",
+                                r["id"], r["session_id"])  # fmt: skip
+                    continue
+                log.warning("outbox: event %s is unreadable: sent again from its record", r["id"])
+                event = finished_event(record)
+            out.append((int(r["id"]), event))
+        return out
 
     async def outbox_done(self, outbox_id: int) -> None:
         await self._write(("DELETE FROM outbox WHERE id = ?", (outbox_id,)))
 
 
-__all__ = ["OUTCOMES", "SCHEMA_VERSION", "USER_FIELDS", "Store", "StoreError", "db_path"]
+__all__ = [
+    "OUTCOMES",
+    "SCHEMA_VERSION",
+    "USER_FIELDS",
+    "Store",
+    "StoreError",
+    "db_path",
+    "finished_event",
+]
