@@ -222,7 +222,7 @@ async def test_many_sessions_through_broker_restarts_lose_no_record(
         await until(lambda: listener.session_ids() >= set(ids), 60, "every record arrives")
         assert listener.session_ids() == set(ids)  # exactly once after dedup by session_id
         await until(lambda: outbox_rows(tmp_path / "chair.db") == 0, 10, "outbox emptied")
-        assert chair.bridge.connections == 1 + n // every
+        assert chair.bridge.connections >= 1 + n // every
 
 
 def _serve(broker: Mosquitto, db: Path, speed: float) -> subprocess.Popen[bytes]:
