@@ -78,7 +78,7 @@ async def test_a_full_database(tmp_path: Path, caplog: pytest.LogCaptureFixture)
         async with ctl.store._conn.execute("PRAGMA page_count") as cur:
             row = await cur.fetchone()
         assert row is not None
-        await ctl.store._conn.execute(f"PRAGMA max_page_count = {int(row[0]) + 4}")
+        await ctl.store._conn.execute(f"PRAGMA max_page_count = {int(row[0]) + 1}")
         assert "full" in await _fill_with_records(ctl.store)
         assert "full" in await _fill_with_records(ctl.store)  # not one more record fits
         await _run_one(ctl)
