@@ -99,6 +99,9 @@ async def test_history_outbox_and_interrupted_records(tmp_path: Path) -> None:
         assert await store.outbox("other") == []
         await store.outbox_done(oid)
         assert await store.outbox("t/event") == []
+        assert await store.close_interrupted() == []  # s1's process (this one) still runs
+        with sqlite3.connect(tmp_path / "chair.db") as conn:  # as if written by one now gone
+            conn.execute("UPDATE sessions SET owner = 'another-boot:1:1' WHERE session_id = 's1'")
         assert await store.close_interrupted() == ["s1"]
         s1 = await store.record("s1")
         assert s1 is not None
@@ -165,5 +168,42 @@ async def test_concurrent_writes_take_turns(tmp_path: Path) -> None:
             *(store.outbox_done(oid) for oid in ids[:20]),
         )
         assert [e["i"] for _, e in await store.outbox("t")] == list(range(20, 30))
+    finally:
+        await store.close()
+
+
+async def test_only_records_whose_process_is_gone_are_closed_as_interrupted(
+    tmp_path: Path,
+) -> None:
+    """`chair run` beside `chair serve` on one database: the second to start must not close
+    the first one's running session (schema v3's owner); a killed process's record is closed."""
+    import subprocess
+    import sys
+
+    from chair.store import owner_alive, process_owner
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    assert owner_alive(process_owner()) and not owner_alive(process_owner(gone.pid))
+    assert not owner_alive(None) and not owner_alive("another-boot:1:1")
+    store = await Store.open(tmp_path / "chair.db")
+    try:
+        record = {"program": "relax", "minutes_planned": 15.0}
+        await store.begin_session({**record, "session_id": "running-here"})
+        await store.begin_session({**record, "session_id": "killed"})
+        await store.begin_session({**record, "session_id": "before-v3"})
+        with sqlite3.connect(tmp_path / "chair.db") as conn:
+            conn.execute(
+                "UPDATE sessions SET owner = ? WHERE session_id = 'killed'",
+                (process_owner(gone.pid),),
+            )
+            conn.execute("UPDATE sessions SET owner = NULL WHERE session_id = 'before-v3'")
+        assert sorted(await store.close_interrupted()) == ["before-v3", "killed"]
+        outcomes = {r["session_id"]: r["outcome"] for r in await store.history()}
+        assert outcomes == {
+            "running-here": None,
+            "killed": "interrupted",
+            "before-v3": "interrupted",
+        }
     finally:
         await store.close()

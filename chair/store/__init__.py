@@ -45,6 +45,42 @@ USER_FIELDS = (
 OUTCOMES = ("completed", "stopped", "fault", "estop", "interrupted")
 
 
+def _boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text(encoding="ascii").strip()
+    except OSError:
+        return ""
+
+
+def _start_ticks(pid: int) -> str:
+    """When process `pid` started (clock ticks since boot, /proc/PID/stat field 22); "" when
+    there is no such process (or no /proc)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii", errors="replace")
+    except OSError:
+        return ""
+    return stat.rpartition(")")[2].split()[19]  # fields after "(comm)" start at field 3
+
+
+def process_owner(pid: int | None = None) -> str:
+    """Who runs a session: ``boot id:pid:start time`` — unique to one process on one boot, so
+    neither a reboot nor a reused pid makes a dead owner look alive."""
+    pid = os.getpid() if pid is None else pid
+    return f"{_boot_id()}:{pid}:{_start_ticks(pid)}"
+
+
+def owner_alive(owner: str | None) -> bool:
+    """Whether the process that wrote `owner` still runs (False when unknown: a record from
+    before v3, another boot, a pid that now names another process, or no /proc)."""
+    if not owner:
+        return False
+    boot, _, rest = owner.partition(":")
+    pid, _, start = rest.partition(":")
+    if not boot or boot != _boot_id() or not pid.isdigit() or not start:
+        return False
+    return _start_ticks(int(pid)) == start
+
+
 def _decoded(text: Any, empty: Any) -> Any:
     """A JSON column read back: `empty` for none, the stored value itself when it is not JSON
     (a file changed behind the chair's back; whoever uses it checks it — a profile through its
@@ -291,7 +327,7 @@ class Store:
         await self._write(
             (
                 "INSERT INTO sessions (session_id, user, program, minutes_planned, intensity, "
-                "heat, started_at, seconds_run) VALUES (?, ?, ?, ?, ?, ?, ?, 0)",
+                "heat, started_at, seconds_run, owner) VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?)",
                 (
                     record["session_id"],
                     record.get("user"),
@@ -300,6 +336,7 @@ class Store:
                     record.get("intensity"),
                     record.get("heat"),
                     record.get("started_at") or now_iso(),
+                    process_owner(),
                 ),
             )
         )
@@ -357,18 +394,19 @@ class Store:
         return result if event is not None and topic is not None else None
 
     async def close_interrupted(self) -> list[str]:
-        """Close every record left open (the chair lost power or was killed mid-session) as
-        ``interrupted``, with what it had run; their session ids."""
-        open_ids = [
-            r["session_id"]
-            for r in await self._rows("SELECT session_id FROM sessions WHERE ended_at IS NULL")
-        ]
-        if open_ids:
+        """Close every record left open by a process that is gone (the chair lost power or was
+        killed mid-session) as ``interrupted``, with what it had run; their session ids. A
+        record whose process still runs (a `chair run` beside `chair serve` on one database)
+        stays open: that session is running."""
+        rows = await self._rows("SELECT session_id, owner FROM sessions WHERE ended_at IS NULL")
+        open_ids = [r["session_id"] for r in rows if not owner_alive(r["owner"])]
+        for sid in open_ids:
             await self._write(
                 (
                     "UPDATE sessions SET outcome = 'interrupted', end_reason = 'interrupted', "
-                    "ended_at = COALESCE(seen_at, started_at) WHERE ended_at IS NULL",
-                    (),
+                    "ended_at = COALESCE(seen_at, started_at) "
+                    "WHERE session_id = ? AND ended_at IS NULL",
+                    (sid,),
                 )
             )
         return open_ids

@@ -7,6 +7,9 @@ database and upgrades it; an older chair refuses a newer one rather than guess.
 - v1: ``users`` (the profiles) and ``sessions`` (the history).
 - v2: the MQTT ``outbox`` (events kept until the broker acknowledged them); a session record
   keeps its safety verdict, seconds per zone and when it was last seen running.
+- v3: a session record names the process that runs it (``owner``: boot id, pid, the process's
+  start time), so a chair starting beside another one on the same database closes as
+  ``interrupted`` only the records whose process is gone.
 """
 
 from __future__ import annotations
@@ -56,6 +59,7 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             created_at TEXT NOT NULL
         )""",
     ),
+    ("ALTER TABLE sessions ADD COLUMN owner TEXT",),  # v3
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
