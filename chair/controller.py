@@ -439,17 +439,7 @@ class Controller:
         if self.store is None:
             return
         try:
-            await self.store.begin_session(
-                {
-                    "session_id": session.session_id,
-                    "user": session.user,
-                    "program": self._program_name(session),
-                    "minutes_planned": session.minutes,
-                    "intensity": session.intensity,
-                    "heat": session.heat_level,
-                    "started_at": now_iso(),
-                }
-            )
+            await self.store.begin_session({**self._record_head(session), "started_at": now_iso()})
         except StoreError as e:
             await self._history_off(e)
 
@@ -469,6 +459,17 @@ class Controller:
         self._store_tasks.add(task)
         task.add_done_callback(self._store_tasks.discard)
 
+    def _record_head(self, session: Session) -> dict[str, Any]:
+        """What a session's record says from its start: who, what, how long, how strong."""
+        return {
+            "session_id": session.session_id,
+            "user": session.user,
+            "program": self._program_name(session),
+            "minutes_planned": session.minutes,
+            "intensity": session.intensity,
+            "heat": session.heat_level,
+        }
+
     def record_of(
         self,
         session: Session,
@@ -480,12 +481,7 @@ class Controller:
         carry it."""
         faults = [] if summary is None else summary.get("faults", [])
         return {
-            "session_id": session.session_id,
-            "user": session.user,
-            "program": self._program_name(session),
-            "minutes_planned": session.minutes,
-            "intensity": session.intensity,
-            "heat": session.heat_level,
+            **self._record_head(session),
             "outcome": outcome_of(end_reason),
             "end_reason": end_reason,
             "seconds_run": round(session.program_seconds(), 3),

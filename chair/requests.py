@@ -63,18 +63,22 @@ def check_program(value: Any) -> str | None:
     return value
 
 
+def _within(value: Any, lo: float, hi: float, unit: str) -> float:
+    """A number within lo..hi (`unit` names it in the message)."""
+    x = _number(value)
+    if not lo <= x <= hi:
+        raise PydanticCustomError(
+            "out_of_range",
+            "must be {lo}..{hi} {unit}",
+            {"lo": f"{lo:g}", "hi": f"{hi:g}", "unit": unit},
+        )
+    return x
+
+
 def check_minutes(value: Any, config: ChairConfig) -> float | None:
     if value is None:
         return None
-    minutes = _number(value)
-    s = config.session
-    if not s.min_minutes <= minutes <= s.max_minutes:
-        raise PydanticCustomError(
-            "out_of_range",
-            "must be {lo}..{hi} min",
-            {"lo": f"{s.min_minutes:g}", "hi": f"{s.max_minutes:g}"},
-        )
-    return minutes
+    return _within(value, config.session.min_minutes, config.session.max_minutes, "min")
 
 
 def check_intensity(value: Any, config: ChairConfig) -> int | None:
@@ -167,15 +171,7 @@ def check_height(value: Any, config: ChairConfig) -> float | None:
     """A body height hint in cm, within what the chair fits."""
     if value is None:
         return None
-    cm = _number(value)
-    b = config.body
-    if not b.height_min_cm <= cm <= b.height_max_cm:
-        raise PydanticCustomError(
-            "out_of_range",
-            "must be {lo}..{hi} cm",
-            {"lo": f"{b.height_min_cm:g}", "hi": f"{b.height_max_cm:g}"},
-        )
-    return cm
+    return _within(value, config.body.height_min_cm, config.body.height_max_cm, "cm")
 
 
 def _word(value: Any, words: tuple[str, ...]) -> str:
