@@ -5,6 +5,7 @@ Every test uses a real SQLite file in tmp_path.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 from pathlib import Path
@@ -205,5 +206,30 @@ async def test_only_records_whose_process_is_gone_are_closed_as_interrupted(
             "killed": "interrupted",
             "before-v3": "interrupted",
         }
+    finally:
+        await store.close()
+
+
+async def test_a_write_cancelled_at_any_point_leaves_the_database_usable(tmp_path: Path) -> None:
+    """The MQTT bridge's publisher is cancelled when the broker goes away, possibly while it marks
+    an outbox event done. A write cancelled at any await still ends its transaction (commit or
+    rollback), so the next write does not meet "cannot start a transaction within a transaction"
+    (which turned history off mid-run)."""
+    import asyncio
+
+    store = await Store.open(tmp_path / "chair.db")
+    try:
+        await store.begin_session(
+            {"session_id": "s", "user": None, "program": "relax", "minutes_planned": 5}
+        )
+        for yields in range(40):  # cancel after 0, 1, 2, ... turns of the loop
+            task = asyncio.ensure_future(store.progress("s", float(yields)))
+            for _ in range(yields):
+                await asyncio.sleep(0)
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await store.progress("s", 1000.0 + yields)  # raised StoreError before the fix
+            assert (await store.record("s") or {})["seconds_run"] == 1000.0 + yields
     finally:
         await store.close()

@@ -183,6 +183,12 @@ def _unwritable(path: Path) -> str:
     return ""
 
 
+def _consume_outcome(task: asyncio.Future[Any]) -> None:
+    """A shielded write whose caller was cancelled: its error (if any) has no one to go to."""
+    if not task.cancelled():
+        task.exception()
+
+
 class Store:
     """An open database. Every method raises `StoreError` when the database fails."""
 
@@ -246,7 +252,18 @@ class Store:
 
     async def _write(self, *statements: tuple[str, tuple[Any, ...]]) -> int:
         """Run `statements` in one transaction; the last one's rowcount (or lastrowid for an
-        INSERT)."""
+        INSERT).
+
+        The transaction runs in a task of its own, shielded: a caller cancelled mid-write (the
+        MQTT bridge's publisher when the broker goes away) leaves, but the transaction still ends
+        in COMMIT or ROLLBACK. Cancelling the await of a statement does not stop aiosqlite's
+        thread from running it, so an unshielded BEGIN could be left open on the connection and
+        every later write would fail."""
+        task = asyncio.ensure_future(self._locked_transaction(statements))
+        task.add_done_callback(_consume_outcome)
+        return await asyncio.shield(task)
+
+    async def _locked_transaction(self, statements: tuple[tuple[str, tuple[Any, ...]], ...]) -> int:
         try:
             async with self._tx:
                 return await self._transaction(statements)
