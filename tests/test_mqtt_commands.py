@@ -8,7 +8,7 @@ import json
 import pytest
 
 from chair.api import ERROR_CODES
-from chair.mqtt.commands import ACTIONS, BadCommand, parse_command
+from chair.commands.parse import ACTIONS, BadCommand, parse_command
 from core_rt.config import ChairConfig
 from tests.mqtt_helpers import BAD_PAYLOADS
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from chair.mqtt.commands import parse_command
+from chair.commands.parse import parse_command
 from chair.mqtt.discovery import discovery_config
 from chair.mqtt.settings import MqttSettings
 from chair.programs.manual import AREAS, MANUAL_TECHNIQUES

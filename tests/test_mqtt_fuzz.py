@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from chair.api import ERROR_CODES
-from chair.mqtt.commands import ACTIONS
+from chair.commands.parse import ACTIONS
 from tests.mqtt_helpers import ChairFactory
 
 pytest_plugins = ["tests.mqtt_fixtures"]

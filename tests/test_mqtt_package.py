@@ -16,18 +16,8 @@ OWNER = {
     "add_broker_arguments": "settings",
     "settings_from_args": "settings",
     "Topics": "topics",
-    "parse_command": "commands",
-    "Command": "commands",
-    "BadCommand": "commands",
-    "ACTIONS": "commands",
-    "ActionSpec": "commands",
-    "MAX_PAYLOAD_BYTES": "commands",
-    "MAX_ID_CHARS": "commands",
     "discovery_config": "discovery",
     "MqttBridge": "bridge",
-    "dumps": "bridge",
-    "IDEMPOTENCY_S": "bridge",
-    "IDEMPOTENCY_MAX_IDS": "bridge",
 }
 """Every public name with the module that owns it."""
 

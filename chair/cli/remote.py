@@ -30,7 +30,7 @@ from chair.cli.common import (
     manual_choices,
     zone_pairs,
 )
-from chair.mqtt.commands import ACTIONS
+from chair.commands.parse import ACTIONS
 from chair.mqtt.settings import MqttSettings, add_broker_arguments, settings_from_args
 
 ACTION_CHOICES = (*ACTIONS, "watch")

@@ -2,11 +2,12 @@
 reconnection").
 
 The bridge joins a `ControllerAPI` to a broker. It is a guest of the controller, never the other
-way round: controller callbacks only append to in-memory queues, commands are validated in full
-(`chair.mqtt.commands`) before anything reaches the controller, and a lost broker only pauses the
-bridge's own tasks while sessions carry on. It owns the connection's life (connect, announce,
-serve, reconnect with back-off), executes commands one at a time, answers every one (idempotent by
-id) and publishes state, telemetry and events.
+way round: controller callbacks only append to in-memory queues, commands go to the chair's
+`CommandDesk` (`chair.commands`, shared with the web remote), which validates them in full before
+anything reaches the controller, and a lost broker only pauses the bridge's own tasks while
+sessions carry on. It owns the connection's life (connect, announce, serve, reconnect with
+back-off), answers every command (the desk's reply, also on an MQTT 5 response topic) and
+publishes state, telemetry and events.
 
 A finished session's ``session_finished`` event is kept in the controller's database (the outbox,
 `Controller.outbox_attach`) until its QoS 1 publish has returned, i.e. the broker's PUBACK has
@@ -19,15 +20,10 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import copy
-import json
 import logging
-import math
 import random
-import threading
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import aiomqtt
@@ -36,8 +32,9 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from chair.api import CommandError, ControllerAPI
+from chair.commands.desk import CommandDesk, Reply
+from chair.commands.wire import dumps, significant
 from chair.lifecycle import MOVING
-from chair.mqtt.commands import BadCommand, Command, parse_command
 from chair.mqtt.discovery import discovery_config
 from chair.mqtt.settings import MqttSettings
 from chair.requests import short_repr
@@ -45,40 +42,7 @@ from core_rt.config import ChairConfig
 
 log = logging.getLogger("chair.mqtt")  # the package's logger, one name for all of the bridge
 
-IDEMPOTENCY_S = 600.0
-"""A command id seen within this window is answered from memory, not executed again."""
-IDEMPOTENCY_MAX_IDS = 10_000
-"""Memory bound of the id window (oldest forgotten first)."""
 _OUT_QUEUE_MAX = 5000
-
-
-def dumps(obj: Any) -> bytes:
-    """Compact JSON; non-finite floats become null (JSON has no NaN)."""
-    try:
-        text = json.dumps(obj, separators=(",", ":"), allow_nan=False, default=str)
-    except ValueError:
-        text = json.dumps(_finite(obj), separators=(",", ":"), default=str)
-    return text.encode("utf-8")
-
-
-def _finite(obj: Any) -> Any:
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_finite(v) for v in obj]
-    return obj
-
-
-def _significant(state: Mapping[str, Any]) -> dict[str, Any]:
-    """The state without what changes continuously (clocks, pad temperature, the board link's
-    counters: they go out with the state, at most every `state_interval_s` on their own)."""
-    view = {k: v for k, v in state.items() if k not in ("elapsed_s", "remaining_s", "link")}
-    heat = view.get("heat")
-    if isinstance(heat, dict):
-        view["heat"] = {k: v for k, v in heat.items() if k != "temp_c"}
-    return view
 
 
 @dataclass
@@ -90,15 +54,6 @@ class _Outgoing:
     properties: Properties | None = None
     outbox_id: int | None = None
     """An event kept in the outbox: forgotten there once the broker acknowledged it."""
-
-
-@dataclass
-class _Seen:
-    """A command id within the idempotency window: its reply, once known."""
-
-    t: float
-    reply: dict[str, Any] | None = None
-    waiters: list[tuple[str | None, bytes | None]] = field(default_factory=list)
 
 
 class MqttBridge:
@@ -114,8 +69,11 @@ class MqttBridge:
         settings: MqttSettings,
         *,
         config: ChairConfig | None = None,
+        desk: CommandDesk | None = None,
     ) -> None:
         self.controller = controller
+        self.desk = desk if desk is not None else CommandDesk(controller, config)
+        """Where commands are executed (shared with the web remote, docs/web.md)."""
         self.settings = settings
         self.config = config if config is not None else ChairConfig()
         self.topics = settings.topics
@@ -128,23 +86,18 @@ class MqttBridge:
         self._attempts = asyncio.Condition()
         self._client: aiomqtt.Client | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._loop_thread = 0
         self._out: collections.deque[_Outgoing] = collections.deque()
         self._out_ready = asyncio.Event()
         self._out_drained = asyncio.Event()
         """Set when the sender has published everything queued (cleared by the next message)."""
         self._out_drained.set()
         self._stopping = asyncio.Event()
-        self._seen: collections.OrderedDict[str, _Seen] = collections.OrderedDict()
-        self._busy = False
-        self._tasks: set[asyncio.Task[Any]] = set()
         self._latest_state: dict[str, Any] | None = None
         self._last_sig: dict[str, Any] | None = None
         self._last_state_payload: bytes | None = None
         self._last_state_t = 0.0
         self._minor_timer: asyncio.TimerHandle | None = None
         self._telemetry_next: _Outgoing | None = None
-        self._preset: dict[str, Any] = {}
         self._users: list[str] | None = None
         """The user profiles' names for discovery (None: the chair keeps none)."""
         self._started = False
@@ -157,10 +110,14 @@ class MqttBridge:
             raise RuntimeError("MqttBridge.run() is not reentrant")
         self._started = True
         self._loop = asyncio.get_running_loop()
-        self._loop_thread = threading.get_ident()
-        self._init_preset()
-        self.controller.on_change(self._on_change)
-        self.controller.on_event(self._on_event)
+        self.desk.attach()
+        unwatch = self.desk.watch(self._state_changed, self._event)
+        try:
+            await self._run()
+        finally:
+            unwatch()
+
+    async def _run(self) -> None:
         attach = getattr(self.controller, "outbox_attach", None)
         if attach is not None:  # a controller with a database keeps its records until PUBACK
             await attach(self.topics.event)
@@ -330,12 +287,12 @@ class MqttBridge:
         items = []
         if self.settings.discovery:
             topic, payload = discovery_config(
-                self.settings, self._programs(), self.config, self._users
+                self.settings, self.desk.programs(), self.config, self._users
             )
             items.append(_Outgoing(topic, dumps(payload), 1, retain=True))
-        state = self._state_payload()
+        state = self.desk.state_payload()
         self._last_state_payload = dumps(state)
-        self._last_sig = _significant(state)
+        self._last_sig = significant(state)
         self._last_state_t = time.monotonic()
         items.append(_Outgoing(self.topics.state, self._last_state_payload, 1, retain=True))
         items.append(_Outgoing(self.topics.availability, b"online", 1, retain=True))
@@ -363,164 +320,25 @@ class MqttBridge:
             return
         payload = msg.payload if isinstance(msg.payload, bytes) else str(msg.payload).encode()
         response_topic, correlation = self._response_props(msg)
-        try:
-            cmd = parse_command(payload, self.config)
-        except BadCommand as e:
-            log.debug("refused command (%s): %s", e.code, e.message)  # a flood must not flood logs
-            self._send_reply(self._reply(e.id, e.action, e), response_topic, correlation)
-            return
-        if cmd.action == "status":
-            self._send_reply(self._reply(cmd.id, cmd.action), response_topic, correlation)
-            return
-        if cmd.id is not None:
-            self._forget_old()
-            seen = self._seen.get(cmd.id)
-            if seen is not None:
-                log.info("command id %r seen before: not executed again", cmd.id)
-                if seen.reply is None:
-                    seen.waiters.append((response_topic, correlation))
-                else:
-                    self._send_reply(seen.reply, response_topic, correlation)
-                return
-        # An e-stop is never refused as busy; a preset only touches the bridge, users only reads.
-        exclusive = cmd.action not in ("estop", "preset", "users")
-        if exclusive and self._busy:
-            error = CommandError("busy", "another command is being executed; try again")
-            self._send_reply(self._reply(cmd.id, cmd.action, error), response_topic, correlation)
-            return
-        if cmd.id is not None:
-            self._seen[cmd.id] = _Seen(time.monotonic(), waiters=[(response_topic, correlation)])
-        if exclusive:
-            self._busy = True
-        task = asyncio.create_task(
-            self._execute(cmd, exclusive, response_topic, correlation), name=f"cmd-{cmd.action}"
-        )
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _execute(
-        self,
-        cmd: Command,
-        exclusive: bool,
-        response_topic: str | None,
-        correlation: bytes | None,
-    ) -> None:
-        error: CommandError | None = None
-        extra: dict[str, Any] = {}
-        try:
-            extra = await self._dispatch(cmd) or {}
-        except CommandError as e:
-            error = e
-        except Exception as e:
-            log.exception("controller failed on %s", cmd.action)
-            error = CommandError("internal", f"{cmd.action} failed: {type(e).__name__}: {e}")
-        finally:
-            if exclusive:
-                self._busy = False
-        if error is None:
-            log.info("command %s done (id %s)", cmd.action, cmd.id)
+        future = self.desk.submit(payload)
+        if future.done():  # refused before the controller, or a status: answer in order
+            self._answered(future.result(), response_topic, correlation)
         else:
-            log.info("command %s refused (%s): %s", cmd.action, error.code, error.message)
-        reply = {**self._reply(cmd.id, cmd.action, error), **extra}
-        seen = self._seen.get(cmd.id) if cmd.id is not None else None
-        if seen is None:
-            self._send_reply(reply, response_topic, correlation)
-            return
-        seen.reply = reply
-        waiters, seen.waiters = seen.waiters, []
-        for rt, cd in waiters:
-            self._send_reply(reply, rt, cd)
-
-    async def _dispatch(self, cmd: Command) -> dict[str, Any] | None:
-        """Execute `cmd`; what its reply carries besides the usual fields (``users``)."""
-        ctl, a = self.controller, cmd.args
-        match cmd.action:
-            case "start":
-                program = a.get("program") or self._preset.get("program")
-                if not program:
-                    raise CommandError("bad_field", "start needs a program (none preset)")
-                self._check_program(program)
-                await ctl.start(
-                    program,
-                    minutes=a.get("minutes", self._preset.get("minutes")),
-                    intensity=a.get("intensity"),
-                    heat=a.get("heat"),
-                    zone_intensity=a.get("zone_intensity"),
-                    manual=a.get("manual"),
-                    **self._user_of(a),
-                )
-            case "pause":
-                await ctl.pause()
-            case "resume":
-                await ctl.resume()
-            case "stop":
-                await ctl.stop()
-            case "estop":
-                await ctl.estop()
-            case "reset":
-                await ctl.reset()
-            case "set":
-                await ctl.set(
-                    intensity=a.get("intensity"),
-                    heat=a.get("heat"),
-                    zone_intensity=a.get("zone_intensity"),
-                    manual=a.get("manual"),
-                )
-            case "move":
-                await ctl.move(a["mm"])
-            case "adjust_shoulder":
-                await ctl.adjust_shoulder(a["mm"])
-            case "preset":
-                if "program" in a:
-                    self._check_program(a["program"])
-                self._preset.update(a)
-                if a.get("user") == "":
-                    self._preset["user"] = None
-                self._state_changed(ctl.state())
-            case "users":
-                users = getattr(ctl, "users", None)
-                if users is None:
-                    raise CommandError("no_store", "this chair keeps no user profiles")
-                profiles = await users()
-                if self._users is not None and [u["name"] for u in profiles] != self._users:
-                    self._users = [u["name"] for u in profiles]
-                    for item in self._announcement():  # the user select's new options
-                        self._enqueue(item)
-                return {"users": profiles}
-            case _:  # parse_command admits only ACTIONS
-                raise CommandError("unknown_action", f"unknown action {cmd.action!r}")
-        return None
-
-    def _user_of(self, args: dict[str, Any]) -> dict[str, Any]:
-        """The start's user (else the preset one) as a keyword, none when there is none (a
-        controller without user profiles is not asked about them)."""
-        user = args.get("user") or self._preset.get("user")
-        return {} if not user else {"user": user}
-
-    def _check_program(self, program: str) -> None:
-        programs = self._programs()
-        if program not in programs:
-            raise CommandError(
-                "unknown_program",
-                f"no program {short_repr(program)}; one of {', '.join(programs)}",
+            future.add_done_callback(
+                lambda f: self._answered(f.result(), response_topic, correlation)
             )
 
-    def _programs(self) -> list[str]:
-        try:
-            return list(self.controller.programs())
-        except Exception:
-            log.exception("controller.programs() failed")
-            return []
-
-    def _forget_old(self) -> None:
-        horizon = time.monotonic() - IDEMPOTENCY_S
-        while self._seen:
-            oldest = next(iter(self._seen.values()))
-            if oldest.t >= horizon and len(self._seen) < IDEMPOTENCY_MAX_IDS:
-                break
-            if oldest.reply is None and oldest.t >= horizon:
-                break  # still executing: keep it
-            self._seen.popitem(last=False)
+    def _answered(
+        self, reply: Reply, response_topic: str | None, correlation: bytes | None
+    ) -> None:
+        self._send_reply(reply, response_topic, correlation)
+        profiles = reply.get("users")
+        if reply["ok"] and profiles is not None and self._users is not None:
+            names = [u["name"] for u in profiles]
+            if names != self._users:
+                self._users = names
+                for item in self._announcement():  # the user select's new options
+                    self._enqueue(item)
 
     def _response_props(self, msg: aiomqtt.Message) -> tuple[str | None, bytes | None]:
         props = msg.properties
@@ -547,17 +365,6 @@ class MqttBridge:
         return not topic.startswith(self.settings.discovery_prefix + "/")
 
     # ---- outbound ------------------------------------------------------------------------------
-
-    def _reply(
-        self, cmd_id: str | None, action: str | None, error: CommandError | None = None
-    ) -> dict[str, Any]:
-        return {
-            "id": cmd_id,
-            "action": action,
-            "ok": error is None,
-            "state": self._state_payload(),
-            "error": None if error is None else {"code": error.code, "message": error.message},
-        }
 
     def _send_reply(
         self, reply: dict[str, Any], response_topic: str | None, correlation: bytes | None
@@ -605,49 +412,6 @@ class MqttBridge:
             if not self._out:
                 self._out_drained.set()
 
-    def _state_payload(self, state: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        if state is None:
-            try:
-                state = self.controller.state()
-            except Exception:
-                log.exception("controller.state() failed")
-                state = self._latest_state or {"state": None}
-        return {**state, "preset": dict(self._preset)}
-
-    def _init_preset(self) -> None:
-        """Until told otherwise, a ``start`` without a program starts the first one, for the
-        program's own default length."""
-        programs = self._programs()
-        self._preset = {
-            "program": programs[0] if programs else None,
-            "minutes": None,
-            "user": None,
-        }
-
-    # ---- controller callbacks (may come from any thread; never block) --------------------------
-
-    def _post(self, fn: Callable[..., Any], arg: Any) -> None:
-        loop = self._loop
-        if loop is None:
-            return
-        if threading.get_ident() == self._loop_thread:
-            fn(arg)
-        else:
-            with contextlib.suppress(RuntimeError):  # loop closed: nobody to tell
-                loop.call_soon_threadsafe(fn, copy.deepcopy(arg))
-
-    def _on_change(self, state: dict[str, Any]) -> None:
-        try:
-            self._post(self._state_changed, state)
-        except Exception:
-            log.exception("on_change")
-
-    def _on_event(self, event: dict[str, Any]) -> None:
-        try:
-            self._post(self._event, event)
-        except Exception:
-            log.exception("on_event")
-
     def _event(self, event: dict[str, Any]) -> None:
         event = dict(event)
         oid = event.pop("outbox_id", None)
@@ -661,12 +425,11 @@ class MqttBridge:
             except Exception:  # the event went out; at worst it goes out once more
                 log.exception("outbox: could not forget event %d", outbox_id)
 
-    def _state_changed(self, state: dict[str, Any]) -> None:
+    def _state_changed(self, payload: dict[str, Any]) -> None:
         """Publish at once when something but the clocks changed; clocks at most every
         `state_interval_s`."""
-        self._latest_state = state
-        payload = self._state_payload(state)
-        sig = _significant(payload)
+        self._latest_state = payload
+        sig = significant(payload)
         if sig != self._last_sig:
             self._last_sig = sig
             self._publish_state(payload)
@@ -678,7 +441,7 @@ class MqttBridge:
     def _publish_latest(self) -> None:
         self._minor_timer = None
         if self._latest_state is not None:
-            self._publish_state(self._state_payload(self._latest_state))
+            self._publish_state(self._latest_state)
 
     def _publish_state(self, payload: dict[str, Any]) -> None:
         if self._minor_timer is not None:

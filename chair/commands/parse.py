@@ -1,5 +1,5 @@
-"""Commands on ``<base>/cmd``: strict validation and the codes of its refusals (docs/mqtt.md,
-"Commands and replies" and "Error codes").
+"""Commands (MQTT ``<base>/cmd``, the web remote's ``/ws``): strict validation and the codes of
+its refusals (docs/mqtt.md, "Commands and replies" and "Error codes").
 
 `parse_command` turns a payload into a `Command` or raises `BadCommand` with a stable code; nothing
 reaches the controller before it has passed. `ACTIONS` lists every action with the request model
