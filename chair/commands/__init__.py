@@ -5,6 +5,6 @@
   a `BadCommand` with a stable code; `ACTIONS` (each action's request model, `chair.requests`).
 - `chair.commands.desk` — `CommandDesk`: executes commands on the controller one at a time,
   idempotent by ``id``, and fans state and events out to the remotes.
-- `chair.commands.wire` — `dumps`, the JSON every remote sends; `significant`, the part of the
+- `chair.commands.feed` — `dumps`, the JSON every remote sends; `significant`, the part of the
   state that is sent at once when it changes.
 """

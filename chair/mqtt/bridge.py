@@ -33,8 +33,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from chair.api import CommandError, ControllerAPI
 from chair.commands.desk import CommandDesk, Reply
-from chair.commands.wire import dumps, significant
-from chair.lifecycle import MOVING
+from chair.commands.feed import StatePacer, dumps, telemetry_samples
 from chair.mqtt.discovery import discovery_config
 from chair.mqtt.settings import MqttSettings
 from chair.requests import short_repr
@@ -92,11 +91,7 @@ class MqttBridge:
         """Set when the sender has published everything queued (cleared by the next message)."""
         self._out_drained.set()
         self._stopping = asyncio.Event()
-        self._latest_state: dict[str, Any] | None = None
-        self._last_sig: dict[str, Any] | None = None
-        self._last_state_payload: bytes | None = None
-        self._last_state_t = 0.0
-        self._minor_timer: asyncio.TimerHandle | None = None
+        self._state = StatePacer(self._publish_state, settings.state_interval_s)
         self._telemetry_next: _Outgoing | None = None
         self._users: list[str] | None = None
         """The user profiles' names for discovery (None: the chair keeps none)."""
@@ -111,11 +106,12 @@ class MqttBridge:
         self._started = True
         self._loop = asyncio.get_running_loop()
         self.desk.attach()
-        unwatch = self.desk.watch(self._state_changed, self._event)
+        unwatch = self.desk.watch(self._state.offer, self._event)
         try:
             await self._run()
         finally:
             unwatch()
+            self._state.close()
 
     async def _run(self) -> None:
         attach = getattr(self.controller, "outbox_attach", None)
@@ -291,10 +287,7 @@ class MqttBridge:
             )
             items.append(_Outgoing(topic, dumps(payload), 1, retain=True))
         state = self.desk.state_payload()
-        self._last_state_payload = dumps(state)
-        self._last_sig = significant(state)
-        self._last_state_t = time.monotonic()
-        items.append(_Outgoing(self.topics.state, self._last_state_payload, 1, retain=True))
+        items.append(_Outgoing(self.topics.state, self._state.sent(state), 1, retain=True))
         items.append(_Outgoing(self.topics.availability, b"online", 1, retain=True))
         return items
 
@@ -425,60 +418,12 @@ class MqttBridge:
             except Exception:  # the event went out; at worst it goes out once more
                 log.exception("outbox: could not forget event %d", outbox_id)
 
-    def _state_changed(self, payload: dict[str, Any]) -> None:
-        """Publish at once when something but the clocks changed; clocks at most every
-        `state_interval_s`."""
-        self._latest_state = payload
-        sig = significant(payload)
-        if sig != self._last_sig:
-            self._last_sig = sig
-            self._publish_state(payload)
-            return
-        if self._minor_timer is None and self._loop is not None:
-            wait = self._last_state_t + self.settings.state_interval_s - time.monotonic()
-            self._minor_timer = self._loop.call_later(max(0.0, wait), self._publish_latest)
-
-    def _publish_latest(self) -> None:
-        self._minor_timer = None
-        if self._latest_state is not None:
-            self._publish_state(self._latest_state)
-
-    def _publish_state(self, payload: dict[str, Any]) -> None:
-        if self._minor_timer is not None:
-            self._minor_timer.cancel()
-            self._minor_timer = None
-        data = dumps(payload)
-        if data == self._last_state_payload:
-            return
-        self._last_state_payload = data
-        self._last_state_t = time.monotonic()
+    def _publish_state(self, data: bytes) -> None:
         if self._client is not None:  # else the state goes out with the next announcement
             self._enqueue(_Outgoing(self.topics.state, data, 1, retain=True))
 
     async def _telemetry(self) -> None:
-        period = 1.0 / self.settings.telemetry_hz
-        loop = asyncio.get_running_loop()
-        next_t = loop.time()
-        last_key: tuple[Any, Any] | None = None
-        last_active = False
-        while True:
-            next_t += period
-            now = loop.time()
-            if next_t < now - period:
-                next_t = now  # fell behind (busy machine): skip, don't burst
-            await asyncio.sleep(max(0.0, next_t - now))
-            try:
-                sample = self.controller.telemetry()
-            except Exception:
-                log.exception("controller.telemetry() failed")
-                continue
-            if sample is None:
-                continue
-            key = (sample.get("t"), sample.get("state"))
-            active = sample.get("state") in MOVING
-            if key == last_key or not (active or last_active):
-                continue
-            last_key, last_active = key, active
+        async for sample in telemetry_samples(self.controller, self.settings.telemetry_hz):
             if self._client is not None:
                 # One slot, sent ahead of the queue: a flood of replies cannot delay telemetry,
                 # and a slow link drops samples rather than piling them up.
