@@ -1,4 +1,5 @@
-"""What the remote-control layer (MQTT) may ask of the controller, and nothing more.
+"""What the remote-control layer (MQTT, the web remote) may ask of the controller, and nothing
+more.
 
 `chair.controller.Controller` implements this protocol on top of sessions; the MQTT daemon
 (`chair.mqtt`) only talks to it through these methods, so remote control can never reach past the
@@ -28,6 +29,8 @@ ERROR_CODES: dict[str, str] = {
     "unknown_user": "no user profile of that name (docs/chair.md §9)",
     "no_store": "the chair's database is off: no user profiles (docs/chair.md §9)",
     "busy": "another command is being executed",
+    "rate_limited": "the web remote's page sent more commands per second than it may "
+    "(docs/web.md, Limits)",
     "timeout": "the chair did not reach the command's outcome in time (it is reported; watch the "
     "state)",
     "internal": "the controller could not execute the command (reported, nothing changed)",

@@ -1,8 +1,9 @@
 """``chair serve``: the controller daemon with MQTT remote control (docs/interfaces.md §3,
-docs/mqtt.md).
+docs/mqtt.md) and, with ``--web``, the chair's own web remote (docs/web.md).
 
-The controller runs the chair; the MQTT bridge is a guest task beside it. SIGTERM or SIGINT settles
-a session in progress, publishes ``offline`` and exits 0.
+The controller runs the chair; the MQTT bridge and the web remote are guest tasks beside it, both
+handing their commands to one `CommandDesk`. SIGTERM or SIGINT settles a session in progress,
+publishes ``offline`` and exits 0.
 """
 
 from __future__ import annotations
@@ -11,14 +12,19 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import re
 import signal
+import socket
+import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from chair.api import CommandError, ControllerAPI
 from chair.cli.common import EXIT_OK, UsageError, add_db_argument
+from chair.commands.desk import CommandDesk
 from chair.lifecycle import SessionState
 from chair.mqtt.bridge import MqttBridge
 from chair.mqtt.settings import MqttSettings, add_broker_arguments, settings_from_args
@@ -29,6 +35,41 @@ log = logging.getLogger("chair.serve")
 SETTLE_TIMEOUT_S = 120.0
 """Longest wait for a stopped session to settle before the daemon exits anyway."""
 _HARDWARE = re.compile(r"^(sim|serial:.+|tcp:[^:]+:\d{1,5})$")
+WEB_DEFAULT = "127.0.0.1:8080"
+"""``--web`` alone: the web remote on this machine only (docs/web.md, Pairing)."""
+WEB_TOKEN_SETTING = "web_token"
+"""The database setting that keeps the pairing token across restarts."""
+
+
+@dataclass(frozen=True)
+class WebOptions:
+    """``--web [HOST:]PORT`` and ``--web-token``."""
+
+    host: str
+    port: int
+    token: str | None = None
+    """The token given (flag or environment); None: the database's, else a new one."""
+
+
+def web_options(spec: str | None, token: str | None, env: dict[str, str]) -> WebOptions | None:
+    """``--web``'s address, checked; None without ``--web``. UsageError when malformed."""
+    from chair.web.pairing import ENV_TOKEN, check_token
+
+    if spec is None:
+        return None
+    host, sep, port_text = spec.rpartition(":")
+    if not sep:
+        host, port_text = "127.0.0.1", spec
+    host = host.strip("[]") or "127.0.0.1"
+    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise UsageError(f"--web {spec!r}: expected [HOST:]PORT with PORT 0..65535")
+    token = token if token is not None else env.get(ENV_TOKEN) or None
+    if token is not None:
+        try:
+            check_token(token)
+        except ValueError as e:
+            raise UsageError(f"--web-token: {e}") from None
+    return WebOptions(host, int(port_text), token)
 
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:
@@ -57,6 +98,19 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         help="simulated seconds per second (tests and demos); default: the real-time core",
     )
     add_db_argument(g)
+    w = p.add_argument_group("web remote (docs/web.md)")
+    w.add_argument(
+        "--web",
+        nargs="?",
+        const=WEB_DEFAULT,
+        metavar="[HOST:]PORT",
+        help=f"serve the web remote (alone: {WEB_DEFAULT}; 0.0.0.0:PORT for phones on the LAN)",
+    )
+    w.add_argument(
+        "--web-token",
+        metavar="TOKEN",
+        help="the pairing token (else env CHAIR_WEB_TOKEN, else the one the database keeps)",
+    )
     g.add_argument(
         "--log-level", default="info", choices=("debug", "info", "warning", "error"), help="logging"
     )
@@ -77,13 +131,14 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--hardware {args.hardware!r}: use sim, serial:PATH or tcp:HOST:PORT")
     if args.speed is not None and not args.speed > 0:
         raise UsageError("--speed must be > 0")
+    web = web_options(args.web, args.web_token, dict(os.environ))
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     from chair.store import db_path
 
     return asyncio.run(
-        _main(settings, chair_config, args.hardware, args.speed, db=db_path(args.db))
+        _main(settings, chair_config, args.hardware, args.speed, db=db_path(args.db), web=web)
     )
 
 
@@ -94,6 +149,7 @@ async def _main(
     speed: float | None,
     *,
     db: Path | None = None,
+    web: WebOptions | None = None,
 ) -> int:
     try:
         from chair.controller import Controller
@@ -112,13 +168,48 @@ async def _main(
         watch = None
         if controller.link_report() is not None:
             watch = asyncio.create_task(watch_link(controller.link_report), name="link-log")
+        web_socket = token = None
+        if web is not None:
+            from chair.web.pairing import pairing_url, print_pairing
+            from chair.web.server import WebRemote
+
+            token = await pairing_token(controller, web)
+            try:
+                web_socket = WebRemote.listen(web.host, web.port)
+            except OSError as e:
+                raise UsageError(f"--web {web.host}:{web.port}: {e.strerror or e}") from None
+            port = web_socket.getsockname()[1]
+            print_pairing(pairing_url(web.host, port, token), sys.stdout)
         try:
-            return await serve(controller, settings, config)
+            return await serve(controller, settings, config, web=(web_socket, token))
         finally:
             if watch is not None:
                 watch.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await watch
+
+
+async def pairing_token(controller: Any, web: WebOptions) -> str:
+    """The token given, else the one the chair's database keeps (made and kept on first use),
+    else a new one for this run (no database: phones pair again after a restart)."""
+    from chair.store import StoreError
+    from chair.web.pairing import new_token
+
+    if web.token is not None:
+        return web.token
+    store = getattr(controller, "store", None)
+    if store is None:
+        log.warning("web remote: no database, so a new pairing token for this run only")
+        return new_token()
+    try:
+        token: str | None = await store.setting(WEB_TOKEN_SETTING)
+        if token is None:
+            token = new_token()
+            await store.put_setting(WEB_TOKEN_SETTING, token)
+    except StoreError as e:
+        log.warning("web remote: %s; a new pairing token for this run only", e)
+        return new_token()
+    return token
 
 
 LINK_LOG_PERIOD_S = 10.0
@@ -176,9 +267,11 @@ async def serve(
     config: ChairConfig | None = None,
     *,
     stop: asyncio.Event | None = None,
+    web: tuple[socket.socket | None, str | None] = (None, None),
 ) -> int:
-    """Serve `controller` over MQTT until SIGTERM/SIGINT (or `stop` is set); then settle a session
-    in progress, publish ``offline`` and return 0."""
+    """Serve `controller` over MQTT (and the web remote on `web`'s listening socket with its
+    pairing token) until SIGTERM/SIGINT (or `stop` is set); then settle a session in progress,
+    publish ``offline`` and return 0."""
     loop = asyncio.get_running_loop()
     stop = stop or asyncio.Event()
     installed = []
@@ -186,8 +279,18 @@ async def serve(
         with contextlib.suppress(NotImplementedError, RuntimeError):  # not the main thread
             loop.add_signal_handler(sig, stop.set)
             installed.append(sig)
-    bridge = MqttBridge(controller, settings, config=config)
+    desk = CommandDesk(controller, config)
+    bridge = MqttBridge(controller, settings, config=config, desk=desk)
     bridge_task = asyncio.create_task(bridge.run(), name="mqtt-bridge")
+    web_task = None
+    web_socket, token = web
+    if web_socket is not None and token is not None:
+        from chair.web.server import WebRemote
+
+        remote = WebRemote(
+            desk, token, chair_id=settings.chair_id, telemetry_hz=max(settings.telemetry_hz, 10.0)
+        )
+        web_task = asyncio.create_task(remote.serve(web_socket), name="web-remote")
     stop_task = asyncio.create_task(stop.wait())
     log.info(
         "serving chair %s on %s (topics %s/...)",
@@ -196,9 +299,12 @@ async def serve(
         settings.topics.base,
     )
     try:
-        await asyncio.wait({bridge_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
+        tasks = {bridge_task, stop_task} | ({web_task} if web_task is not None else set())
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         if bridge_task.done():
             bridge_task.result()  # the bridge ended on its own: a bug, raise it
+        if web_task is not None and web_task.done():
+            web_task.result()  # the same for the web remote
         log.info("stopping: settling any session first")
         await settle(controller)
         await bridge.stop()
@@ -206,6 +312,10 @@ async def serve(
             await asyncio.wait_for(asyncio.shield(bridge_task), 5.0)
     finally:
         stop_task.cancel()
+        if web_task is not None and not web_task.done():
+            web_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await web_task
         if not bridge_task.done():
             bridge_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

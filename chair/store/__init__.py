@@ -466,6 +466,22 @@ class Store:
 
     # ---- the MQTT outbox -----------------------------------------------------------------------
 
+    # ---- the chair's own settings ---------------------------------------------------------------
+
+    async def setting(self, key: str) -> str | None:
+        """A value kept across restarts (the web remote's pairing token), None when unset."""
+        value = await self._q1("SELECT value FROM settings WHERE key = ?", (key,))
+        return None if value is None else str(value)
+
+    async def put_setting(self, key: str, value: str) -> None:
+        await self._write(
+            (
+                "INSERT INTO settings (key, value) VALUES (?, ?) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (key, value),
+            )
+        )
+
     async def add_outbox(self, topic: str, session_id: str, event: Mapping[str, Any]) -> int:
         return await self._write(
             (

@@ -10,6 +10,8 @@ database and upgrades it; an older chair refuses a newer one rather than guess.
 - v3: a session record names the process that runs it (``owner``: boot id, pid, the process's
   start time), so a chair starting beside another one on the same database closes as
   ``interrupted`` only the records whose process is gone.
+- v4: ``settings``, the chair's own values that must survive a restart (the web remote's pairing
+  token, docs/web.md).
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         )""",
     ),
     ("ALTER TABLE sessions ADD COLUMN owner TEXT",),  # v3
+    ("CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL)",),  # v4
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
