@@ -104,6 +104,7 @@ cdef extern from "chair_core.h" nogil:
         int32_t seat_occupied
         uint32_t board_faults
         int32_t link_ok
+        double depth_load_a
 
     ctypedef struct chair_axis_limits:
         double min_mm, max_mm

@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from sim.back import BackParams, BackShape
+
 if TYPE_CHECKING:
     from core_rt.config import ChairConfig
 
@@ -119,6 +121,13 @@ class BodyParams(_Model):
     neck_load: float = Field(default=0.3, ge=0, le=1)
     """Load on the heads at the neck relative to the back."""
     seated_at_start: bool = True
+    back: BackShape | None = None
+    """The back's curve family (`sim.back.BACK_SHAPES`, docs/simulator.md, Back); None: the flat
+    back of uniform tissue that touches the heads at their home (depth 0), as before contours."""
+    contour: BackParams = BackParams()
+    """Numbers shared by every back of the family (cover, neck, variation, stiffness)."""
+    load_noise_a: float = Field(default=0.002, ge=0)
+    """Standard deviation of the depth drive's load reading (`depth_load_a`)."""
 
 
 class PlantParams(_Model):

@@ -7,6 +7,7 @@ from core_rt.hardware cimport Hardware
 
 cdef enum:
     SIM_MAX_FAULTS = 64
+    SIM_BACK_N = 4097              # the back's tables: samples along the track (sim/back.py)
 
 # A plant fault scheduled at at_ns after the epoch; kind is a SIM_FK_* code, target an axis/motor.
 cdef struct SimFault:
@@ -80,6 +81,17 @@ cdef class SimPlant(Hardware):
     cdef double shoulder_mm, seat_mm, neck_mm, neck_load, contact_depth
     cdef double limit_lo_mm, limit_hi_mm
     cdef int32_t occupied, limit_both, contact
+    # the back's contour (sim/back.py): surface on the depth axis and tissue stiffness along y
+    cdef int32_t contoured         # 0: the flat back of uniform tissue touching at depth 0
+    cdef int32_t back_n
+    cdef double back_y0, back_inv_step
+    cdef double back_surface[SIM_BACK_N]
+    cdef double back_stiffness[SIM_BACK_N]
+    cdef double press_mm           # how far the heads press into the tissue now (true)
+    cdef double load_a             # the depth drive's load now (true, without noise)
+    cdef double load_noise
+    cdef uint64_t load_rng
+    cdef readonly object back      # sim.back.BackContour, or None (the flat back)
 
     # faults
     cdef SimFault faults[SIM_MAX_FAULTS]

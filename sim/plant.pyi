@@ -4,6 +4,7 @@ from typing import Any
 
 from core_rt.config import ChairConfig
 from core_rt.hardware import Hardware
+from sim.back import BackContour
 from sim.faults import FaultSpec
 from sim.model import PlantParams
 
@@ -12,6 +13,7 @@ class SimPlant(Hardware):
     params: PlantParams
     seed: int
     body_height_cm: float
+    back: BackContour | None
     def __init__(
         self,
         config: ChairConfig,
@@ -29,6 +31,8 @@ class SimPlant(Hardware):
     def epoch_ns(self) -> int | None: ...
     @property
     def true_shoulder_mm(self) -> float: ...
+    def true_surface_mm(self, y_mm: float) -> float: ...
+    def true_stiffness(self, y_mm: float) -> float: ...
     def set_epoch(self, t_ns: int) -> None: ...
     def set_occupied(self, occupied: bool) -> None: ...
     def inject(self, spec: FaultSpec | str) -> None: ...

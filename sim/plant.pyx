@@ -20,6 +20,7 @@ from core_rt.chair_core cimport chair_setpoint, chair_status
 from core_rt.hardware cimport Hardware
 
 from core_rt.config import ChairConfig
+from sim.back import back_contour
 from sim.faults import FaultSpec, MOTORS, SESSION_KINDS, parse_fault
 from sim.model import PlantParams, check_start_mm
 
@@ -144,6 +145,31 @@ cdef class SimPlant(Hardware):
         self.neck_load = body.neck_load
         self.contact_depth = body.contact_depth_mm
         self.occupied = 1 if body.seated_at_start else 0
+        # the back's contour (sim/back.py); its load reading's noise has its own stream too
+        self.back = None
+        self.contoured = 0
+        self.back_n = 0
+        self.press_mm = 0.0
+        self.load_a = 0.0
+        self.load_noise = body.load_noise_a
+        self.load_rng = _splitmix64(seed64 ^ 0x10AD10AD10AD10ADULL) | 1
+        if body.back is not None:
+            contour = back_contour(
+                config, body.back, self.shoulder_mm, body.neck_mm, self.seed, body.contour
+            )
+            if len(contour.surface_mm) > SIM_BACK_N:
+                raise ValueError(
+                    f"the back's tables need {len(contour.surface_mm)} samples, at most "
+                    f"{SIM_BACK_N}: a coarser contour.step_mm"
+                )
+            for sample, (s_mm, k) in enumerate(zip(contour.surface_mm, contour.stiffness)):
+                self.back_surface[<Py_ssize_t>sample] = s_mm
+                self.back_stiffness[<Py_ssize_t>sample] = k
+            self.back_n = len(contour.surface_mm)
+            self.back_y0 = contour.y0_mm
+            self.back_inv_step = 1.0 / contour.step_mm
+            self.back = contour
+            self.contoured = 1
 
         # time
         self.now_ns = 0
@@ -271,6 +297,8 @@ cdef class SimPlant(Hardware):
         cdef double enf = 1.0 if en else 0.0
         cdef double h = self.h
         cdef double p, v, a, vc, ps, vs, dv, y, depth, body, occ, cmd, r, r_new, cur
+        cdef double surf, stiff, x, f
+        cdef int32_t i
         cdef double total_i = 0.0
         cdef double duty, heat_w, temp
         cdef int j, k
@@ -318,16 +346,35 @@ cdef class SimPlant(Hardware):
         y = self.p[0]
         depth = fmax(self.p[2], 0.0)
         occ = <double>self.occupied
-        if y <= self.shoulder_mm:
-            body = occ
-        elif y <= self.shoulder_mm + self.neck_mm:
-            body = occ * self.neck_load
+        if self.contoured:
+            # the tissue between the skin (surface) and the heads: pressing loads it by its
+            # stiffness (the tables, linear between samples)
+            x = (y - self.back_y0) * self.back_inv_step
+            i = <int32_t>x if x > 0.0 else 0
+            if i >= self.back_n - 1:
+                surf = self.back_surface[self.back_n - 1]
+                stiff = self.back_stiffness[self.back_n - 1]
+            else:
+                f = fmax(x - i, 0.0)
+                surf = self.back_surface[i] + (self.back_surface[i + 1] - self.back_surface[i]) * f
+                stiff = (self.back_stiffness[i]
+                         + (self.back_stiffness[i + 1] - self.back_stiffness[i]) * f)
+            depth = fmax(self.p[2] - surf, 0.0)
+            body = occ * stiff
         else:
-            body = 0.0
+            if y <= self.shoulder_mm:
+                body = occ
+            elif y <= self.shoulder_mm + self.neck_mm:
+                body = occ * self.neck_load
+            else:
+                body = 0.0
+        self.press_mm = depth if body > 0.0 else 0.0
         self.contact = (
-            (self.occupied != 0) & (self.p[2] >= self.contact_depth)
+            (self.occupied != 0) & (depth >= self.contact_depth)
             & (y >= self.seat_mm) & (y <= self.shoulder_mm)
         )
+        # the depth drive's load: what pressing draws beyond the drive's own current
+        self.load_a = self.i_press[2] * depth * body
 
         # currents of the position drives
         for j in range(3):
@@ -393,6 +440,7 @@ cdef class SimPlant(Hardware):
         st.seat_occupied = self.occupied
         st.board_faults = 0
         st.link_ok = 1
+        st.depth_load_a = enf * (self.load_a + self.load_noise * _gauss(&self.load_rng))
         self.now_ns = t + self.period_ns
         st.t_ns = self.now_ns
         return 0
@@ -448,6 +496,25 @@ cdef class SimPlant(Hardware):
     def true_shoulder_mm(self):
         """The seated body's real shoulder line (what a body scan should find), mm on the track."""
         return self.shoulder_mm
+
+    def true_surface_mm(self, y_mm):
+        """Where the skin truly is on the depth axis at `y_mm` (what a contour scan should find):
+        0 on the flat back (up to its neck's top), `sim.back.NO_BODY_MM` above the head."""
+        from sim.back import NO_BODY_MM
+
+        y = float(y_mm)
+        if self.back is not None:
+            return self.back.surface_at(y)
+        return 0.0 if y <= self.shoulder_mm + self.neck_mm else NO_BODY_MM
+
+    def true_stiffness(self, y_mm):
+        """The tissue's relative stiffness at `y_mm` (1 on the flat back, its neck lighter)."""
+        y = float(y_mm)
+        if self.back is not None:
+            return self.back.stiffness_at(y)
+        if y <= self.shoulder_mm:
+            return 1.0
+        return self.neck_load if y <= self.shoulder_mm + self.neck_mm else 0.0
 
     def set_epoch(self, t_ns):
         """Count fault times from `t_ns` (instead of from the first exchange's time)."""
@@ -509,6 +576,8 @@ cdef class SimPlant(Hardware):
             "occupied": bool(self.occupied),
             "arm_contact": bool(self.contact),
             "shoulder_mm": self.shoulder_mm,
+            "press_mm": self.press_mm,
+            "depth_load_a": self.load_a,
             "stalled": tuple(MOTORS[j] for j in range(3) if self.stalled[j]),
             "active_faults": [str(s) for s in self._specs[: self.next_fault]],
             "pending_faults": [str(s) for s in self._specs[self.next_fault :]],
@@ -593,6 +662,7 @@ cdef dict _status_dict(const chair_status* st):
         "seat_occupied": st.seat_occupied,
         "board_faults": st.board_faults,
         "link_ok": st.link_ok,
+        "depth_load_a": st.depth_load_a,
     }
 
 

@@ -19,7 +19,7 @@ setpoint and `put_status(...)` to hand over a decoded STATUS. There is exactly o
 each buffer has one writer and one reader.
 """
 
-from libc.math cimport isfinite
+from libc.math cimport NAN, isfinite
 from libc.stdint cimport int32_t, int64_t, uint32_t
 from libc.stdlib cimport calloc, free
 from libc.string cimport memset
@@ -155,6 +155,7 @@ cdef class LinkHardware(Hardware):
         s.st.seat_occupied = 1 if seat else 0
         s.st.board_faults = <uint32_t>(int(faults) & 0xFFFFFFFF)
         s.st.link_ok = 1
+        s.st.depth_load_a = NAN  # the STATUS frame does not carry the depth load
         s.confirmed_ns = confirmed_ns
         s.received_ns = received_ns if received_ns > 0 else link_now_ns()
         link_st_box_write(&self.stbox, &s)

@@ -25,6 +25,7 @@
 #define _GNU_SOURCE /* ppoll */
 #endif
 #include <errno.h>
+#include <math.h>
 #include <poll.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -238,6 +239,7 @@ static inline int bio_on_status(bio_link *io, const uint8_t *payload, int64_t no
     out.st.seat_occupied = (s.switches & BW_SW_SEAT_OCCUPIED) != 0;
     out.st.board_faults = s.board_faults;
     out.st.link_ok = 1;
+    out.st.depth_load_a = NAN; /* the STATUS frame does not carry the depth load */
     out.confirmed_ns = t_sent;
     out.received_ns = now;
     link_st_box_write(io->stbox, &out);
