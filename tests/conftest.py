@@ -24,7 +24,7 @@ def _a_database_of_its_own(
 
 
 SERIAL_MARKS = ("realtime", "hil", "broker")
-SERIAL_FILES = ("test_mqtt", "test_hil", "test_rtloop")
+SERIAL_FILES = ("test_mqtt", "test_hil", "test_rtloop", "test_web", "test_doc_web")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

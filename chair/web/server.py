@@ -77,6 +77,8 @@ class _Page:
     """One open WebSocket: what waits to be sent to it, and its command budget."""
 
     ws: WebSocket
+    rate_per_s: float = RATE_PER_S
+    burst: int = RATE_BURST
     queue: asyncio.Queue[bytes | None] = field(
         default_factory=lambda: asyncio.Queue(SEND_QUEUE_MAX)
     )
@@ -86,10 +88,10 @@ class _Page:
     """Commands refused as ``rate_limited`` on this socket."""
 
     def take(self) -> bool:
-        """Spend one command from the budget (refilled at `RATE_PER_S`); False when none is
+        """Spend one command from the budget (refilled at `rate_per_s`); False when none is
         left."""
         now = time.monotonic()
-        self.tokens = min(float(RATE_BURST), self.tokens + (now - self.refilled) * RATE_PER_S)
+        self.tokens = min(float(self.burst), self.tokens + (now - self.refilled) * self.rate_per_s)
         self.refilled = now
         if self.tokens < 1.0:
             return False
@@ -115,8 +117,12 @@ class WebRemote:
         *,
         chair_id: str = "chair1",
         telemetry_hz: float = TELEMETRY_HZ,
+        rate_per_s: float = RATE_PER_S,
+        rate_burst: int = RATE_BURST,
     ) -> None:
         self.desk = desk
+        self.rate_per_s = rate_per_s
+        self.rate_burst = rate_burst
         self.token = token
         self.chair_id = chair_id
         self.telemetry_hz = telemetry_hz
@@ -252,7 +258,7 @@ class WebRemote:
             )
             return
         await ws.accept()
-        page = _Page(ws)
+        page = _Page(ws, self.rate_per_s, self.rate_burst, tokens=float(self.rate_burst))
         self.pages.add(page)
         self.connections += 1
         log.info("page connected (%d open)", len(self.pages))
@@ -295,9 +301,9 @@ class WebRemote:
         if not page.take() and not _is_estop(data):
             page.refused += 1
             if page.refused == 1 or page.refused % 1000 == 0:
-                log.warning("page over %g commands/s: %d refused", RATE_PER_S, page.refused)
+                log.warning("page over %g commands/s: %d refused", page.rate_per_s, page.refused)
             error = CommandError(
-                "rate_limited", f"more than {RATE_PER_S:g} commands per second; slow down"
+                "rate_limited", f"more than {page.rate_per_s:g} commands per second; slow down"
             )
             return page.send("reply", dumps(self.desk.reply(None, None, error)))
         future = self.desk.submit(data)
@@ -341,9 +347,15 @@ class WebRemote:
             "areas": list(AREAS),
             "widths": list(WIDTHS),
             "tempos": list(config.manual.tempos),
+            "minutes": {
+                "min": config.session.min_minutes,
+                "max": config.session.max_minutes,
+                "default": config.session.default_minutes,
+            },
+            "track_mm": [config.carriage.track_min_mm, config.carriage.track_max_mm],
             "move_step_mm": config.manual.move_step_mm,
             "max_payload_bytes": MAX_PAYLOAD_BYTES,
-            "rate_per_s": RATE_PER_S,
+            "rate_per_s": self.rate_per_s,
         }
 
     def _broadcast(self, topic: str, data: bytes) -> None:

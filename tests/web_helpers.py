@@ -1,0 +1,183 @@
+"""The web remote for the tests: the real `WebRemote` on a free loopback port, in the test's own
+event loop, in front of the real controller (virtual time paced at `speed`); a WebSocket client
+that keeps every message it gets and waits for them (docs/web.md)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import shutil
+import time
+import urllib.error
+import urllib.request
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import websockets
+from websockets.asyncio.client import ClientConnection
+
+from chair.commands.desk import CommandDesk
+from chair.testing import TestingController
+from chair.web.server import WebRemote
+from core_rt.config import ChairConfig
+
+TOKEN = "test-pairing-token-0123456789"
+
+
+@dataclass
+class Remote:
+    """A served web remote: its address, token, the controller behind it, the server."""
+
+    url: str
+    token: str
+    ctl: TestingController
+    desk: CommandDesk
+    server: WebRemote
+
+    @property
+    def ws_url(self) -> str:
+        return self.url.replace("http://", "ws://") + "/ws"
+
+
+@contextlib.asynccontextmanager
+async def web_remote(
+    speed: float = 60.0, token: str = TOKEN, **server: Any
+) -> AsyncIterator[Remote]:
+    """`server`: `WebRemote`'s keyword arguments (a rate limit, say)."""
+    ctl = TestingController.create(ChairConfig(), speed=speed)
+    await ctl.open()
+    ctl.serve()
+    desk = CommandDesk(ctl, ctl.config)
+    web = WebRemote(desk, token, **server)
+    sock = WebRemote.listen("127.0.0.1", 0)
+    port = sock.getsockname()[1]
+    task = asyncio.create_task(web.serve(sock))
+    try:
+        yield Remote(f"http://127.0.0.1:{port}", token, ctl, desk, web)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await ctl.close()
+
+
+def http_get(url: str, headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
+    """GET without following redirects: status, headers (lower-case names), body."""
+
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+            return None
+
+    opener = urllib.request.build_opener(NoRedirect)
+    request = urllib.request.Request(url, headers=headers or {})
+    try:
+        with opener.open(request, timeout=10) as response:
+            return (
+                response.status,
+                {k.lower(): v for k, v in response.headers.items()},
+                response.read(),
+            )
+    except urllib.error.HTTPError as e:
+        return e.code, {k.lower(): v for k, v in e.headers.items()}, e.read()
+
+
+async def aget(
+    url: str, headers: dict[str, str] | None = None
+) -> tuple[int, dict[str, str], bytes]:
+    """`http_get` off the event loop (the server runs on it)."""
+    return await asyncio.to_thread(http_get, url, headers)
+
+
+@dataclass
+class Page:
+    """A WebSocket client of the web remote: every message it got, by topic, in order."""
+
+    ws: ClientConnection
+    messages: list[tuple[str, Any]] = field(default_factory=list)
+    closed: asyncio.Event = field(default_factory=asyncio.Event)
+    _new: asyncio.Condition = field(default_factory=asyncio.Condition)
+    _seq: int = 0
+
+    async def _read(self) -> None:
+        try:
+            async for raw in self.ws:
+                msg = json.loads(raw)
+                async with self._new:
+                    self.messages.append((msg["topic"], msg["payload"]))
+                    self._new.notify_all()
+        except websockets.ConnectionClosed:
+            pass
+        finally:
+            self.closed.set()
+            async with self._new:
+                self._new.notify_all()
+
+    def on(self, topic: str, since: int = 0) -> list[Any]:
+        return [p for t, p in self.messages[since:] if t == topic]
+
+    async def wait_for(self, what: str, cond: Callable[[], Any], timeout: float = 30.0) -> Any:
+        """Wait until `cond()` is truthy (checked on every message); its value. Fails naming
+        `what` after `timeout` s."""
+        try:
+            async with asyncio.timeout(timeout), self._new:
+                while not (value := cond()):
+                    await self._new.wait()
+                return value
+        except TimeoutError:
+            raise AssertionError(f"{what}: not within {timeout} s") from None
+
+    async def state(self, name: str, since: int = 0, timeout: float = 30.0) -> dict[str, Any]:
+        def seen() -> dict[str, Any] | None:
+            return next((s for s in self.on("state", since) if s["state"] == name), None)
+
+        result: dict[str, Any] = await self.wait_for(f"state {name}", seen, timeout)
+        return result
+
+    async def command(self, timeout: float = 30.0, **cmd: Any) -> dict[str, Any]:
+        """Send a command with a fresh id; its reply."""
+        self._seq += 1
+        cid = f"t{self._seq}-{time.monotonic_ns()}"
+        await self.ws.send(json.dumps({"id": cid, **cmd}))
+        return await self.reply_to(cid, timeout)
+
+    async def reply_to(self, cid: str, timeout: float = 30.0) -> dict[str, Any]:
+        def seen() -> dict[str, Any] | None:
+            return next((r for r in self.on("reply") if r["id"] == cid), None)
+
+        result: dict[str, Any] = await self.wait_for(f"reply to {cid}", seen, timeout)
+        return result
+
+
+@contextlib.asynccontextmanager
+async def page(remote: Remote, **connect: Any) -> AsyncIterator[Page]:
+    headers = {"Authorization": f"Bearer {remote.token}"}
+    async with websockets.connect(
+        remote.ws_url, additional_headers=headers, max_size=None, **connect
+    ) as ws:
+        p = Page(ws)
+        reader = asyncio.create_task(p._read())
+        try:
+            await p.wait_for("hello and state", lambda: len(p.messages) >= 2, 10)
+            yield p
+        finally:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
+
+
+def chromium_path() -> str:
+    """The browser the page tests drive: Debian's chromium (`make chromium` installs it)."""
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    if path is None:
+        pytest.skip("chromium is not installed (make chromium)")
+    return path
+
+
+def screenshot_dir() -> Path:
+    d = Path("out")
+    d.mkdir(exist_ok=True)
+    return d
