@@ -5,7 +5,7 @@ VPY     := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
 SOURCES := $(shell find core_rt sim -name '*.pyx' -o -name '*.pxd' -o -name '*.h') setup.py pyproject.toml
 
-.PHONY: run test bench soak lint install clean mosquitto rt-tests fmt
+.PHONY: run test bench soak lint install clean mosquitto rt-tests chromium fmt
 
 $(VPY):
 	$(PY) -m venv $(VENV)
@@ -31,6 +31,16 @@ mosquitto:
 	    { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q mosquitto mosquitto-clients >/dev/null; }; \
 	  else echo "mosquitto is missing: install it with 'sudo apt-get install mosquitto mosquitto-clients'"; exit 1; fi; }
 
+# The web remote's page tests drive a real headless Chromium through Playwright (docs/web.md):
+# the distribution's chromium, so nothing is downloaded from outside the package mirrors.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing chromium (apt-get)"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null || \
+	    { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null; }; \
+	  else echo "chromium is missing: install it with 'sudo apt-get install chromium'"; exit 1; fi; }
+
 rt-tests:
 	@command -v cyclictest >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
@@ -41,11 +51,11 @@ rt-tests:
 
 # CPU-bound tests spread over the cores, then the wall-clock ones (real-time loop, HIL, broker)
 # alone, one at a time. The slowest of each part are listed: the suite must stay under 10 minutes.
-test: $(STAMP) mosquitto
+test: $(STAMP) mosquitto chromium
 	$(VPY) -m pytest -q -n auto -m "not serial" -p no:cacheprovider --durations=8
 	$(VPY) -m pytest -q -m serial -p no:cacheprovider --durations=12
 
-bench: $(STAMP) rt-tests mosquitto
+bench: $(STAMP) rt-tests mosquitto chromium
 	$(VENV)/bin/chair bench
 
 # The board link's soak (docs/board-protocol.md, Measured): SESSIONS whole real-time sessions of

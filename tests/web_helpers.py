@@ -181,3 +181,79 @@ def screenshot_dir() -> Path:
     d = Path("out")
     d.mkdir(exist_ok=True)
     return d
+
+
+async def until_state(
+    remote: Remote, what: str, cond: Callable[[dict[str, Any]], bool], timeout: float = 30.0
+) -> dict[str, Any]:
+    """Wait until the chair's state payload satisfies `cond` (checked now and on every change);
+    that state."""
+    seen: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    unwatch = remote.desk.watch(seen.put_nowait)
+    try:
+        state = remote.desk.state_payload()
+        async with asyncio.timeout(timeout):
+            while not cond(state):
+                state = await seen.get()
+        return state
+    except TimeoutError:
+        raise AssertionError(f"{what}: not within {timeout} s (state {state['state']})") from None
+    finally:
+        unwatch()
+
+
+class CuttableLink:
+    """A TCP forwarder between a browser and the web remote whose connections the test can cut
+    (as a network would: no close frame, the sockets just die)."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.port = 0
+        self._server: asyncio.Server | None = None
+        self._transports: list[asyncio.WriteTransport] = []
+        self._pipes: set[asyncio.Task[None]] = set()
+
+    async def __aenter__(self) -> CuttableLink:
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.cut()
+        assert self._server is not None
+        self._server.close()
+        for task in list(self._pipes):
+            task.cancel()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def cut(self) -> int:
+        """Kill every open connection; how many there were."""
+        n = 0
+        for t in self._transports:
+            if not t.is_closing():
+                n += 1
+            t.abort()
+        self._transports.clear()
+        return n
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        self._transports += [writer.transport, up_writer.transport]
+        for a, b in ((reader, up_writer), (up_reader, writer)):
+            task = asyncio.create_task(self._pipe(a, b))
+            self._pipes.add(task)
+            task.add_done_callback(self._pipes.discard)
+
+    @staticmethod
+    async def _pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+        try:
+            while data := await src.read(65536):
+                dst.write(data)
+                await dst.drain()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            dst.close()

@@ -17,6 +17,11 @@
   let retryMs = RETRY_MIN_MS;
   let seq = 0;
   const pending = new Map(); // command id -> what it was for (to word a refusal)
+  // The chair executes one command at a time (others get "busy"): the page sends its own one
+  // after another, each once the previous one is answered. An e-stop jumps the line and drops
+  // whatever was still waiting (nothing queued before it may start the chair again).
+  const queue = [];
+  let inFlight = null;
   const prefix = Math.random().toString(36).slice(2, 8);
 
   // ---- the connection ------------------------------------------------------------------------
@@ -41,6 +46,8 @@
       setLink(false);
       ws = null;
       pending.clear();
+      queue.length = 0;
+      inFlight = null;
       setTimeout(connect, retryMs); // the session runs on meanwhile (docs/web.md)
       retryMs = Math.min(RETRY_MAX_MS, retryMs * 2);
     };
@@ -63,7 +70,20 @@
     }
     const id = `web-${prefix}-${++seq}`;
     pending.set(id, what || command.action);
-    ws.send(JSON.stringify({ id, ...command }));
+    const text = JSON.stringify({ id, ...command });
+    if (command.action === "estop") {
+      queue.length = 0;
+      ws.send(text);
+      return;
+    }
+    queue.push({ id, text });
+    pump();
+  }
+
+  function pump() {
+    if (inFlight || !queue.length || !ws || ws.readyState !== WebSocket.OPEN) return;
+    inFlight = queue.shift();
+    ws.send(inFlight.text);
   }
 
   function receive(topic, payload) {
@@ -93,6 +113,11 @@
   function replied(reply) {
     const what = reply.id != null ? pending.get(reply.id) : undefined;
     if (reply.id != null) pending.delete(reply.id);
+    // (a refusal before the command was read has no id: it is the one in flight)
+    if (inFlight && (reply.id === inFlight.id || reply.id == null)) {
+      inFlight = null;
+      pump();
+    }
     if (reply.state) {
       state = reply.state;
       render();
@@ -320,7 +345,6 @@
 
     $("now-program").textContent = state.program ? words(state.program) : "–";
     $("now-technique").textContent = state.technique ? words(state.technique) : "–";
-    $("now-zone").textContent = state.zone ? words(state.zone) : "–";
 
     if (state.heat) drawPad(state.heat.temp_c, state.heat.target_c, state.heat.level);
     if (inSession()) {
@@ -365,22 +389,27 @@
   }
 
   let drawnZones = "";
+  let rollerZone = null; // where the roller is, from the telemetry
   function drawZones() {
     const zones = (state && state.zones) || {};
-    const key = JSON.stringify(zones) + (state ? state.zone : "");
-    if (key === drawnZones) return;
-    drawnZones = key;
-    $("zones").replaceChildren(
-      ...Object.entries(zones).map(([name, [lo, hi]]) => {
-        const z = document.createElement("div");
-        z.className = "zone";
-        z.style.bottom = `${heightOf(lo)}%`;
-        z.style.height = `${heightOf(hi) - heightOf(lo)}%`;
-        z.textContent = words(name);
-        z.dataset.active = String(state.zone === name);
-        return z;
-      }),
-    );
+    const key = JSON.stringify(zones);
+    if (key !== drawnZones) {
+      drawnZones = key;
+      $("zones").replaceChildren(
+        ...Object.entries(zones).map(([name, [lo, hi]]) => {
+          const z = document.createElement("div");
+          z.className = "zone";
+          z.dataset.zone = name;
+          z.style.bottom = `${heightOf(lo)}%`;
+          z.style.height = `${heightOf(hi) - heightOf(lo)}%`;
+          z.textContent = words(name);
+          return z;
+        }),
+      );
+    }
+    const here = inSession() ? rollerZone || state.zone : null;
+    for (const z of $("zones").children) z.dataset.active = String(z.dataset.zone === here);
+    $("now-zone").textContent = here ? words(here) : "–";
   }
 
   function drawTelemetry(t) {
@@ -393,6 +422,10 @@
       roller.setAttribute("aria-valuetext", `${t.y_mm.toFixed(0)} mm${t.zone ? `, ${words(t.zone)}` : ""}`);
       roller.style.bottom = `${Math.min(100, Math.max(0, heightOf(t.y_mm)))}%`;
       $("now-roller").textContent = `${t.y_mm.toFixed(0)} mm`;
+      if (t.zone !== rollerZone) {
+        rollerZone = t.zone || null;
+        drawZones();
+      }
     }
     if (typeof t.heat_c === "number" && state && state.heat) {
       drawPad(t.heat_c, t.heat_target_c || state.heat.target_c, state.heat.level);
