@@ -11,11 +11,11 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
-from playwright.async_api import Browser, Page, async_playwright, expect
+from playwright.async_api import Browser, Page, ViewportSize, async_playwright, expect
 
 from tests.web_helpers import CuttableLink, Remote, chromium_path, until_state, web_remote
 
-PHONE = {"width": 390, "height": 844}
+PHONE: ViewportSize = {"width": 390, "height": 844}
 """A phone-sized screen first (docs/web.md)."""
 SPEED = 20.0
 """Simulated seconds per wall second: a 5-minute program lasts 15 s, time enough to click."""

@@ -48,7 +48,10 @@ def run(
 
 
 async def _run(commands: int, config: ChairConfig, broker_url: str | None) -> dict[str, Any]:
-    async with _broker(broker_url) as url, _controller(config) as (controller, probe, probe_kind):
+    async with (
+        private_broker(broker_url) as url,
+        realtime_controller(config) as (controller, probe, probe_kind),
+    ):
         settings = MqttSettings(broker=url, chair_id=f"bench-{uuid.uuid4().hex[:6]}")
         bridge = MqttBridge(controller, settings, config=config)
         task = asyncio.create_task(bridge.run())
@@ -62,8 +65,8 @@ async def _run(commands: int, config: ChairConfig, broker_url: str | None) -> di
         finally:
             await bridge.stop()
             await asyncio.wait_for(task, 10)
-    cmd = _percentiles(latencies)
-    rtt = _percentiles(rtts)
+    cmd = percentiles(latencies, 0.50, 0.99)
+    rtt = percentiles(rtts, 0.50, 0.99)
     return {
         "commands": commands,
         "cmd_to_actuator_p50_ms": cmd[0],
@@ -125,21 +128,21 @@ async def _broker_rtts(settings: MqttSettings, commands: int) -> list[float]:
     return out
 
 
-def _percentiles(values: list[float]) -> tuple[float, float]:
-    """(p50, p99), nearest rank, in ms rounded to µs."""
+def percentiles(values: list[float], *qs: float) -> tuple[float, ...]:
+    """The `qs` quantiles of `values` (nearest rank), rounded to 3 decimals (µs in ms)."""
     s = sorted(values)
 
     def at(q: float) -> float:
         return round(s[min(len(s) - 1, max(0, round(q * len(s)) - 1))], 3)
 
-    return at(0.50), at(0.99)
+    return tuple(at(q) for q in qs)
 
 
 # ---- what is measured ---------------------------------------------------------------------------
 
 
 @asynccontextmanager
-async def _controller(config: ChairConfig) -> AsyncIterator[tuple[Any, Probe, str]]:
+async def realtime_controller(config: ChairConfig) -> AsyncIterator[tuple[Any, Probe, str]]:
     """The real controller on the real-time core with the simulated chair, or a stand-in."""
     from chair.controller import Controller
     from chair.driver import keep_off_rt_cpu
@@ -164,7 +167,7 @@ def find_mosquitto() -> str:
 
 
 @asynccontextmanager
-async def _broker(url: str | None) -> AsyncIterator[str]:
+async def private_broker(url: str | None) -> AsyncIterator[str]:
     if url is not None:
         yield url
         return

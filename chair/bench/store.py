@@ -23,7 +23,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from chair.bench.mqtt import _broker, _percentiles
+from chair.bench.mqtt import percentiles, private_broker
 from chair.mqtt.settings import MqttSettings
 from chair.store import Store, db_path
 from chair.store.schema import MIGRATIONS
@@ -90,7 +90,7 @@ async def _run(records: int, directory: Path | None, broker_url: str | None) -> 
     with _scratch(directory) as tmp:
         begin, close = await _record_writes(Path(tmp) / "chair.db", records)
         plain = _plain_inserts(Path(tmp) / "plain.db", records)
-        async with _broker(broker_url) as url:
+        async with private_broker(broker_url) as url:
             round_trips, pubacks = await _outbox(Path(tmp) / "outbox.db", url, records)
         where = str(Path(tmp).parent)
     out: dict[str, Any] = {"records": records, "directory": where}
@@ -101,7 +101,7 @@ async def _run(records: int, directory: Path | None, broker_url: str | None) -> 
         ("outbox_round_trip", round_trips),
         ("broker_puback", pubacks),
     ):
-        p50, p99 = _percentiles(values)
+        p50, p99 = percentiles(values, 0.50, 0.99)
         out[f"{name}_p50_ms"], out[f"{name}_p99_ms"] = p50, p99
     return out
 

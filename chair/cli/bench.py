@@ -8,7 +8,7 @@ from typing import Any
 
 from chair.cli.common import UsageError, chair_config
 
-SECTIONS = ("planner", "sim", "jitter", "mqtt", "store", "hil")
+SECTIONS = ("planner", "sim", "jitter", "mqtt", "web", "store", "hil")
 
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:
@@ -38,10 +38,14 @@ def _run(args: argparse.Namespace) -> int:
         from chair.bench.jitter import find_cyclictest
 
         find_cyclictest()
-    if "mqtt" in only or "store" in only:
+    if "mqtt" in only or "store" in only or "web" in only:
         from chair.bench.mqtt import find_mosquitto
 
         find_mosquitto()
+    if "web" in only:
+        from chair.bench.web import find_chromium
+
+        find_chromium()
     if "planner" in only:
         from chair.bench.core import tick_cost
         from chair.bench.planner import run as planner
@@ -72,6 +76,10 @@ def _run(args: argparse.Namespace) -> int:
         if j and j.get("cyclictest_p99_us"):
             ratio = out["mqtt"]["core_p99_us_with_daemon"] / j["cyclictest_p99_us"]
             out["mqtt"]["core_p99_with_daemon_over_cyclictest_p99"] = round(ratio, 3)
+    if "web" in only:
+        from chair.bench.web import run as web
+
+        out["web"] = web(clicks=50 if args.quick else 200, config=config)
     if "store" in only:
         from chair.bench.store import run as store
 

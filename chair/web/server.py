@@ -170,6 +170,9 @@ class WebRemote:
         queue from now on); OSError when the address is taken or not ours."""
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         sock = socket.create_server((host, port), family=family, backlog=64)
+        # A reply or a state is one small frame: send it now, not after the page's delayed ACK
+        # (Nagle would hold it ~40 ms). Accepted connections inherit the option.
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.set_inheritable(True)
         return sock
 
