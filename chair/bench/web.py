@@ -84,12 +84,15 @@ async (seconds) => {
   // The page's own socket is private to its script: count on a second one, as a second phone
   // would see it (same cookie, same server).
   const ws = new WebSocket(`ws://${location.host}/ws`);
-  let n = 0;
-  ws.onmessage = (e) => { if (JSON.parse(e.data).topic === 'telemetry') n++; };
+  const at = [];
+  ws.onmessage = (e) => {
+    if (JSON.parse(e.data).topic === 'telemetry') at.push(performance.now());
+  };
   await new Promise((r) => ws.onopen = r);
   await new Promise((r) => setTimeout(r, seconds * 1000));
   ws.close();
-  return n / seconds;
+  // frames per second between the first frame and the last (a window's edges cut none off)
+  return at.length < 2 ? 0 : (1000 * (at.length - 1)) / (at[at.length - 1] - at[0]);
 }
 """
 
