@@ -38,7 +38,7 @@ from chair.requests import (
     UserProfile,
     parse_request,
 )
-from chair.session import Session, SessionResult, telemetry_sample
+from chair.session import CONTOUR_STATE_STEP_MM, Session, SessionResult, telemetry_sample
 from chair.store import USER_FIELDS, Store, StoreError, finished_event, now_iso, outcome_of
 from core_rt.config import AXES, ChairConfig
 from core_rt.core import FAULT_CODES, FAULT_MESSAGES, Core, CoreEvent, Telemetry, mono_ns
@@ -119,18 +119,21 @@ class Controller:
         telemetry_hz: float = 50.0,
         start_pose_mm: tuple[float, float, float] | None = None,
         db: str | Path | None = None,
+        back: str | None = None,
     ) -> Controller:
         """Build a controller. `speed` = virtual time paced at that factor (tests, demos);
         None = the real-time core against the wall clock (`pacing` may override).
         `start_pose_mm`: where the simulated chair is at power-on (carriage, width, depth; None =
         park); the core takes it from the encoders like any other pose (docs/core.md).
-        `db`: the chair's database (user profiles, history, outbox; None: none)."""
+        `db`: the chair's database (user profiles, history, outbox; None: none).
+        `back`: the simulated back's curve family (`sim.back.BACK_SHAPES`; None: the flat back,
+        docs/simulator.md)."""
         if pacing is None:
             pacing = "realtime" if speed is None else "paced"
         session_faults: list[tuple[float, str]] = []
         if hardware == "sim":
             from sim.faults import parse_fault
-            from sim.model import PlantParams
+            from sim.model import BodyParams, PlantParams
             from sim.plant import SimPlant
 
             specs = [parse_fault(f) for f in faults]
@@ -139,7 +142,10 @@ class Controller:
                 body_height_cm=body_height_cm,
                 seed=seed,
                 faults=[s for s in specs if s.kind != "estop"],
-                params=PlantParams(start_mm=start_pose_mm),
+                params=PlantParams(
+                    start_mm=start_pose_mm,
+                    body=BodyParams(back=back),
+                ),
             )
             session_faults = [(s.at_s, s.kind) for s in specs if s.kind == "estop"]
         else:
@@ -149,6 +155,8 @@ class Controller:
                     "--fault applies to the simulated chair; inject faults on the board "
                     "(`chair board --fault` or its control socket) instead"
                 )
+            if back is not None:
+                raise ValueError("a back shape applies to the simulated chair only")
             if start_pose_mm is not None:
                 raise ValueError(
                     "--start-pose applies to the simulated chair; a board reports where it is "
@@ -209,6 +217,9 @@ class Controller:
                 else round(last.shoulder_mm, 1),
                 "session_id": None,
                 "zones": {},
+                "contour": []
+                if last is None or not last.contour
+                else last.contour.as_pairs(CONTOUR_STATE_STEP_MM),
             }
             fault = self._fault
         return {

@@ -87,6 +87,8 @@ def build_summary(
             "spine_half_width_mm": b.spine_half_width_mm,
             "spine_margin_mm": b.spine_margin_mm,
             "contact_radius_mm": b.contact_radius_mm,
+            # the scanned back surface (docs/chair.md §10): [y_mm, surface_mm], bottom to top
+            "contour": result.contour.as_pairs() if result.contour else [],
         },
         "zone_order_planned": list(plan.zone_order) if plan is not None else [],
         "zone_order_observed": result.zone_order_observed,
@@ -164,7 +166,8 @@ def session_figure(
 ) -> Figure:
     """The session plot, four panels on one time axis: the roller over the zone bands with the
     steps, coloured by the depth level the heads press at; the depth against the cap of the zone
-    the carriage is in; the lateral contact against the spine band; the heat."""
+    the carriage is in; the lateral contact against the spine band; the heat. Beside the roller,
+    on the same track axis, the back's contour as the body scan measured it."""
     import numpy as np
     from matplotlib.collections import LineCollection
     from matplotlib.colors import BoundaryNorm, ListedColormap
@@ -174,10 +177,13 @@ def session_figure(
     dep = config.depth
     trip_c = config.heater.trip_c
     t = [s["t"] for s in samples]
-    fig = Figure(figsize=(13, 13.5))
-    ax1, axd, ax2, ax3 = fig.subplots(
-        4, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1.6, 1.3, 1.1]}
-    )
+    fig = Figure(figsize=(14.5, 13.5))
+    grid = fig.add_gridspec(4, 2, height_ratios=[3, 1.6, 1.3, 1.1], width_ratios=[8, 1])
+    ax1 = fig.add_subplot(grid[0, 0])
+    axd, ax2, ax3 = (fig.add_subplot(grid[i, 0], sharex=ax1) for i in (1, 2, 3))
+    for ax in (ax1, axd, ax2):
+        ax.tick_params(labelbottom=False)
+    axc = fig.add_subplot(grid[0, 1], sharey=ax1)
     colors = ["#e8d5c4", "#f2e2ba", "#d9ead3", "#cfe2f3", "#d9d2e9", "#f4cccc", "#fff2cc"]
     for (z, (lo, hi)), c in zip(summary["body"]["zones"].items(), colors, strict=False):
         ax1.axhspan(lo, hi, color=c, alpha=0.8, lw=0)
@@ -213,6 +219,7 @@ def session_figure(
                 va="bottom",
             )
     ax1.set_ylabel("track y (mm)")
+    _contour_panel(axc, summary, config)
     ax1.set_title(
         f"{summary['program']} — {summary['minutes']:g} min, body "
         f"{summary['body']['height_cm']:g} cm, shoulder "
@@ -288,7 +295,7 @@ def session_figure(
     ax3.plot(t, [s["heat_c"] for s in samples], color="#d35400", lw=0.8, label="pad °C")
     ax3.plot(
         t,
-        [s["heat_target_c"] or None for s in samples],
+        [s["heat_target_c"] or math.nan for s in samples],  # off: no line
         color="black",
         lw=0.8,
         ls="--",
@@ -303,6 +310,32 @@ def session_figure(
     ax3.legend(loc="upper right", fontsize=7)
     fig.tight_layout()
     return fig
+
+
+def _contour_panel(ax: Any, summary: dict[str, Any], config: ChairConfig) -> None:
+    """The scanned back in profile beside the track: where the skin is on the depth axis (the
+    heads' home at 0, on the left) at every y the scan touched it."""
+    contour = summary["body"].get("contour") or []
+    ax.set_title("back contour\n(body scan)", fontsize=8)
+    ax.set_xlabel("skin on the depth axis (mm)", fontsize=7)
+    ax.tick_params(labelleft=False, labelsize=7)
+    ax.set_xlim(config.depth.min_mm, config.depth.max_mm)
+    ax.grid(color="#dddddd", lw=0.4)
+    if not contour:
+        ax.text(
+            0.5,
+            0.5,
+            "no contour\nscanned",
+            ha="center",
+            va="center",
+            fontsize=8,
+            transform=ax.transAxes,
+        )
+        return
+    ys = [p[0] for p in contour]
+    surface = [p[1] for p in contour]
+    ax.fill_betweenx(ys, surface, config.depth.max_mm, color="#f2d0b5", lw=0)
+    ax.plot(surface, ys, color="#8e5b3a", lw=1.0, gid="contour")
 
 
 def write_plot(

@@ -23,14 +23,19 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from chair.contour import BackContour, find_shoulder, neck_reached, skin_points
 from chair.driver import CoreDriver
 from chair.lifecycle import LATCHED, SessionEvent, SessionState
 from chair.programs.model import Program
 from chair.programs.plan import Action, PlanError, SessionPlan, build_plan
 from core_rt.config import AXES, ZONES, ChairConfig
-from core_rt.core import FAULT_CODES, FAULT_MESSAGES, MODES, CoreEvent, Telemetry
+from core_rt.core import FAULT_CODES, FAULT_MESSAGES, MODES, CoreEvent, SurfaceSample, Telemetry
 
 S = 1_000_000_000
+NECK_CHECK_SAMPLES = 3
+"""While the contour scan walks, it looks for the neck every this many samples."""
+CONTOUR_STATE_STEP_MM = 10.0
+"""The state carries the scanned contour this coarsely (every sample is in the summary)."""
 LOOKAHEAD_NS = 500_000_000
 """Timed commands are sent this far ahead of their start (the core starts them on the tick)."""
 
@@ -99,6 +104,7 @@ class SessionResult:
     faults: list[Fault]
     sim_seconds: float
     notes: list[str] = field(default_factory=list)
+    contour: BackContour | None = None
 
 
 class Session:
@@ -159,6 +165,8 @@ class Session:
         self.step: int | None = None
         self.shoulder_mm: float | None = None
         self.zones: dict[str, tuple[float, float]] = {}
+        self.contour: BackContour | None = None
+        """The back's contour from the body scan (docs/chair.md §10); None without one."""
         self.plan: SessionPlan | None = None
         self.fault: Fault | None = None
         self.faults: list[Fault] = []
@@ -185,6 +193,7 @@ class Session:
         self._step_of_mark: list[int | None] = []
         self._pause_started_ns: int | None = None
         self._adjust_mm = 0.0
+        self._scan_top_mm = 0.0
         self._resume_requested = False
         self._t_pause_plan: float | None = None
         self._contact_events: list[tuple[int, float]] = []
@@ -293,6 +302,8 @@ class Session:
             else {"code": self.fault.code, "message": self.fault.message},
             "session_id": self.session_id,
             "zones": {z: [round(a, 1), round(b, 1)] for z, (a, b) in self.zones.items()},
+            # the scanned back, every 10 mm (the summary has every sample)
+            "contour": self.contour.as_pairs(CONTOUR_STATE_STEP_MM) if self.contour else [],
         }
 
     def _set_state(self, state: SessionState | str) -> None:
@@ -394,6 +405,7 @@ class Session:
             faults=list(self.faults),
             sim_seconds=self.now_s(),
             notes=self.notes,
+            contour=self.contour,
         )
 
     # ---- waiting on the core -----------------------------------------------------------------
@@ -526,19 +538,108 @@ class Session:
     # ---- body scan ---------------------------------------------------------------------------
 
     async def _scan(self) -> None:
+        """The body scan: the shoulder line, and the back's contour when the chair senses the
+        depth drive's load (docs/chair.md §2, §10). The chair may be anywhere (the core took its
+        pose from the encoders, docs/core.md): the heads come back first, so the rollers never
+        sweep along the back pressed in."""
         cfg = self.config
-        b = cfg.body
         self._set_state(SCANNING)
         core = self.core
         core.program(False)
         core.set_body(None)
-        # start from the lumbar region of the smallest body, heads retracted, medium width. The
-        # chair may be anywhere (the core took its pose from the encoders, docs/core.md): the
-        # heads come back first, so the rollers never sweep along the back pressed in
-        smallest = cfg.zones_for_shoulder(cfg.shoulder_for_height_mm(b.height_min_cm))
-        start_y = smallest[b.scan_start_zone][0]
         core.move("depth", cfg.depth.min_mm)
         await self._wait_idle({"depth"})
+        top = cfg.body.shoulder_max_mm
+        if math.isfinite(core.snapshot()["depth_load_a"]):
+            shoulder = await self._scan_contour()
+        else:
+            self.notes.append(
+                "the chair does not report the depth drive's load: no contour scan, the "
+                "shoulder from the arm's contact switch"
+            )
+            shoulder = await self._scan_shoulder_switch()
+        core.brake()
+        await self._wait_idle(set(AXES))
+        # the highest the heads reached forward: the neck's top is never set below it (_adjust)
+        self._scan_top_mm = core.snapshot()["axes"]["carriage"][0]
+        core.move("depth", cfg.depth.min_mm)
+        await self._wait_idle({"depth"})
+        self.shoulder_mm = min(shoulder, top)
+        self._emit(SessionEvent.SHOULDER_DETECTED, shoulder_mm=round(self.shoulder_mm, 1))
+        self._on_change()
+
+    async def _scan_contour(self) -> float:
+        """Walk up the whole back with the depth axis following the skin by its load
+        (`Core.follow_contour`): the contour from the samples, the shoulder where the neck's soft
+        tissue begins (`chair.contour`). Returns the shoulder line (the top-most allowed one,
+        with a note, when no neck was found)."""
+        cfg = self.config
+        b, k = cfg.body, cfg.contour
+        core = self.core
+        # from the glutes of the tallest body (the lowest any zone reaches) to the neck's top of
+        # the top-most shoulder, at medium width
+        tallest = cfg.zones_for_shoulder(cfg.shoulder_for_height_mm(b.height_max_cm))
+        start_y = max(cfg.carriage.track_min_mm, tallest["glutes"][0])
+        top = b.shoulder_max_mm
+        end_y = min(cfg.carriage.track_max_mm, cfg.zones_for_shoulder(top)["neck"][1])
+        core.move("width", cfg.width.medium_mm)
+        core.move("carriage", start_y)
+        await self._wait_idle({"width", "carriage"})
+        core.drain_surface()
+        core.follow_contour(True)
+        # the heads come forward until they touch the skin (at most across the depth's range)
+        touch_a = k.contact_min_press_mm * k.load_a_per_mm
+        reach_ns = round(
+            (cfg.depth.max_mm - cfg.depth.min_mm) / (k.gain_per_s * k.touch_press_mm[0]) * S
+        )
+        end = self.driver.now_ns() + reach_ns + S
+        while core.snapshot()["depth_load_a"] < touch_a and self.driver.now_ns() < end:
+            await self._wait(min(end, self.driver.now_ns() + S // 20))
+        if not core.snapshot()["depth_load_a"] >= touch_a:
+            core.brake()
+            await self._wait_idle(set(AXES))
+            core.move("depth", cfg.depth.min_mm)
+            raise SessionAborted("no_occupant", "the heads touched no back: nobody seated")
+        core.move("carriage", end_y, v_max=k.speed_mm_s)
+        # walk until the heads reach the neck's soft tissue (the shoulder is below it: the head
+        # is never reached), or the top
+        lowest = cfg.carriage.seat_mm + b.shoulder_min_above_seat_mm
+        samples: list[SurfaceSample] = []
+        step_ns = round(k.sample_mm / k.speed_mm_s * S)
+        checks = 0
+        await self._wait(self.driver.now_ns() + 2 * self.driver.period_ns)
+        while self._busy({"carriage"}):
+            await self._wait(self.driver.now_ns() + step_ns)
+            new = core.drain_surface()
+            samples += new
+            if not new:
+                continue
+            checks += len(new)
+            if checks >= NECK_CHECK_SAMPLES:
+                checks = 0
+                if neck_reached(samples, lowest, k):
+                    break
+        core.brake()  # ends the following too
+        samples += core.drain_surface()
+        self.contour = skin_points(samples, k)
+        shoulder = find_shoulder(self.contour, lowest, k) if self.contour else None
+        if shoulder is None:
+            self.notes.append(
+                f"no neck found on the contour below the top: using the top-most shoulder "
+                f"{top:g} mm"
+            )
+            return top
+        return shoulder
+
+    async def _scan_shoulder_switch(self) -> float:
+        """Walk up from the lumbar region of the smallest body with the heads at the scan's
+        depth: above the lowest plausible shoulder, the first loss of the arm's contact is the
+        shoulder line (docs/chair.md §2). For a chair that does not sense the depth's load."""
+        cfg = self.config
+        b = cfg.body
+        core = self.core
+        smallest = cfg.zones_for_shoulder(cfg.shoulder_for_height_mm(b.height_min_cm))
+        start_y = smallest[b.scan_start_zone][0]
         core.move("width", cfg.width.medium_mm)
         core.move("carriage", start_y)
         await self._wait_idle({"width", "carriage"})
@@ -571,13 +672,7 @@ class Session:
                 )
                 break
         core.scan(False)
-        core.brake()
-        await self._wait_idle(set(AXES))
-        core.move("depth", cfg.depth.min_mm)
-        await self._wait_idle({"depth"})
-        self.shoulder_mm = min(shoulder, top)
-        self._emit(SessionEvent.SHOULDER_DETECTED, shoulder_mm=round(self.shoulder_mm, 1))
-        self._on_change()
+        return shoulder
 
     async def _adjust(self) -> None:
         self._set_state(ADJUSTING)
@@ -585,8 +680,20 @@ class Session:
         end = self.driver.now_ns() + int(self.config.body.adjust_window_s * S)
         await self._wait(end)
         assert self.shoulder_mm is not None
-        top = self.config.body.shoulder_max_mm
-        self.shoulder_mm = min(self.shoulder_mm + self._adjust_mm, top)
+        cfg = self.config
+        top = cfg.body.shoulder_max_mm
+        shoulder = min(self.shoulder_mm + self._adjust_mm, top)
+        # a nudge down never puts the neck's top below where the scan's heads reached: the scan
+        # never pressed above the neck (docs/chair.md §2, the head is never massaged)
+        seat = cfg.carriage.seat_mm
+        lowest = seat + (self._scan_top_mm - seat) / cfg.body.zone_edges[-1]
+        if shoulder < lowest:
+            self.notes.append(
+                f"shoulder nudge limited to {lowest - self.shoulder_mm:+.0f} mm: the neck's top "
+                f"stays above where the scan reached ({self._scan_top_mm:.0f} mm)"
+            )
+            shoulder = lowest
+        self.shoulder_mm = shoulder
         self.zones = self.config.zones_for_shoulder(self.shoulder_mm)
         self.core.set_body(self.zones)
 
@@ -824,6 +931,7 @@ class Session:
                 left = a.t_s + a.duration_s - t_pause
                 extra = max(extra, d - left)
         gap_ns = 2 * self.driver.period_ns
+        paused_at_ns = self._pause_started_ns
         self._shift_ns += (now + gap_ns - self._pause_started_ns) + math.ceil(extra * S)
         resume_at = now + gap_ns
         self._run_since_ns = now
@@ -860,7 +968,8 @@ class Session:
         self._send_heat_now()
         # re-mark steps at their shifted times
         assert self.plan is not None
-        k = bisect.bisect_right(self._step_marks, now)
+        # the marks the pause never reached (a step due while paused) go: they come back shifted
+        k = bisect.bisect_right(self._step_marks, paused_at_ns)
         del self._step_marks[k:]
         del self._step_of_mark[k:]
         for s in self.plan.steps:

@@ -39,6 +39,7 @@ cdef extern from "chair_core.h" nogil:
         CHAIR_CMD_CLEAR_STATS
         CHAIR_CMD_FAULT
         CHAIR_CMD_SCAN
+        CHAIR_CMD_CONTOUR
     enum:
         CHAIR_FAULT_NONE
         CHAIR_FAULT_TRACK_RANGE
@@ -143,6 +144,16 @@ cdef extern from "chair_core.h" nogil:
         int64_t controller_watchdog_ns
         double overtravel_mm
         double tracking_error_max_mm[3]
+        double contour_load_a_per_mm
+        double contour_touch_a[2]
+        double contour_contact_min_a
+        double contour_gain_per_s
+        double contour_sample_mm
+        double contour_reach_mm
+        double contour_margin_mm
+        double contour_floor_mm
+        double contour_search_mm_s
+        int64_t contour_touch_samples
 
     ctypedef struct chair_command:
         int32_t kind
@@ -172,3 +183,10 @@ cdef extern from "chair_core.h" nogil:
         double knead_rpm, tap_hz
         double heat_target_c, heat_c, heater_duty
         double y_meas_mm
+
+    ctypedef struct chair_surface_sample:
+        int64_t t_ns
+        double y_mm
+        double depth_mm
+        double load_a
+        double target_a

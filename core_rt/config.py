@@ -206,6 +206,61 @@ class Body(_Model):
         return self
 
 
+class Contour(_Model):
+    """The contour scan (docs/chair.md §10): while the carriage walks up the back, the depth axis
+    follows the skin by the depth drive's load, touching it lightly; the samples give where the
+    skin is and how stiff the tissue under it is (`chair.contour`)."""
+
+    load_a_per_mm: float = Field(default=0.03, gt=0)
+    """The depth drive's load per mm pressed into the reference tissue (stiffness 1): the
+    chair's calibration of its drive."""
+    touch_press_mm: tuple[float, float] = (1.0, 2.2)
+    """The light touch the depth axis follows, in mm of the reference tissue, alternated every
+    `touch_samples` samples: two loads at one place tell the tissue's stiffness from the skin's
+    position."""
+    touch_samples: int = Field(default=3, ge=1)
+    contact_min_press_mm: float = Field(default=0.2, gt=0)
+    """Below this load (in mm of the reference tissue) the heads are off the skin."""
+    gain_per_s: float = Field(default=4.0, gt=0)
+    """Depth speed per mm of missing (or excess) touch, on top of following the skin's slope."""
+    search_mm_s: float = Field(default=10.0, gt=0)
+    """Off the skin (a hollow the carriage walks into) the depth reaches for it this fast, on
+    top of the skin's slope, never past `reach_mm`."""
+    sample_mm: float = Field(default=5.0, gt=0, le=10.0)
+    """One sample per this much carriage travel (the contour's resolution: ≤ 10 mm)."""
+    reach_mm: float = Field(default=20.0, gt=0)
+    """The heads never reach further than this past the last skin they touched (nothing to
+    chase when the back leaves: a user leaning forward, the top of the head)."""
+    margin_mm: float = Field(default=2.0, ge=0)
+    """The following stays this far below the depth axis's maximum..."""
+    floor_mm: float = Field(default=0.3, ge=0)
+    """...and this far above its minimum (a back may touch the heads at their home)."""
+    speed_mm_s: float = Field(default=20.0, gt=0)
+    """Carriage speed of the contour scan (slow enough that the depth axis keeps up with the
+    steepest skin, the neck: 0.8 mm/mm × 25 mm/s = 20 mm/s, the depth's v_max)."""
+    fit_half_window_mm: float = Field(default=20.0, gt=0)
+    """The surface and the stiffness at a sample come from the samples within ± this."""
+    neck_stiffness: float = Field(default=0.7, gt=0)
+    """Tissue softer than this (relative to the reference) above the lowest plausible shoulder
+    is the neck: where it begins is the shoulder line."""
+    neck_min_mm: float = Field(default=15.0, gt=0)
+    """...once it lasts this long along the track (a single soft sample is not a neck)."""
+    knee_rise_mm: float = Field(default=2.5, gt=0)
+    """A neck this much or more off the back below it is recessed: points within this of its
+    level belong to it."""
+    knee_slope: float = Field(default=0.25, gt=0)
+    """The shoulder line is where the skin, followed down from the neck, stops climbing this
+    steeply (mm on the depth axis per mm of track): where the neck began to curve away (a
+    shoulder blade's flank is gentler)."""
+
+    @model_validator(mode="after")
+    def _check(self) -> Contour:
+        lo, hi = self.touch_press_mm
+        if not self.contact_min_press_mm < lo < hi:
+            raise ValueError("contour: need contact_min_press_mm < touch_press_mm[0] < [1]")
+        return self
+
+
 class Faults(_Model):
     """Detection deadlines and thresholds (docs/chair.md §6)."""
 
@@ -354,6 +409,7 @@ class ChairConfig(_Model):
     tapping: Tapping = Tapping()
     heater: Heater = Heater()
     body: Body = Body()
+    contour: Contour = Contour()
     faults: Faults = Faults()
     link: Link = Link()
     loop: Loop = Loop()

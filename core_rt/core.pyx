@@ -22,7 +22,7 @@ struct each, in this object) and report what they find through `_report`, at onc
 fault is latched at the very check that found it.
 """
 
-from libc.math cimport fabs, fmax, fmin, isfinite, ceil
+from libc.math cimport fabs, fmax, fmin, isfinite, ceil, sqrt
 from libc.string cimport memset
 from libc.stdint cimport int32_t, int64_t, uint32_t, uint64_t
 from libc.errno cimport errno
@@ -35,7 +35,7 @@ from core_rt.guard cimport (
     Guard, guard_init, guard_fed, guard_set_body, guard_rest, guard_commanded, guard_measured,
 )
 from core_rt.heater cimport Heater, heater_init, heater_off, heater_set, heater_step
-from core_rt.records cimport telemetry_record, event_record
+from core_rt.records cimport telemetry_record, event_record, surface_record
 from core_rt.hardware cimport Hardware
 from core_rt.rtloop cimport (
     spsc_ring, spsc_init, spsc_free, spsc_push, spsc_pop, spsc_count, spsc_dropped,
@@ -54,7 +54,7 @@ cdef extern from "<unistd.h>" nogil:
 
 
 from core_rt.config import AXES  # axis names in the core's order (the C enum chair_axis)
-from core_rt.records import EVENT_KINDS, TELEMETRY_FIELDS, CoreEvent, Telemetry
+from core_rt.records import EVENT_KINDS, TELEMETRY_FIELDS, CoreEvent, SurfaceSample, Telemetry
 
 FAULT_CODES = (
     None, "track_range", "body_range", "spine_clearance", "zone_depth", "zone_tapping",
@@ -95,6 +95,7 @@ cdef enum:
     CMD_RING = 1024
     EVT_RING = 4096
     TLM_RING = 8192
+    SRF_RING = 1024     # contour samples: a whole scan at 5 mm is about 200
     HEAT_Q = CHAIR_N_AXES  # index of the heat queue
 
 
@@ -150,6 +151,7 @@ cdef class Core:
     cdef spsc_ring cmd_ring
     cdef spsc_ring evt_ring
     cdef spsc_ring tlm_ring
+    cdef spsc_ring srf_ring
     cdef chair_setpoint sp
     cdef chair_status st
     cdef readonly int64_t now_ns        # time of the next tick to run
@@ -163,6 +165,17 @@ cdef class Core:
     # session bookkeeping
     cdef int program_on
     cdef int scan_on
+    # the contour scan: the depth axis follows the skin (_follow) and samples it (_sample_skin)
+    cdef int follow_on
+    cdef int follow_phase           # which touch load is followed (alternates per sample)
+    cdef int64_t follow_samples
+    cdef double follow_last_y       # carriage encoder at the last sample
+    cdef int follow_touched         # the skin has been touched since the scan began
+    cdef double follow_skin_mm      # where the skin was last touched (nominal tissue)
+    cdef double follow_slope        # the skin's slope along the track, for the feed-forward
+    cdef double follow_prev_y[2]    # the last sample in contact per touch load: y ...
+    cdef double follow_prev_skin[2] # ... and skin
+    cdef int follow_have_prev[2]
     cdef int zone
     cdef int last_contact
     # the controlled stop
@@ -191,9 +204,11 @@ cdef class Core:
         memset(&self.cmd_ring, 0, sizeof(spsc_ring))
         memset(&self.evt_ring, 0, sizeof(spsc_ring))
         memset(&self.tlm_ring, 0, sizeof(spsc_ring))
+        memset(&self.srf_ring, 0, sizeof(spsc_ring))
         if (spsc_init(&self.cmd_ring, CMD_RING, sizeof(chair_command)) != 0
                 or spsc_init(&self.evt_ring, EVT_RING, sizeof(chair_event)) != 0
-                or spsc_init(&self.tlm_ring, TLM_RING, sizeof(chair_telemetry)) != 0):
+                or spsc_init(&self.tlm_ring, TLM_RING, sizeof(chair_telemetry)) != 0
+                or spsc_init(&self.srf_ring, SRF_RING, sizeof(chair_surface_sample)) != 0):
             raise MemoryError("core rings")
 
     def __init__(self, config, Hardware hardware not None, *, double telemetry_hz=50.0,
@@ -240,6 +255,7 @@ cdef class Core:
         spsc_free(&self.cmd_ring)
         spsc_free(&self.evt_ring)
         spsc_free(&self.tlm_ring)
+        spsc_free(&self.srf_ring)
 
     cdef void _set_rest(self, int i, double p) noexcept nogil:
         cdef Axis* x = &self.ax[i]
@@ -305,6 +321,10 @@ cdef class Core:
         cdef Axis* x
         cdef Profile br
         cdef double am, jm, pe, ve, ae, je
+        if self.follow_on:
+            # the depth axis was following the skin, not moving to a goal: it simply brakes
+            self.follow_on = 0
+            self.ax[CHAIR_AXIS_DEPTH].busy = 0
         for i in range(CHAIR_N_AXES + 1):
             self.q[i].length = 0
             self.q[i].head = 0
@@ -451,10 +471,116 @@ cdef class Core:
         elif k == CHAIR_CMD_SCAN:
             self.scan_on = c.axis
             self.last_contact = -1
+        elif k == CHAIR_CMD_CONTOUR:
+            if c.axis and not self.follow_on:
+                self._follow_start()
+            elif not c.axis and self.follow_on:
+                self._follow_stop()
         elif k == CHAIR_CMD_CLEAR_STATS:
             self._clear_stats()
         else:
             self._fault(CHAIR_FAULT_COMMAND, k, 0, -1)  # unknown command kind
+
+    # ------------------------------------------------------------------------------------------
+    # the contour scan: the depth axis follows the skin by its load
+    # ------------------------------------------------------------------------------------------
+
+    cdef void _follow_start(self) noexcept nogil:
+        self.follow_on = 1
+        self.follow_phase = 0
+        self.follow_samples = 0
+        self.follow_touched = 0
+        self.follow_slope = 0
+        self.follow_have_prev[0] = 0
+        self.follow_have_prev[1] = 0
+        self.q[CHAIR_AXIS_DEPTH].length = 0  # the following owns the depth axis
+        self.q[CHAIR_AXIS_DEPTH].head = 0
+
+    cdef void _follow_stop(self) noexcept nogil:
+        """The depth axis brakes to rest from where the following left it."""
+        cdef Axis* x = &self.ax[CHAIR_AXIS_DEPTH]
+        cdef chair_axis_limits* L = &self.lim.axis[CHAIR_AXIS_DEPTH]
+        self.follow_on = 0
+        self._eval_now(x)
+        if profile_velocity(&x.prof, x.p, x.v, x.a, 0.0, L.a_max, L.j_max) != 0:
+            profile_hold(&x.prof, x.p, 0.0)
+        x.start_ns = self.now_ns
+        x.end_ns = self.now_ns + _dur_ns(x.prof.duration)
+        x.goal = x.prof.pb[7]
+        x.busy = 1
+
+    cdef void _follow(self) noexcept nogil:
+        """Re-plan the depth axis from its state now toward the velocity that keeps the load at
+        the touch: the skin's slope times the carriage's speed, plus the gain times the missing
+        touch; never past the range's margin nor the reach past the last skin touched. A
+        velocity profile from (p, v, a) each tick keeps every move within a_max and j_max."""
+        cdef Axis* x = &self.ax[CHAIR_AXIS_DEPTH]
+        cdef chair_axis_limits* L = &self.lim.axis[CHAIR_AXIS_DEPTH]
+        cdef double load = self.st.depth_load_a
+        cdef double target = self.lim.contour_touch_a[self.follow_phase]
+        cdef double v_t, hi, lo, room
+        if not isfinite(load):
+            load = 0.0  # no reading: as off the skin (the session checks before it scans)
+        self._eval_now(x)
+        v_t = self.follow_slope * self.ax[CHAIR_AXIS_CARRIAGE].v
+        if load < self.lim.contour_contact_min_a:
+            # off the skin: it lies deeper (a hollow the carriage walks into), reach for it
+            v_t = fmax(v_t, 0.0) + self.lim.contour_search_mm_s
+        else:
+            v_t += self.lim.contour_gain_per_s * (target - load) / self.lim.contour_load_a_per_mm
+        hi = L.max_mm - self.lim.contour_margin_mm
+        if self.follow_touched:
+            hi = fmin(hi, self.follow_skin_mm + self.lim.contour_reach_mm)
+        lo = L.min_mm + self.lim.contour_floor_mm
+        v_t = fmin(fmax(v_t, -L.v_max), L.v_max)
+        # slow down toward either end in time (a quarter of a_max: room for the jerk's ramp)
+        room = hi - x.p
+        v_t = fmin(v_t, sqrt(0.5 * L.a_max * room)) if room > 0 else fmin(v_t, 0.0)
+        room = x.p - lo
+        v_t = fmax(v_t, -sqrt(0.5 * L.a_max * room)) if room > 0 else fmax(v_t, 0.0)
+        if profile_velocity(&x.prof, x.p, x.v, x.a, v_t, L.a_max, L.j_max) != 0:
+            profile_hold(&x.prof, x.p, 0.0)
+        x.start_ns = self.now_ns
+        x.end_ns = self.now_ns + 1_000_000_000  # never "done" while following
+        x.goal = x.prof.pb[7]
+        x.busy = 1
+
+    cdef void _sample_skin(self, const chair_status* st) noexcept nogil:
+        """One sample per contour_sample_mm of carriage travel: the encoders and the load."""
+        cdef chair_surface_sample s
+        cdef double y = st.pos_mm[CHAIR_AXIS_CARRIAGE]
+        cdef double load = st.depth_load_a
+        cdef double skin
+        cdef int ph = self.follow_phase
+        if self.follow_samples > 0 and fabs(y - self.follow_last_y) < self.lim.contour_sample_mm:
+            return
+        s.t_ns = self.now_ns
+        s.y_mm = y
+        s.depth_mm = st.pos_mm[CHAIR_AXIS_DEPTH]
+        s.load_a = load
+        s.target_a = self.lim.contour_touch_a[ph]
+        spsc_push(&self.srf_ring, &s)
+        self.wake = 1
+        if isfinite(load) and load >= self.lim.contour_contact_min_a:
+            skin = s.depth_mm - load / self.lim.contour_load_a_per_mm
+            self.follow_touched = 1
+            self.follow_skin_mm = skin
+            # the slope between samples of the same touch (their stiffness bias is the same)
+            if self.follow_have_prev[ph] and fabs(y - self.follow_prev_y[ph]) > 1e-6:
+                self.follow_slope = fmin(fmax(
+                    (skin - self.follow_prev_skin[ph]) / (y - self.follow_prev_y[ph]), -1.0), 1.0)
+            self.follow_prev_y[ph] = y
+            self.follow_prev_skin[ph] = skin
+            self.follow_have_prev[ph] = 1
+        else:
+            # off the skin: it lies deeper; keep reaching along its last slope (never back)
+            self.follow_slope = fmax(self.follow_slope, 0.0)
+            self.follow_have_prev[0] = 0
+            self.follow_have_prev[1] = 0
+        self.follow_last_y = y
+        self.follow_samples += 1
+        if self.follow_samples % self.lim.contour_touch_samples == 0:
+            self.follow_phase = 1 - ph
 
     cdef void _start_due(self) noexcept nogil:
         """Start queued moves/rates whose time has come (a move waits for its axis to be free)."""
@@ -524,6 +650,8 @@ cdef class Core:
         if ((self.mode == CHAIR_MODE_RUN or self.mode == CHAIR_MODE_BRAKE)
                 and not self.reseat_pending):  # pose unknown: what is due waits (see below)
             self._start_due()
+        if self.follow_on and self.mode == CHAIR_MODE_RUN and not self.reseat_pending:
+            self._follow()
 
         # 2. profiles, in closed form from each profile's start
         for i in range(CHAIR_N_AXES):
@@ -574,6 +702,8 @@ cdef class Core:
             if self.scan_on and st.arm_contact != self.last_contact:
                 self.last_contact = st.arm_contact
                 self._event(CHAIR_EVT_CONTACT, st.arm_contact, st.pos_mm[0], 0, -1)
+            if self.follow_on:
+                self._sample_skin(st)
 
         # 5. heater
         heater_step(&self.heater, &self.lim, st.thermistor_c, self.guard.thermistor_bad_ns < 0,
@@ -788,6 +918,13 @@ cdef class Core:
         """Body scan: report arm-contact changes with the carriage position."""
         self._simple(CHAIR_CMD_SCAN, 1 if on else 0, 0.0, 0, 0)
 
+    def follow_contour(self, bint on):
+        """Contour scan: the depth axis follows the skin at a light touch by the depth drive's
+        load (queued depth moves are dropped), and a `SurfaceSample` is taken every
+        `contour.sample_mm` of carriage travel (`drain_surface`). Off: the depth axis brakes to
+        rest where it is. A brake, a fault or an e-stop ends it too. See docs/core.md."""
+        self._simple(CHAIR_CMD_CONTOUR, 1 if on else 0, 0.0, 0, 0)
+
     def clear_stats(self):
         self._simple(CHAIR_CMD_CLEAR_STATS, 0, 0.0, 0, 0)
 
@@ -919,6 +1056,14 @@ cdef class Core:
             out.append(event_record(&e))
         return out
 
+    def drain_surface(self):
+        """Pop every pending contour sample, oldest first, as `SurfaceSample` records."""
+        cdef chair_surface_sample s
+        cdef list out = []
+        while spsc_pop(&self.srf_ring, &s) == 0:
+            out.append(surface_record(&s))
+        return out
+
     def drain_telemetry(self):
         """Pop every pending telemetry record, oldest first, as `Telemetry` records."""
         cdef chair_telemetry r
@@ -961,6 +1106,9 @@ cdef class Core:
             "seat_occupied": bool(self.st.seat_occupied),
             "arm_contact": bool(self.st.arm_contact),
             "y_meas_mm": self.st.pos_mm[0],
+            "depth_meas_mm": self.st.pos_mm[CHAIR_AXIS_DEPTH],
+            "depth_load_a": self.st.depth_load_a,
+            "following": bool(self.follow_on),
             "pose_known": not self.reseat_pending,
         }
 
@@ -1086,3 +1234,15 @@ cdef void _fill_limits(chair_limits* L, c) except *:
     for i in range(CHAIR_N_POSITION_AXES):
         L.tracking_error_max_mm[i] = f.tracking_error_max_mm[i]
     L.overtravel_mm = f.overtravel_mm
+    k = c.contour
+    L.contour_load_a_per_mm = k.load_a_per_mm
+    L.contour_touch_a[0] = k.touch_press_mm[0] * k.load_a_per_mm
+    L.contour_touch_a[1] = k.touch_press_mm[1] * k.load_a_per_mm
+    L.contour_contact_min_a = k.contact_min_press_mm * k.load_a_per_mm
+    L.contour_gain_per_s = k.gain_per_s
+    L.contour_sample_mm = k.sample_mm
+    L.contour_reach_mm = k.reach_mm
+    L.contour_margin_mm = k.margin_mm
+    L.contour_floor_mm = k.floor_mm
+    L.contour_search_mm_s = k.search_mm_s
+    L.contour_touch_samples = k.touch_samples

@@ -1,6 +1,6 @@
 # The core's outputs as named, read-only records (implemented in core_rt/records.pyx).
 from libc.stdint cimport int64_t
-from core_rt.chair_core cimport chair_event, chair_telemetry
+from core_rt.chair_core cimport chair_event, chair_surface_sample, chair_telemetry
 
 cdef class Telemetry:
     cdef readonly int64_t t_ns
@@ -22,5 +22,13 @@ cdef class CoreEvent:
     cdef readonly double limit
     cdef readonly int axis             # index into core.AXES, -1 if none
 
+cdef class SurfaceSample:
+    cdef readonly int64_t t_ns
+    cdef readonly double y_mm          # carriage encoder
+    cdef readonly double depth_mm      # depth encoder
+    cdef readonly double load_a        # the depth drive's load
+    cdef readonly double target_a      # the load the depth axis was following
+
 cdef Telemetry telemetry_record(const chair_telemetry* r)
+cdef SurfaceSample surface_record(const chair_surface_sample* s)
 cdef CoreEvent event_record(const chair_event* e)

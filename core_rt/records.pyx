@@ -31,6 +31,9 @@ TELEMETRY_FIELDS = (
 EVENT_FIELDS = ("t_ns", "kind", "code", "value", "limit", "axis")
 """The fields of a `CoreEvent`, in the order of its constructor."""
 
+SURFACE_FIELDS = ("t_ns", "y_mm", "depth_mm", "load_a", "target_a")
+"""The fields of a `SurfaceSample`, in the order of its constructor."""
+
 
 @cython.freelist(64)
 cdef class Telemetry:
@@ -113,6 +116,50 @@ cdef class CoreEvent:
 
     def __repr__(self):
         return _repr("CoreEvent", EVENT_FIELDS, _event_values(self))
+
+
+@cython.freelist(64)
+cdef class SurfaceSample:
+    """One sample of the contour scan (`Core.follow_contour`): where the carriage and the depth
+    axis were (encoders) and the depth drive's load there, with the load the axis was following.
+    Where the skin is follows from these (`chair.contour`); a load below the contact threshold
+    means the heads were off the skin."""
+
+    def __init__(self, int64_t t_ns, double y_mm, double depth_mm, double load_a,
+                 double target_a):
+        self.t_ns = t_ns
+        self.y_mm = y_mm
+        self.depth_mm = depth_mm
+        self.load_a = load_a
+        self.target_a = target_a
+
+    def __eq__(self, other):
+        if not isinstance(other, SurfaceSample):
+            return NotImplemented
+        return _surface_values(self) == _surface_values(<SurfaceSample>other)
+
+    def __hash__(self):
+        return hash(_surface_values(self))
+
+    def __reduce__(self):
+        return (SurfaceSample, _surface_values(self))
+
+    def __repr__(self):
+        return _repr("SurfaceSample", SURFACE_FIELDS, _surface_values(self))
+
+
+cdef tuple _surface_values(SurfaceSample s):
+    return (s.t_ns, s.y_mm, s.depth_mm, s.load_a, s.target_a)
+
+
+cdef SurfaceSample surface_record(const chair_surface_sample* s):
+    cdef SurfaceSample r = SurfaceSample.__new__(SurfaceSample)
+    r.t_ns = s.t_ns
+    r.y_mm = s.y_mm
+    r.depth_mm = s.depth_mm
+    r.load_a = s.load_a
+    r.target_a = s.target_a
+    return r
 
 
 cdef tuple _telemetry_values(Telemetry r):

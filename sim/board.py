@@ -308,6 +308,7 @@ class BoardEmulator:
         clock: Any = time.monotonic_ns,
         start_mm: tuple[float, float, float] | None = None,
         breaks: Iterable[str] = (),
+        back: str | None = None,
     ) -> None:
         from sim.plant import SimPlant
 
@@ -324,8 +325,9 @@ class BoardEmulator:
             seed=seed,
             # where the chair is at power-on (None: park); the controller reads it from the
             # encoders (docs/core.md, Starting from where the chair is)
-            params=thermal_params(thermal_scale).model_copy(update={"start_mm": start_mm}),
+            params=self._params(thermal_scale, start_mm, back),
         )
+        self.back = back
         self.thermal_scale = thermal_scale
         self.body_height_cm = body_height_cm
         self.seed = seed
@@ -852,6 +854,17 @@ class BoardEmulator:
         self._event("fault_injected", now, fault=str(spec))
         return {"fault": str(spec)}
 
+    @staticmethod
+    def _params(
+        thermal_scale: float, start_mm: Sequence[float] | None, back: str | None
+    ) -> PlantParams:
+        """The plant's parameters: the pad's time scale, where the chair is at power-on (None:
+        park), the back's curve family (None: the flat back)."""
+        base = thermal_params(thermal_scale)
+        body = base.body.model_copy(update={"back": back})
+        start = None if start_mm is None else tuple(start_mm)
+        return base.model_copy(update={"start_mm": start, "body": body})
+
     def repair(self) -> dict[str, Any]:
         """Test hook: the faulty parts are replaced. A fresh plant takes over at the old one's
         positions, at rest, with the same occupant; every fault (pending ones too) is gone and
@@ -859,9 +872,7 @@ class BoardEmulator:
         from sim.plant import SimPlant
 
         old = self.plant.state()
-        params = thermal_params(self.thermal_scale).model_copy(
-            update={"start_mm": tuple(old["pos_mm"])}
-        )
+        params = self._params(self.thermal_scale, tuple(old["pos_mm"]), self.back)
         self.plant = SimPlant(
             self.config, body_height_cm=self.body_height_cm, seed=self.seed, params=params
         )

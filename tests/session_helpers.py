@@ -43,8 +43,10 @@ def run_session(
     config: ChairConfig | None = None,
     telemetry_hz: float = 50.0,
     start_mm: tuple[float, float, float] | None = None,
+    back: str | None = None,
 ) -> Run:
-    """One whole session; `start_mm` puts the simulated chair there at power-on (None: park)."""
+    """One whole session; `start_mm` puts the simulated chair there at power-on (None: park);
+    `back` seats a back of that curve family (`sim.back.BACK_SHAPES`; None: the flat back)."""
     config = config or ChairConfig()
     prog = load_program(program) if isinstance(program, str) else program
     controller = Controller.create(
@@ -55,6 +57,7 @@ def run_session(
         faults=faults,
         telemetry_hz=telemetry_hz,
         start_pose_mm=start_mm,
+        back=back,
     )
 
     async def main() -> SessionResult:

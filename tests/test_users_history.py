@@ -112,7 +112,7 @@ def test_an_unknown_user_is_an_error_not_a_new_profile(
 @pytest.mark.parametrize(
     ("fault", "outcome", "reason"),
     [
-        ("estop@60s", "estop", "estop"),
+        ("estop@90s", "estop", "estop"),  # in the program (the body scan is over by then)
         ("stall:carriage@120s", "fault", "fault"),
         ("occupant_leaves@200s", "stopped", "occupant_left"),
     ],

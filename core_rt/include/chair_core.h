@@ -117,6 +117,17 @@ typedef struct {
     int64_t controller_watchdog_ns;
     double overtravel_mm;      /* carriage encoder this far past a track end: limit fault */
     double tracking_error_max_mm[CHAIR_N_POSITION_AXES]; /* measured vs commanded position */
+    /* the contour scan: the depth axis follows the skin by its load (docs/core.md) */
+    double contour_load_a_per_mm; /* the depth load per mm pressed into the reference tissue */
+    double contour_touch_a[2];    /* load targets, alternated sample by sample */
+    double contour_contact_min_a; /* below this load the heads are off the skin */
+    double contour_gain_per_s;    /* depth speed per mm of missing press */
+    double contour_sample_mm;     /* one surface sample per this much carriage travel */
+    double contour_reach_mm;      /* never deeper than the last skin touched + this */
+    double contour_margin_mm;     /* stay this far below the depth axis's maximum */
+    double contour_floor_mm;      /* ... and this far above its minimum */
+    double contour_search_mm_s;   /* off the skin, the depth reaches for it this fast */
+    int64_t contour_touch_samples; /* the touch load alternates after this many samples */
 } chair_limits;
 
 /* ---- commands into the core (asyncio -> tick) ---------------------------------------------- */
@@ -133,6 +144,8 @@ enum chair_command_kind {
     CHAIR_CMD_CLEAR_STATS = 9,
     CHAIR_CMD_FAULT = 10,    /* raise a fault from above: axis = chair_fault code */
     CHAIR_CMD_SCAN = 11,     /* axis=1: report arm-contact changes (body scan), 0: stop */
+    CHAIR_CMD_CONTOUR = 12,  /* axis=1: the depth axis follows the skin, surface samples
+                                reported; 0: stop (the depth axis brakes to rest) */
 };
 
 typedef struct {
@@ -218,5 +231,14 @@ typedef struct {
     double heat_target_c, heat_c, heater_duty;
     double y_meas_mm;
 } chair_telemetry;
+
+/* ---- contour scan samples (tick -> asyncio, one per contour_sample_mm of carriage travel) --- */
+typedef struct {
+    int64_t t_ns;
+    double y_mm;     /* carriage encoder */
+    double depth_mm; /* depth encoder */
+    double load_a;   /* the depth drive's load (chair_status.depth_load_a) */
+    double target_a; /* the load the depth axis was following */
+} chair_surface_sample;
 
 #endif
