@@ -58,6 +58,8 @@ class ManualSession(Session):
         self._change = False
         self._techniques: list[str] = []
         self._segment: tuple[StepSettings, float, tuple[float, float, float]] | None = None
+        self._playing = False
+        """`plan` is the segment `_segment` describes, being played (not braked and dropped)."""
         self._strength = (self.intensity, dict(self.zone_intensity))
 
     # ---- status ------------------------------------------------------------------------------
@@ -144,16 +146,24 @@ class ManualSession(Session):
         return dataclasses.replace(plan, actions=[a for a in plan.actions if a not in end])
 
     def _replan(self) -> None:
-        """Intensity, heat or per-zone strength changed: the segment's plan takes the new values
-        (same timeline); a new strength also starts a new segment at once, like every other
-        setting, so that it is felt within the 0.5 s a remote promises (docs/chair.md §8)."""
-        super()._replan()
+        """Intensity, heat or per-zone strength changed. A new strength starts a new segment at
+        once, like every other setting, so that it is felt within the 0.5 s a remote promises
+        (docs/chair.md §8): nothing of the old one is swapped. Otherwise (heat) the segment
+        being played takes the new values (same timeline); between two segments — a change
+        eases off and the braked segment keeps only its heat (`_drop_plan`) — there is no
+        segment to swap, and the heat applies at once."""
         strength = (self.intensity, dict(self.zone_intensity))
         if strength != self._strength:
             self._strength = strength
             if self.state in PROGRAM_STATES and self.centre_mm is not None:
                 self._change = True
                 self._mark_segment()
+                self._send_heat_now()
+                return
+        if self._playing:
+            super()._replan()
+        elif self.state in PROGRAM_STATES:
+            self._send_heat_now()
 
     def _rebuilt(self) -> SessionPlan:
         assert self._segment is not None
@@ -215,6 +225,7 @@ class ManualSession(Session):
     async def _play(self, plan: SessionPlan) -> float:
         """Play a segment until it ends or a setting changes; returns the plan time played."""
         self.plan = plan
+        self._playing = True
         self._program_start_ns = self.driver.now_ns() + 2 * self.driver.period_ns
         self._shift_ns = 0
         self._next_action = 0
@@ -255,6 +266,7 @@ class ManualSession(Session):
     def _drop_plan(self) -> None:
         """Nothing of the braked segment is sent again (a pause now re-issues none of it): the
         plan keeps only its heat, for the heater's refresh."""
+        self._playing = False
         if self.plan is not None:
             heat = [a for a in self.plan.actions if a.kind == "heat"]
             self.plan = dataclasses.replace(self.plan, actions=heat)
