@@ -258,22 +258,12 @@ def test_every_path_needs_the_token(daemon: Daemon) -> None:
             assert_security_headers(a, f"401 {path}")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="docs/web.md, Pairing: 'Without a valid token every path answers 401'; a plain GET "
-    "of /ws (no upgrade) and of an unlisted path answer 404 without the token",
-)
 def test_every_path_means_every_path(daemon: Daemon) -> None:
     for path in ("/ws", "/nowhere", "/favicon.ico"):
         a = http_get(HOST, daemon.port, path)
         assert a.status == 401, (path, a.status)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="docs/web.md, HTTP paths: 'Every response carries Cache-Control: no-store, ...'; the "
-    "404 of /ws and of unlisted paths and the 405 of a POST carry none of them",
-)
 def test_every_response_carries_the_security_headers(daemon: Daemon) -> None:
     for path in ("/ws", "/nowhere"):
         assert_security_headers(http_get(HOST, daemon.port, path, bearer(TOKEN)), f"GET {path}")
@@ -584,11 +574,6 @@ async def test_manual_mode_estop_and_reset(chair: Chair) -> None:
     await r.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="docs/web.md, state: 'Sent at once whenever anything but the clocks and the pad "
-    "temperature changes'; the state's `zone` moves (status replies show it) but no state is sent",
-)
 async def test_a_state_is_sent_when_the_zone_changes(chair: Chair) -> None:
     r = await chair.open()
     await r.greeting()
@@ -605,12 +590,6 @@ async def test_a_state_is_sent_when_the_zone_changes(chair: Chair) -> None:
     await r.wait_for("state", lambda s: s["zone"] != pushed, since=mark, timeout=1.0)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="docs/web.md, state: 'with the clocks moving at most every 0.5 s' (and the page's Time "
-    "progressbar shows elapsed seconds); while running, no state carries moving clocks until the "
-    "next step (400 simulated s later): the bound is met, the intent is not",
-)
 async def test_the_clocks_move_in_the_states_while_running(chair: Chair) -> None:
     r = await chair.open()
     await r.greeting()
@@ -626,12 +605,6 @@ async def test_the_clocks_move_in_the_states_while_running(chair: Chair) -> None
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="docs/mqtt.md, Commands and replies: the reply's `state` is 'always the full state "
-    "after the command'; an estop right after manual-mode changes is often answered with "
-    "state 'running' (the next state pushed, and a status, say estop)",
-)
 async def test_the_estop_reply_carries_the_estop_state(chair: Chair) -> None:
     r = await chair.open()
     await r.greeting()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import time
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from chair.cli.serve import WebOptions, pairing_token, web_options
 from chair.commands.feed import significant
 from chair.store import Store
 from chair.web.pairing import COOKIE, pairing_url
-from chair.web.server import MAX_MESSAGE_BYTES, RATE_BURST
+from chair.web.server import MAX_MESSAGE_BYTES, RATE_BURST, RATE_PER_S
 from tests.mqtt_helpers import BAD_PAYLOADS
 from tests.web_helpers import Remote, aget, page, web_remote
 
@@ -30,10 +31,20 @@ pytest_plugins = ["tests.web_fixtures"]  # the `remote` fixture
 
 
 async def test_without_the_token_every_path_answers_401(remote: Remote) -> None:
-    for path in ("/", "/assets/remote.js", "/assets/remote.css", "/assets/icon.svg", "/?x=1"):
+    paths = (
+        "/",
+        "/assets/remote.js",
+        "/assets/icon.svg",
+        "/?x=1",
+        "/ws",
+        "/nowhere",
+        "/favicon.ico",
+    )
+    for path in paths:
         status, headers, body = await aget(remote.url + path)
         assert status == 401, path
         assert headers["www-authenticate"].startswith("Bearer")
+        assert headers["x-frame-options"] == "DENY" and "content-security-policy" in headers
         assert b"pair" in body
     for bad in ("", "wrong-token-0123456789", remote.token + "x", remote.token[:-1]):
         status, headers, _ = await aget(f"{remote.url}/?token={bad}")
@@ -68,10 +79,12 @@ async def test_pairing_sets_an_httponly_cookie_and_the_address_forgets_the_token
         remote.url + "/assets/../server.py", {"Authorization": f"Bearer {remote.token}"}
     )
     assert status in (401, 404)
-    status, _, _ = await aget(
-        remote.url + "/assets/secrets.txt", {"Authorization": f"Bearer {remote.token}"}
-    )
-    assert status == 404
+    for path in ("/assets/secrets.txt", "/nowhere", "/ws"):  # (/ws without the upgrade)
+        status, headers, _ = await aget(
+            remote.url + path, {"Authorization": f"Bearer {remote.token}"}
+        )
+        assert status == 404 and headers["cache-control"] == "no-store", path
+        assert headers["x-content-type-options"] == "nosniff", path
     # The cookie opens the WebSocket too; a page of another site does not.
     cookie_header = {"Cookie": f"{COOKIE}={remote.token}"}
     async with websockets.connect(remote.ws_url, additional_headers=cookie_header) as ws:
@@ -141,6 +154,9 @@ async def test_a_whole_session_over_the_websocket_with_telemetry_at_10_hz(remote
         await p.state("running")
         mark = len(p.messages)
         await p.wait_for("2 s of telemetry", lambda: len(p.on("telemetry", mark)) >= 20, 10)
+        # the clocks move on the page: the state is re-read every 0.5 s in a session
+        clocks = [s["elapsed_s"] for s in p.on("state", mark) if s["state"] == "running"]
+        assert len(clocks) >= 2 and clocks == sorted(clocks) and clocks[-1] > clocks[0]
         samples = p.on("telemetry", mark)
         span = samples[-1]["t"] - samples[0]["t"]  # simulated seconds at speed 60
         assert span / 60 <= (len(samples) - 1) / 8.0, "fewer than 8 samples per wall second"
@@ -193,13 +209,17 @@ async def test_a_flood_of_10000_messages_is_refused_and_the_session_runs_undistu
             json.dumps({"id": f"f{i}", "action": "set", "intensity": 1 + i % 5})
             for i in range(10_000)
         ]
+        t0 = time.monotonic()
         for m in flood:
             await p.ws.send(m)
         stop = await p.command(action="estop")  # straight after the flood: never rate limited
+        took_s = time.monotonic() - t0
         assert stop["ok"] and stop["state"]["state"] == "estop"
         replies = [r for r in p.on("reply", mark) if r["id"] != stop["id"]]
+        assert len(replies) == len(flood)  # one answer each
         refused = [r for r in replies if r["error"] and r["error"]["code"] == "rate_limited"]
-        assert len(refused) >= 10_000 - RATE_BURST - 200  # all but the budget
+        # all but the budget: the burst, and what the rate refilled while the flood lasted
+        assert len(refused) >= len(flood) - RATE_BURST - RATE_PER_S * took_s - 1
         assert all(r["error"] is None or r["error"]["code"] in ERROR_CODES for r in replies)
         assert refused[0]["id"] is None and "per second" in refused[0]["error"]["message"]
         # The session ran on under the flood until the e-stop: no fault, the clock moved, and

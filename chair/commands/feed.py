@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from chair.api import ControllerAPI
-from chair.lifecycle import MOVING
+from chair.lifecycle import MOVING, SessionState
 
 log = logging.getLogger("chair.commands")
 
@@ -52,11 +52,22 @@ class StatePacer:
     """When a remote sends the state: at once when its `significant` part changed, otherwise (the
     clocks, the pad temperature) at most every `interval_s`; never the same bytes twice.
 
+    The controller tells of its transitions, not of its clocks: while a session is under way
+    (scanning to settling) the pacer also reads the state afresh (`refresh()`) every
+    `interval_s`, so the clocks move and a new zone goes out within that time.
+
     `send(data)` is called on the event loop with the encoded state."""
 
-    def __init__(self, send: Callable[[bytes], None], interval_s: float) -> None:
+    def __init__(
+        self,
+        send: Callable[[bytes], None],
+        interval_s: float,
+        refresh: Callable[[], dict[str, Any]] | None = None,
+    ) -> None:
         self._send = send
         self.interval_s = interval_s
+        self._refresh = refresh
+        self._refresh_timer: asyncio.TimerHandle | None = None
         self.latest: dict[str, Any] | None = None
         self._last_sig: dict[str, Any] | None = None
         self._last_data: bytes | None = None
@@ -67,13 +78,20 @@ class StatePacer:
         """A new state payload."""
         self.latest = payload
         sig = significant(payload)
+        loop = asyncio.get_running_loop()
         if sig != self._last_sig:
             self._last_sig = sig
             self._emit(payload)
         elif self._timer is None:
             wait = self._last_t + self.interval_s - time.monotonic()
-            loop = asyncio.get_running_loop()
             self._timer = loop.call_later(max(0.0, wait), self._emit_latest)
+        if self._refresh is not None and self._refresh_timer is None and _under_way(payload):
+            self._refresh_timer = loop.call_later(self.interval_s, self._reread)
+
+    def _reread(self) -> None:
+        self._refresh_timer = None
+        if self._refresh is not None:
+            self.offer(self._refresh())
 
     def sent(self, payload: dict[str, Any]) -> bytes:
         """`payload` went out by other means (a connection's announcement): remember it as the
@@ -86,6 +104,12 @@ class StatePacer:
         return data
 
     def close(self) -> None:
+        self._cancel_emit()
+        if self._refresh_timer is not None:
+            self._refresh_timer.cancel()
+            self._refresh_timer = None
+
+    def _cancel_emit(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -96,13 +120,22 @@ class StatePacer:
             self._emit(self.latest)
 
     def _emit(self, payload: dict[str, Any]) -> None:
-        self.close()
+        self._cancel_emit()
         data = dumps(payload)
         if data == self._last_data:
             return
         self._last_data = data
         self._last_t = time.monotonic()
         self._send(data)
+
+
+def _under_way(state: dict[str, Any]) -> bool:
+    """A session is under way (scanning to settling): its clocks move."""
+    try:
+        name = SessionState(str(state.get("state")))
+    except ValueError:
+        return False
+    return name.in_session or name == SessionState.SETTLING
 
 
 async def telemetry_samples(

@@ -91,7 +91,9 @@ class MqttBridge:
         """Set when the sender has published everything queued (cleared by the next message)."""
         self._out_drained.set()
         self._stopping = asyncio.Event()
-        self._state = StatePacer(self._publish_state, settings.state_interval_s)
+        self._state = StatePacer(
+            self._publish_state, settings.state_interval_s, refresh=self.desk.state_payload
+        )
         self._telemetry_next: _Outgoing | None = None
         self._users: list[str] | None = None
         """The user profiles' names for discovery (None: the chair keeps none)."""

@@ -130,17 +130,21 @@ class WebRemote:
         """The open WebSockets."""
         self.connections = 0
         """WebSockets accepted so far."""
-        self._state = StatePacer(self._broadcast_state, STATE_INTERVAL_S)
+        self._state = StatePacer(
+            self._broadcast_state, STATE_INTERVAL_S, refresh=desk.state_payload
+        )
         self._telemetry_task: asyncio.Task[None] | None = None
         self._unwatch: Any = None
         self._closing: set[asyncio.Task[None]] = set()
-        self.app = Starlette(
+        routes = Starlette(
             routes=[
                 Route("/", self._index),
                 Route("/assets/{name}", self._asset),
                 WebSocketRoute("/ws", self._ws),
             ],
         )
+        self.app = _Guard(routes, self._paired)
+        """The ASGI app: the pairing check and the security headers around every route."""
 
     # ---- life cycle ----------------------------------------------------------------------------
 
@@ -215,11 +219,11 @@ class WebRemote:
 
     async def _index(self, request: Request) -> Response:
         offered = request.query_params.get("token")
-        if offered is not None:
+        if offered is not None:  # (`_Guard` let it through to be checked here)
             if not token_matches(offered, self.token):
                 return _unpaired("wrong pairing token")
             # Paired: the cookie carries the token from now on; the address bar forgets it.
-            response = RedirectResponse("/", status_code=303, headers=SECURITY_HEADERS)
+            response = RedirectResponse("/", status_code=303)
             response.set_cookie(
                 COOKIE,
                 self.token,
@@ -229,31 +233,22 @@ class WebRemote:
                 secure=request.url.scheme == "https",
             )
             return response
-        if not self._paired(request):
-            return _unpaired()
         page = resources.files("chair.web").joinpath("assets/index.html").read_bytes()
-        return Response(page, media_type="text/html; charset=utf-8", headers=SECURITY_HEADERS)
+        return Response(page, media_type="text/html; charset=utf-8")
 
     async def _asset(self, request: Request) -> Response:
-        if not self._paired(request):
-            return _unpaired()
         name = request.path_params["name"]
         media = ASSETS.get(name)
         if media is None:
-            return PlainTextResponse("not found", 404, headers=SECURITY_HEADERS)
+            return PlainTextResponse("not found", 404)
         data = resources.files("chair.web").joinpath(f"assets/{name}").read_bytes()
-        return Response(data, media_type=media, headers=SECURITY_HEADERS)
+        return Response(data, media_type=media)
 
     # ---- the WebSocket -------------------------------------------------------------------------
 
     async def _ws(self, ws: WebSocket) -> None:
-        if not self._paired(ws):
-            await ws.send_denial_response(_unpaired())
-            return
         if not _same_origin(ws):
-            await ws.send_denial_response(
-                PlainTextResponse("cross-origin WebSocket refused", 403, headers=SECURITY_HEADERS)
-            )
+            await ws.send_denial_response(PlainTextResponse("cross-origin WebSocket refused", 403))
             return
         if len(self.pages) >= MAX_PAGES:
             await ws.send_denial_response(
@@ -388,6 +383,45 @@ class WebRemote:
                 self._broadcast("telemetry", dumps(sample))
 
 
+class _Guard:
+    """Around every route: without the pairing token, 401 (a WebSocket's handshake too) — except
+    ``GET /?token=``, which checks the token it brings; and the security headers on every HTTP
+    response, errors (404, 405) included (docs/web.md, Pairing and HTTP paths)."""
+
+    def __init__(self, app: Any, paired: Any) -> None:
+        self.app = app
+        self.paired = paired
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        conn = HTTPConnection(scope)
+        if scope["type"] == "websocket":
+            if not self.paired(conn):
+                await WebSocket(scope, receive, send).send_denial_response(_unpaired())
+                return
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                have = {k.lower() for k, _ in message.get("headers", [])}
+                extra = [
+                    (k.lower().encode(), v.encode())
+                    for k, v in SECURITY_HEADERS.items()
+                    if k.lower().encode() not in have
+                ]
+                message = {**message, "headers": [*message.get("headers", []), *extra]}
+            await send(message)
+
+        pairing = scope["path"] == "/" and "token" in conn.query_params
+        if not pairing and not self.paired(conn):
+            await _unpaired()(scope, receive, send_with_headers)
+            return
+        await self.app(scope, receive, send_with_headers)
+
+
 class _Server(uvicorn.Server):
     """uvicorn without its own signal handlers: SIGTERM and SIGINT are the daemon's (they settle
     a session before it exits)."""
@@ -402,7 +436,7 @@ def _unpaired(why: str = "pair this device first") -> Response:
         f"401: {why}: open the address `chair serve` printed (with ?token=...), "
         "or scan its QR code",
         401,
-        headers={**SECURITY_HEADERS, "WWW-Authenticate": 'Bearer realm="chair"'},
+        headers={"WWW-Authenticate": 'Bearer realm="chair"'},
     )
 
 

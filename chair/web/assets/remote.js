@@ -16,7 +16,9 @@
   let state = null;
   let retryMs = RETRY_MIN_MS;
   let seq = 0;
-  const pending = new Map(); // command id -> what it was for (to word a refusal)
+  const pending = new Map(); // command id -> {what, command, tries}: to word or retry a refusal
+  const RESET_TRIES = 20;
+  const RESET_RETRY_MS = 250;
   // The chair executes one command at a time (others get "busy"): the page sends its own one
   // after another, each once the previous one is answered. An e-stop jumps the line and drops
   // whatever was still waiting (nothing queued before it may start the chair again).
@@ -63,13 +65,13 @@
     render();
   }
 
-  function send(command, what) {
+  function send(command, what, tries = 1) {
     if (!ws || ws.readyState !== WebSocket.OPEN) {
       notice("Not connected to the chair.");
       return;
     }
     const id = `web-${prefix}-${++seq}`;
-    pending.set(id, what || command.action);
+    pending.set(id, { what: what || command.action, command, tries });
     const text = JSON.stringify({ id, ...command });
     if (command.action === "estop") {
       queue.length = 0;
@@ -111,7 +113,8 @@
   }
 
   function replied(reply) {
-    const what = reply.id != null ? pending.get(reply.id) : undefined;
+    const asked = reply.id != null ? pending.get(reply.id) : undefined;
+    const what = asked ? asked.what : undefined;
     if (reply.id != null) pending.delete(reply.id);
     // (a refusal before the command was read has no id: it is the one in flight)
     if (inFlight && (reply.id === inFlight.id || reply.id == null)) {
@@ -124,6 +127,13 @@
     }
     if (reply.ok) {
       notice("");
+    } else if (
+      // Reset is refused while the chair still comes to rest after a stop: try again shortly.
+      asked && asked.command.action === "reset" && reply.error.code === "not_allowed" &&
+      (now() === "estop" || now() === "fault") && asked.tries < RESET_TRIES
+    ) {
+      notice("Reset: waiting for the chair to come to rest…");
+      setTimeout(() => send(asked.command, asked.what, asked.tries + 1), RESET_RETRY_MS);
     } else if (reply.error) {
       notice(`${what || "Command"} refused: ${reply.error.message} (${reply.error.code})`);
     }
