@@ -56,6 +56,7 @@ async def test_without_the_token_every_path_answers_401(remote: Remote) -> None:
             async with websockets.connect(remote.ws_url, additional_headers=headers):
                 pass
         assert e.value.response.status_code == 401
+        assert e.value.response.headers["X-Frame-Options"] == "DENY"
     assert not remote.server.pages and remote.server.connections == 0
 
 

@@ -248,12 +248,10 @@ class WebRemote:
 
     async def _ws(self, ws: WebSocket) -> None:
         if not _same_origin(ws):
-            await ws.send_denial_response(PlainTextResponse("cross-origin WebSocket refused", 403))
+            await _deny(ws, PlainTextResponse("cross-origin WebSocket refused", 403))
             return
         if len(self.pages) >= MAX_PAGES:
-            await ws.send_denial_response(
-                PlainTextResponse(f"at most {MAX_PAGES} pages at once", 503)
-            )
+            await _deny(ws, PlainTextResponse(f"at most {MAX_PAGES} pages at once", 503))
             return
         await ws.accept()
         page = _Page(ws, self.rate_per_s, self.rate_burst, tokens=float(self.rate_burst))
@@ -399,7 +397,7 @@ class _Guard:
         conn = HTTPConnection(scope)
         if scope["type"] == "websocket":
             if not self.paired(conn):
-                await WebSocket(scope, receive, send).send_denial_response(_unpaired())
+                await _deny(WebSocket(scope, receive, send), _unpaired())
                 return
             await self.app(scope, receive, send)
             return
@@ -429,6 +427,13 @@ class _Server(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
         yield
+
+
+async def _deny(ws: WebSocket, response: Response) -> None:
+    """Refuse a WebSocket's handshake with an HTTP `response` (with the security headers)."""
+    for name, value in SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)
+    await ws.send_denial_response(response)
 
 
 def _unpaired(why: str = "pair this device first") -> Response:
