@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 import ruckig
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import core_rt
@@ -34,6 +34,9 @@ FUZZ = settings(PROPERTY, max_examples=2500)
 LIMIT_SLACK = 1 + 1e-9
 CONTINUITY_REL = 1e-9
 ORACLE_REL = 1e-6
+ORACLE_ABS_S = 1e-8
+"""Below ten nanoseconds (a hundred-thousandth of a tick) the oracle's own arithmetic decides:
+bringing a0 = 6e-8 mm/s² to rest at 100 mm/s³ takes a0/j = 0.60 ns, ruckig says 1.44 ns."""
 
 # The reference chair's carriage (docs/chair.md §1).
 CARRIAGE_TRACK_MM = 1200.0
@@ -96,7 +99,7 @@ def ruckig_velocity_duration(v0: float, a0: float, v1: float, a_max: float, j_ma
 
 
 def assert_same_duration(ours: float, theirs: float) -> None:
-    assert abs(ours - theirs) <= ORACLE_REL * max(theirs, 1e-9), (ours, theirs)
+    assert abs(ours - theirs) <= ORACLE_REL * theirs + ORACLE_ABS_S, (ours, theirs)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -225,6 +228,7 @@ velocity_changes = st.tuples(
 
 @PROPERTY
 @given(velocity_changes)
+@example((0.0, 1.0, 5.960464477539063e-08, 1.0, 1.0, 100.0))  # only the acceleration to undo
 def test_velocity_change_respects_limits_is_continuous_ends_at_target_and_is_time_optimal(
     case: tuple[float, float, float, float, float, float],
 ) -> None:
