@@ -23,6 +23,8 @@ ERROR_CODES: dict[str, str] = {
     "bad_field": "a field has the wrong type or an unknown field was given",
     "out_of_range": "a value is outside its allowed range",
     "unknown_program": "no such program",
+    "invalid_program": "a delivered program file fails `chair validate`'s verification, or its "
+    "name is a built-in's (docs/programs.md, Delivered programs)",
     "unknown_zone": "a zone name that is not one of the body's zones (docs/chair.md §2)",
     "not_allowed": "the action is not allowed in the current state",
     "not_manual": "manual settings or a move outside a manual session (docs/chair.md §8)",

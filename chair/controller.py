@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import itertools
 import logging
 import time
@@ -28,7 +29,15 @@ from chair.driver import CoreDriver, Pacing
 from chair.lifecycle import IN_SESSION, LATCHED, SessionEvent, SessionState
 from chair.manual_session import ManualSession
 from chair.programs.manual import MANUAL, ManualSettings
-from chair.programs.model import Program, ProgramError, builtin_programs, load_program
+from chair.programs.model import (
+    Issue,
+    Program,
+    ProgramError,
+    builtin_programs,
+    load_program,
+    parse_program,
+)
+from chair.programs.validate import validate_program
 from chair.report import build_summary
 from chair.requests import (
     AdjustRequest,
@@ -102,6 +111,9 @@ class Controller:
         """Sessions found open at start and closed as interrupted."""
         self._outbox_topic: str | None = None
         self._store_tasks: set[asyncio.Task[None]] = set()
+        self._delivered: dict[str, str] = {}
+        """Programs delivered to the chair (docs/programs.md, Delivered programs): name → the
+        file's text, kept in the database."""
 
     # ---- construction ------------------------------------------------------------------------
 
@@ -243,8 +255,9 @@ class Controller:
         return self._latest_tlm
 
     def programs(self) -> list[str]:
-        """What `start` accepts: the built-ins, then manual mode (docs/chair.md §8)."""
-        return [*builtin_programs(), MANUAL]
+        """What `start` accepts: the built-ins, the delivered programs (docs/programs.md,
+        Delivered programs), then manual mode (docs/chair.md §8)."""
+        return [*builtin_programs(), *sorted(self._delivered), MANUAL]
 
     def on_change(self, callback: Callable[[dict[str, Any]], None]) -> None:
         self._change_cbs.append(callback)
@@ -330,6 +343,7 @@ class Controller:
             try:
                 self.store = await Store.open(self.db_path)
                 self.interrupted = await self.store.close_interrupted()
+                self._delivered = await self.store.programs()
             except StoreError as e:
                 await self._history_off(e)
             for sid in self.interrupted:
@@ -589,6 +603,63 @@ class Controller:
             await self._history_off(e)
             raise CommandError("no_store", str(e)) from None
 
+    async def install_program(self, source: str) -> dict[str, Any]:
+        """Keep a delivered program file (docs/programs.md, Delivered programs) once it passes
+        `chair validate`'s full verification; refused while a session runs, without a database,
+        or under a built-in's name. Nothing changes on a refusal. What was installed: {`name`,
+        `sha256`, `replaced`}."""
+        self._require_between_sessions("install a program")
+        store = self._program_store()
+        program, issues = await asyncio.to_thread(_verified, source, self.config)
+        if program is None or issues:
+            shown = "; ".join(f"{i.field}: {i.message} [{i.rule}]" for i in issues[:3])
+            more = f" (+{len(issues) - 3} more)" if len(issues) > 3 else ""
+            raise CommandError("invalid_program", f"the program fails verification: {shown}{more}")
+        name = program.name
+        if name in builtin_programs() or name == MANUAL:
+            raise CommandError(
+                "invalid_program", f"{name!r} is a built-in program's name: choose another"
+            )
+        self._require_between_sessions("install a program")  # (a start while it was checked)
+        digest = hashlib.sha256(source.encode("utf-8")).hexdigest()
+        try:
+            replaced = await store.put_program(name, source, digest)
+        except StoreError as e:
+            await self._history_off(e)
+            raise CommandError("no_store", str(e)) from None
+        self._delivered[name] = source
+        log.info("program %s installed (sha256 %s)", name, digest[:12])
+        self._changed()
+        return {"name": name, "sha256": digest, "replaced": replaced}
+
+    async def remove_program(self, name: str) -> dict[str, Any]:
+        """Forget a delivered program (not while a session runs)."""
+        self._require_between_sessions("remove a program")
+        store = self._program_store()
+        if name not in self._delivered:
+            raise CommandError(
+                "unknown_program", f"no delivered program {name!r} (built-ins cannot be removed)"
+            )
+        try:
+            await store.remove_program(name)
+        except StoreError as e:
+            await self._history_off(e)
+            raise CommandError("no_store", str(e)) from None
+        del self._delivered[name]
+        self._changed()
+        return {"name": name, "removed": True}
+
+    def _require_between_sessions(self, what: str) -> None:
+        if self.session is not None or self.state_name != SessionState.IDLE:
+            raise CommandError(
+                "not_allowed", f"cannot {what} while a session runs ({self.state_name})"
+            )
+
+    def _program_store(self) -> Store:
+        if self.store is None:
+            raise CommandError("no_store", self.history_error or "the chair has no database")
+        return self.store
+
     async def outbox_attach(self, topic: str) -> None:
         """From now on every finished session's event is kept in the outbox for `topic` until
         `outbox_done`; the sessions found interrupted at start are queued there too."""
@@ -738,6 +809,9 @@ class Controller:
             raise CommandError("not_manual", "manual settings need program 'manual'")
         if isinstance(program, str) and is_manual:
             prog: Program | None = None
+        elif isinstance(program, str) and program in self._delivered:
+            # checked in full when it came; checked again (as any file) before it runs
+            prog = parse_program(self._delivered[program], delivered_label(program))
         elif isinstance(program, str):
             try:
                 prog = load_program(program)
@@ -986,3 +1060,18 @@ class Controller:
 
 
 __all__ = ["Controller"]
+
+
+def delivered_label(name: str) -> str:
+    """How a delivered program's file is named in messages."""
+    return f"delivered/{name}.toml"
+
+
+def _verified(source: str, config: ChairConfig) -> tuple[Program | None, list[Issue]]:
+    """`chair validate`'s full verification of a delivered file: (program, issues)."""
+    label = "delivered program"
+    try:
+        program = parse_program(source, label)
+    except ProgramError as e:
+        return None, e.issues
+    return program, validate_program(program, config, delivered_label(program.name))

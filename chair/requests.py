@@ -372,6 +372,29 @@ class MoveRequest(Request):
         return check_move_mm(v, _config(info))
 
 
+class InstallProgramRequest(Request):
+    """A program file delivered to the chair (docs/programs.md, Delivered programs): its TOML
+    text. What it says is checked by `chair validate`'s full verification before anything is
+    kept."""
+
+    toml: str
+
+    @field_validator("toml", mode="before")
+    @classmethod
+    def _toml(cls, v: Any) -> str:
+        if not isinstance(v, str):
+            raise PydanticCustomError("bad_field", "must be a string (the program file's text)")
+        if not v.strip():
+            raise PydanticCustomError("bad_field", "is empty")
+        return v
+
+
+class RemoveProgramRequest(Request):
+    """Forget a delivered program (built-ins stay)."""
+
+    program: str
+
+
 R = TypeVar("R", bound="Request")
 
 

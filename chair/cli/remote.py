@@ -15,6 +15,7 @@ import signal
 import sys
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 import aiomqtt
@@ -61,6 +62,12 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     )
     add_zone_intensity_argument(g)
     g.add_argument("--user", metavar="NAME", help="start (or preset) for this user's memory")
+    g.add_argument(
+        "--file",
+        type=Path,
+        metavar="TOML",
+        help="install_program: the program file to deliver (docs/programs.md, Delivered programs)",
+    )
     g.add_argument("--id", metavar="ID", help="command id (default: a fresh one)")
     add_manual_arguments(p, "manual mode (start --program manual, or set; docs/chair.md §8)")
     add_broker_arguments(p)
@@ -87,11 +94,12 @@ def run(args: argparse.Namespace) -> int:
     fields: dict[str, Any] = {name: getattr(args, name) for name in _FIELDS}
     fields["zone_intensity"] = zone_pairs(args.zone_intensity)
     fields["manual"] = manual_choices(args) or None
+    fields["toml"] = None if args.file is None else _program_text(args.file)
     for name, value in fields.items():
         if value is None:
             continue
         if name not in allowed:
-            given = "/--".join(manual_choices(args)) if name == "manual" else name
+            given = {"manual": "/--".join(manual_choices(args)), "toml": "file"}.get(name, name)
             raise UsageError(f"{args.action} takes no --{given.replace('_', '-')}")
         command[name] = value
     try:
@@ -157,6 +165,13 @@ def _match(msg: aiomqtt.Message, cmd_id: str) -> dict[str, Any] | None:
     if correlation is not None and bytes(correlation) == cmd_id.encode():
         return reply
     return reply if reply.get("id") == cmd_id else None
+
+
+def _program_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise UsageError(f"--file {path}: {getattr(e, 'strerror', None) or e}") from None
 
 
 def describe_reply(reply: dict[str, Any]) -> str:

@@ -241,6 +241,12 @@ class CommandDesk:
                 if a.get("user") == "":
                     self.preset["user"] = None
                 self._state_changed(ctl.state())
+            case "install_program" | "remove_program":
+                deliver = getattr(ctl, cmd.action, None)
+                if deliver is None:
+                    raise CommandError("no_store", "this chair keeps no delivered programs")
+                arg = a["toml"] if cmd.action == "install_program" else a["program"]
+                return {"program": await deliver(arg)}
             case "users":
                 users = getattr(ctl, "users", None)
                 if users is None:

@@ -16,8 +16,10 @@ from typing import Any, NamedTuple
 from chair.api import CommandError
 from chair.requests import (
     AdjustRequest,
+    InstallProgramRequest,
     MoveRequest,
     PresetRequest,
+    RemoveProgramRequest,
     Request,
     SetRequest,
     StartRequest,
@@ -62,10 +64,13 @@ ACTIONS: dict[str, ActionSpec] = {
     "status": ActionSpec(),
     "users": ActionSpec(),
     "preset": ActionSpec(PresetRequest, at_least_one=True),
+    "install_program": ActionSpec(InstallProgramRequest),
+    "remove_program": ActionSpec(RemoveProgramRequest),
 }
 """Every action with its fields. ``preset`` is ours: it remembers the program, minutes and user
 for a ``start`` that names none (Home Assistant's selectors and start button use it). ``users``
-answers with the user profiles (docs/chair.md §9)."""
+answers with the user profiles (docs/chair.md §9). ``install_program`` and ``remove_program``
+deliver a program file to the chair and take it back (docs/programs.md, Delivered programs)."""
 
 
 @dataclass(frozen=True)

@@ -327,6 +327,9 @@ class MqttBridge:
         self, reply: Reply, response_topic: str | None, correlation: bytes | None
     ) -> None:
         self._send_reply(reply, response_topic, correlation)
+        if reply["ok"] and reply["action"] in ("install_program", "remove_program"):
+            for item in self._announcement():  # the program select's new options
+                self._enqueue(item)
         profiles = reply.get("users")
         if reply["ok"] and profiles is not None and self._users is not None:
             names = [u["name"] for u in profiles]

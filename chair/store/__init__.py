@@ -482,6 +482,29 @@ class Store:
             )
         )
 
+    # ---- delivered programs ------------------------------------------------------------------
+
+    async def programs(self) -> dict[str, str]:
+        """The delivered programs: name → the file's text as received."""
+        rows = await self._rows("SELECT name, source FROM programs")
+        return {r["name"]: r["source"] for r in rows}
+
+    async def put_program(self, name: str, source: str, sha256: str) -> bool:
+        """Keep a delivered program (replacing one of the same name); whether it replaced one."""
+        had = await self._q1("SELECT 1 FROM programs WHERE name = ?", (name,))
+        await self._write(
+            (
+                "INSERT INTO programs (name, source, sha256, installed_at) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (name) DO UPDATE SET source = excluded.source, "
+                "sha256 = excluded.sha256, installed_at = excluded.installed_at",
+                (name, source, sha256, now_iso()),
+            )
+        )
+        return had is not None
+
+    async def remove_program(self, name: str) -> bool:
+        return await self._write(("DELETE FROM programs WHERE name = ?", (name,))) > 0
+
     async def add_outbox(self, topic: str, session_id: str, event: Mapping[str, Any]) -> int:
         return await self._write(
             (

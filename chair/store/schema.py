@@ -12,6 +12,8 @@ database and upgrades it; an older chair refuses a newer one rather than guess.
   ``interrupted`` only the records whose process is gone.
 - v4: ``settings``, the chair's own values that must survive a restart (the web remote's pairing
   token, docs/web.md).
+- v5: ``programs``, the program files delivered to the chair (docs/programs.md, Delivered
+  programs): their text as received, its SHA-256, when it came.
 """
 
 from __future__ import annotations
@@ -63,6 +65,14 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     ),
     ("ALTER TABLE sessions ADD COLUMN owner TEXT",),  # v3
     ("CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL)",),  # v4
+    (  # v5
+        """CREATE TABLE programs (
+            name TEXT PRIMARY KEY,
+            source TEXT NOT NULL,
+            sha256 TEXT NOT NULL,
+            installed_at TEXT NOT NULL
+        )""",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
