@@ -135,3 +135,15 @@ async def test_a_program_delivered_over_mqtt_reaches_home_assistants_program_lis
         assert "lounge_quick" in disc.json()["cmps"]["program"]["options"]
     finally:
         await ctl.close()
+
+
+async def test_a_page_learns_of_a_delivered_program_at_once(tmp_path: Path) -> None:
+    """The web remote sends every page a fresh `hello` (its program list) when one arrives."""
+    from tests.web_helpers import page, web_remote
+
+    async with web_remote(speed=600, db=tmp_path / "chair.db") as remote, page(remote) as p:
+        assert "lounge_quick" not in p.on("hello")[0]["programs"]
+        reply = await p.command(action="install_program", toml=MINE)
+        assert reply["ok"], reply["error"]
+        hello = await p.wait_for("a new hello", lambda: p.on("hello")[1:])
+        assert "lounge_quick" in hello[0]["programs"]

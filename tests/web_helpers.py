@@ -45,10 +45,11 @@ class Remote:
 
 @contextlib.asynccontextmanager
 async def web_remote(
-    speed: float = 60.0, token: str = TOKEN, **server: Any
+    speed: float = 60.0, token: str = TOKEN, db: Path | None = None, **server: Any
 ) -> AsyncIterator[Remote]:
-    """`server`: `WebRemote`'s keyword arguments (a rate limit, say)."""
-    ctl = TestingController.create(ChairConfig(), speed=speed)
+    """`db`: the chair's database (none by default); `server`: `WebRemote`'s keyword arguments
+    (a rate limit, say)."""
+    ctl = TestingController.create(ChairConfig(), speed=speed, db=db)
     await ctl.open()
     ctl.serve()
     desk = CommandDesk(ctl, ctl.config)

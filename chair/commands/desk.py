@@ -71,6 +71,7 @@ class CommandDesk:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._state_listeners: list[StateListener] = []
         self._event_listeners: list[EventListener] = []
+        self._program_listeners: list[Callable[[list[str]], None]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread = 0
         self._latest_state: dict[str, Any] | None = None
@@ -91,22 +92,28 @@ class CommandDesk:
         self.controller.on_event(self._on_event)
 
     def watch(
-        self, on_state: StateListener | None = None, on_event: EventListener | None = None
+        self,
+        on_state: StateListener | None = None,
+        on_event: EventListener | None = None,
+        on_programs: Callable[[list[str]], None] | None = None,
     ) -> Callable[[], None]:
-        """Call `on_state(state payload)` on every change and `on_event(event)` on every event,
-        on the loop's thread; returns the function that stops it."""
-        if on_state is not None:
-            self._state_listeners.append(on_state)
-        if on_event is not None:
-            self._event_listeners.append(on_event)
+        """Call `on_state(state payload)` on every change, `on_event(event)` on every event and
+        `on_programs(names)` when a program was delivered or removed, on the loop's thread;
+        returns the function that stops it."""
+        pairs: list[tuple[list[Any], Any]] = [
+            (self._state_listeners, on_state),
+            (self._event_listeners, on_event),
+            (self._program_listeners, on_programs),
+        ]
+        for listeners, listener in pairs:
+            if listener is not None:
+                listeners.append(listener)
 
         def unwatch() -> None:
-            with contextlib.suppress(ValueError):
-                if on_state is not None:
-                    self._state_listeners.remove(on_state)
-            with contextlib.suppress(ValueError):
-                if on_event is not None:
-                    self._event_listeners.remove(on_event)
+            for listeners, listener in pairs:
+                with contextlib.suppress(ValueError):
+                    if listener is not None:
+                        listeners.remove(listener)
 
         return unwatch
 
@@ -246,7 +253,14 @@ class CommandDesk:
                 if deliver is None:
                     raise CommandError("no_store", "this chair keeps no delivered programs")
                 arg = a["toml"] if cmd.action == "install_program" else a["program"]
-                return {"program": await deliver(arg)}
+                done = await deliver(arg)
+                names = self.programs()
+                for listener in list(self._program_listeners):
+                    try:
+                        listener(names)
+                    except Exception:
+                        log.exception("program listener %r", listener)
+                return {"program": done}
             case "users":
                 users = getattr(ctl, "users", None)
                 if users is None:

@@ -108,7 +108,7 @@ class MqttBridge:
         self._started = True
         self._loop = asyncio.get_running_loop()
         self.desk.attach()
-        unwatch = self.desk.watch(self._state.offer, self._event)
+        unwatch = self.desk.watch(self._state.offer, self._event, self._programs_changed)
         try:
             await self._run()
         finally:
@@ -327,9 +327,6 @@ class MqttBridge:
         self, reply: Reply, response_topic: str | None, correlation: bytes | None
     ) -> None:
         self._send_reply(reply, response_topic, correlation)
-        if reply["ok"] and reply["action"] in ("install_program", "remove_program"):
-            for item in self._announcement():  # the program select's new options
-                self._enqueue(item)
         profiles = reply.get("users")
         if reply["ok"] and profiles is not None and self._users is not None:
             names = [u["name"] for u in profiles]
@@ -409,6 +406,11 @@ class MqttBridge:
                     await self._outbox_done(item.outbox_id)
             if not self._out:
                 self._out_drained.set()
+
+    def _programs_changed(self, names: list[str]) -> None:
+        if self._client is not None:
+            for item in self._announcement():  # the program select's new options
+                self._enqueue(item)
 
     def _event(self, event: dict[str, Any]) -> None:
         event = dict(event)

@@ -153,7 +153,9 @@ class WebRemote:
         if self._unwatch is not None:
             return
         self.desk.attach()
-        self._unwatch = self.desk.watch(self._state.offer, self._event)
+        self._unwatch = self.desk.watch(
+            self._state.offer, self._event, lambda _: self._broadcast("hello", dumps(self._hello()))
+        )
         if self.telemetry_hz > 0:
             self._telemetry_task = asyncio.create_task(self._telemetry(), name="web-telemetry")
 
