@@ -221,3 +221,40 @@ def find_shoulder(back: BackContour, lowest_mm: float, contour: Contour) -> floa
             break
         knee -= 1
     return pts[knee].y_mm
+
+
+def scan_problem(
+    samples: Sequence[SurfaceSample], shoulder_mm: float, contour: Contour
+) -> str | None:
+    """Why the scan's contour cannot be trusted, in words; None when it can. Below the shoulder,
+    in the order the samples were taken: the back left the heads for more than
+    `contour.gap_max_mm` of track (leaning forward, a back out of reach), or the skin moved by
+    more than `contour.jump_max_mm` between two neighbouring samples (the user moved: a jump no
+    back's curve makes in 5 mm). The check reads the load as the reference tissue's, so it never
+    depends on the fit it judges."""
+    c = contour.load_a_per_mm
+    prev: tuple[float, float] | None = None  # (y, skin) of the last sample in contact
+    for s in samples:
+        if s.y_mm > shoulder_mm:
+            break
+        if not in_contact(s, contour):
+            continue
+        skin = s.depth_mm - s.load_a / c
+        if prev is not None:
+            dy = s.y_mm - prev[0]
+            if dy > contour.gap_max_mm:
+                return (
+                    f"the back left the heads between {prev[0]:.0f} and {s.y_mm:.0f} mm "
+                    "(leaning forward?)"
+                )
+            if dy <= 1.5 * contour.sample_mm and abs(skin - prev[1]) > contour.jump_max_mm:
+                return (
+                    f"the back moved {skin - prev[1]:+.0f} mm at {s.y_mm:.0f} mm during the scan "
+                    "(a jump in its contour)"
+                )
+        prev = (s.y_mm, skin)
+    if prev is None:
+        return "the heads touched no back"
+    if shoulder_mm - prev[0] > contour.gap_max_mm:
+        return f"the back left the heads above {prev[0]:.0f} mm (leaning forward?)"
+    return None

@@ -23,7 +23,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from chair.contour import BackContour, find_shoulder, neck_reached, skin_points
+from chair.contour import (
+    BackContour,
+    find_shoulder,
+    in_contact,
+    neck_reached,
+    scan_problem,
+    skin_points,
+)
 from chair.driver import CoreDriver
 from chair.lifecycle import LATCHED, SessionEvent, SessionState
 from chair.programs.model import Program
@@ -607,6 +614,7 @@ class Session:
         samples: list[SurfaceSample] = []
         step_ns = round(k.sample_mm / k.speed_mm_s * S)
         checks = 0
+        touched_y = start_y  # the last place the heads touched the skin
         await self._wait(self.driver.now_ns() + 2 * self.driver.period_ns)
         while self._busy({"carriage"}):
             await self._wait(self.driver.now_ns() + step_ns)
@@ -614,6 +622,9 @@ class Session:
             samples += new
             if not new:
                 continue
+            touched_y = max([touched_y, *(s.y_mm for s in new if in_contact(s, k))])
+            if touched_y < lowest and new[-1].y_mm - touched_y > 2 * k.gap_max_mm:
+                break  # the back left the heads below any shoulder: no use walking on
             checks += len(new)
             if checks >= NECK_CHECK_SAMPLES:
                 checks = 0
@@ -623,6 +634,12 @@ class Session:
         samples += core.drain_surface()
         self.contour = skin_points(samples, k)
         shoulder = find_shoulder(self.contour, lowest, k) if self.contour else None
+        problem = scan_problem(samples, top if shoulder is None else shoulder, k)
+        if problem is not None:
+            # a contour that cannot be trusted is not used: the session ends, the heads come
+            # back first as it settles (never deeper than the scan's light touch)
+            self.contour = None
+            raise SessionAborted("scan_failed", f"the body scan went wrong: {problem}")
         if shoulder is None:
             self.notes.append(
                 f"no neck found on the contour below the top: using the top-most shoulder "

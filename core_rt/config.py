@@ -245,6 +245,12 @@ class Contour(_Model):
     is the neck: where it begins is the shoulder line."""
     neck_min_mm: float = Field(default=15.0, gt=0)
     """...once it lasts this long along the track (a single soft sample is not a neck)."""
+    gap_max_mm: float = Field(default=25.0, gt=0)
+    """Below the shoulder, the heads off the skin for longer than this is a scan gone wrong (a
+    user leaning forward): the session ends rather than trust it (a good scan: ≤ 10 mm)."""
+    jump_max_mm: float = Field(default=4.5, gt=0)
+    """Below the shoulder, the skin moving more than this between neighbouring samples is a
+    user moving during the scan (a back's curve: ≤ 3 mm in 5 mm of track)."""
     knee_rise_mm: float = Field(default=2.5, gt=0)
     """A neck this much or more off the back below it is recessed: points within this of its
     level belong to it."""

@@ -33,6 +33,10 @@ FAULT_KINDS: dict[str, str] = {
     "supply_low": "supply voltage drops to about 17 V",
     "supply_high": "supply voltage rises to about 33 V",
     "occupant_leaves": "the user stands up: seat occupancy and arm contact go to 0",
+    "lean_forward": "the user leans forward: the back's skin moves 40 mm away from the heads, "
+    "out of their reach",
+    "shift": "the user settles back into the chair: the back's skin moves 10 mm nearer the "
+    "heads at once (a jump in its contour)",
     "estop": "the user presses the emergency stop (session-level; the plant ignores it)",
     "link_loss": "the board link goes silent (HIL only; the in-process plant ignores it)",
 }

@@ -126,6 +126,10 @@ class BodyParams(_Model):
     back of uniform tissue that touches the heads at their home (depth 0), as before contours."""
     contour: BackParams = BackParams()
     """Numbers shared by every back of the family (cover, neck, variation, stiffness)."""
+    lean_forward_mm: float = Field(default=40.0, ge=0)
+    """Under the ``lean_forward`` fault the back's skin moves this far away from the heads."""
+    shift_mm: float = Field(default=10.0, ge=0)
+    """Under the ``shift`` fault the back's skin moves this much nearer the heads, at once."""
     load_noise_a: float = Field(default=0.002, ge=0)
     """Standard deviation of the depth drive's load reading (`depth_load_a`)."""
 

@@ -89,6 +89,8 @@ cdef class SimPlant(Hardware):
     cdef double back_stiffness[SIM_BACK_N]
     cdef double press_mm           # how far the heads press into the tissue now (true)
     cdef double load_a             # the depth drive's load now (true, without noise)
+    cdef double back_offset_mm     # the whole back moved (lean_forward, shift faults)
+    cdef double lean_forward_mm, shift_mm
     cdef double load_noise
     cdef uint64_t load_rng
     cdef readonly object back      # sim.back.BackContour, or None (the flat back)

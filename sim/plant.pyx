@@ -35,6 +35,8 @@ cdef enum:
     SIM_FK_SUPPLY_LOW = 8
     SIM_FK_SUPPLY_HIGH = 9
     SIM_FK_OCCUPANT_LEAVES = 10
+    SIM_FK_LEAN_FORWARD = 11
+    SIM_FK_SHIFT = 12
 
 _KIND_CODE = {
     "stall": SIM_FK_STALL,
@@ -47,6 +49,8 @@ _KIND_CODE = {
     "supply_low": SIM_FK_SUPPLY_LOW,
     "supply_high": SIM_FK_SUPPLY_HIGH,
     "occupant_leaves": SIM_FK_OCCUPANT_LEAVES,
+    "lean_forward": SIM_FK_LEAN_FORWARD,
+    "shift": SIM_FK_SHIFT,
 }
 
 _SETPOINT_FIELDS = (
@@ -151,6 +155,9 @@ cdef class SimPlant(Hardware):
         self.back_n = 0
         self.press_mm = 0.0
         self.load_a = 0.0
+        self.back_offset_mm = 0.0
+        self.lean_forward_mm = body.lean_forward_mm
+        self.shift_mm = body.shift_mm
         self.load_noise = body.load_noise_a
         self.load_rng = _splitmix64(seed64 ^ 0x10AD10AD10AD10ADULL) | 1
         if body.back is not None:
@@ -359,9 +366,10 @@ cdef class SimPlant(Hardware):
                 surf = self.back_surface[i] + (self.back_surface[i + 1] - self.back_surface[i]) * f
                 stiff = (self.back_stiffness[i]
                          + (self.back_stiffness[i + 1] - self.back_stiffness[i]) * f)
-            depth = fmax(self.p[2] - surf, 0.0)
+            depth = fmax(self.p[2] - surf - self.back_offset_mm, 0.0)
             body = occ * stiff
         else:
+            depth = fmax(self.p[2] - self.back_offset_mm, 0.0)
             if y <= self.shoulder_mm:
                 body = occ
             elif y <= self.shoulder_mm + self.neck_mm:
@@ -469,6 +477,10 @@ cdef class SimPlant(Hardware):
                 self.supply_base = self.supply_high
             elif f.kind == SIM_FK_OCCUPANT_LEAVES:
                 self.occupied = 0
+            elif f.kind == SIM_FK_LEAN_FORWARD:
+                self.back_offset_mm += self.lean_forward_mm
+            elif f.kind == SIM_FK_SHIFT:
+                self.back_offset_mm -= self.shift_mm
             self.next_fault += 1
         if self.next_fault < self.n_faults:
             self.next_fault_ns = self.faults[self.next_fault].at_ns
@@ -499,13 +511,16 @@ cdef class SimPlant(Hardware):
 
     def true_surface_mm(self, y_mm):
         """Where the skin truly is on the depth axis at `y_mm` (what a contour scan should find):
-        0 on the flat back (up to its neck's top), `sim.back.NO_BODY_MM` above the head."""
+        0 on the flat back (up to its neck's top), `sim.back.NO_BODY_MM` above the head; a user
+        who leaned forward or shifted (`lean_forward`, `shift`) moves it."""
         from sim.back import NO_BODY_MM
 
         y = float(y_mm)
         if self.back is not None:
-            return self.back.surface_at(y)
-        return 0.0 if y <= self.shoulder_mm + self.neck_mm else NO_BODY_MM
+            s = self.back.surface_at(y)
+        else:
+            s = 0.0 if y <= self.shoulder_mm + self.neck_mm else NO_BODY_MM
+        return s if s >= NO_BODY_MM else s + self.back_offset_mm
 
     def true_stiffness(self, y_mm):
         """The tissue's relative stiffness at `y_mm` (1 on the flat back, its neck lighter)."""

@@ -128,7 +128,7 @@ def outcome_of(end_reason: str) -> str:
     """A session's outcome (completed, stopped, fault, estop) from its end reason."""
     if end_reason in ("completed", "estop"):
         return end_reason
-    if end_reason in ("stopped", "occupant_left", "no_occupant", "plan_error"):
+    if end_reason in ("stopped", "occupant_left", "no_occupant", "plan_error", "scan_failed"):
         return "stopped"
     return "fault"
 
