@@ -1,0 +1,144 @@
+"""The back's contour (docs/chair.md §10), measured over generated bodies.
+
+Two figures, each over every curve family of the simulator (docs/simulator.md, Back), several
+heights and seeds:
+
+- **scan**: the contour scan against the plant's hidden truth — the skin's error on the back
+  (up to the shoulder line) and on the neck, max and RMS, and the shoulder line's error;
+- **flat-depth baseline**: what today's fixed depths do on those backs. A program's depth means
+  a press into the tissue; on a contoured back the heads press `depth − surface(y)` instead. For
+  every telemetry sample of the program where the heads press (deeper than the light level), the
+  true press is compared with the intended one: how often the heads do not touch at all, how far
+  they stray (mean and worst), how much deeper than intended they press at worst.
+
+    python -m chair.bench.contour [--seeds 3] [--json PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from core_rt.config import ChairConfig
+
+HEIGHTS_CM = (140.0, 160.0, 175.0, 190.0, 200.0)
+FAMILIES: tuple[str | None, ...] = (
+    None,
+    "flat",
+    "normal",
+    "lordosis",
+    "kyphosis",
+    "slim_blades",
+    "broad_blades",
+)
+
+
+def _session(
+    config: ChairConfig,
+    back: str | None,
+    height: float,
+    seed: int,
+    program: str = "quick",
+    minutes: float | None = None,
+) -> tuple[Any, list[dict[str, Any]], Any]:
+    """One fast session on a back: (result, telemetry, the plant)."""
+    from chair.controller import Controller
+
+    controller = Controller.create(
+        config, pacing="fast", body_height_cm=height, seed=seed, back=back
+    )
+
+    async def main() -> Any:
+        async with controller:
+            session = controller._make_session(program, minutes=minutes, intensity=3, heat="off")
+            controller.session = session
+            return await controller._run_session(session)
+
+    result = asyncio.run(main())
+    return result, controller.last_telemetry, controller.hardware
+
+
+def _rms(xs: list[float]) -> float:
+    return math.sqrt(sum(x * x for x in xs) / len(xs)) if xs else 0.0
+
+
+def scan_accuracy(config: ChairConfig, seeds: int = 3) -> dict[str, Any]:
+    """The contour scan against the plant's truth over every family × height × seed."""
+    back_err: list[float] = []
+    neck_err: list[float] = []
+    shoulder_err: list[float] = []
+    failed = 0
+    for back in FAMILIES:
+        for height in HEIGHTS_CM:
+            for seed in range(seeds):
+                result, _, plant = _session(config, back, height, seed)
+                if result.contour is None:
+                    failed += 1
+                    continue
+                for p in result.contour.points:
+                    e = p.surface_mm - plant.true_surface_mm(p.y_mm)
+                    (back_err if p.y_mm <= plant.true_shoulder_mm else neck_err).append(e)
+                shoulder_err.append(result.shoulder_mm - plant.true_shoulder_mm)
+    return {
+        "sessions": len(FAMILIES) * len(HEIGHTS_CM) * seeds,
+        "scans_failed": failed,
+        "back_max_mm": round(max(map(abs, back_err)), 2),
+        "back_rms_mm": round(_rms(back_err), 2),
+        "neck_max_mm": round(max(map(abs, neck_err)), 2),
+        "neck_rms_mm": round(_rms(neck_err), 2),
+        "shoulder_min_mm": round(min(shoulder_err), 1),
+        "shoulder_max_mm": round(max(shoulder_err), 1),
+    }
+
+
+def flat_depth_baseline(
+    config: ChairConfig, seeds: int = 2, program: str = "relax", minutes: float = 15.0
+) -> dict[str, Any]:
+    """Today's fixed depths on contoured backs: the true press against the intended one."""
+    light = config.depth.level_mm(1)
+    out: dict[str, Any] = {}
+    for back in FAMILIES:
+        dev: list[float] = []
+        untouched = 0
+        n = 0
+        for height in (HEIGHTS_CM[0], HEIGHTS_CM[2], HEIGHTS_CM[-1]):
+            for seed in range(seeds):
+                _, telemetry, plant = _session(config, back, height, seed, program, minutes)
+                for s in telemetry:
+                    if s["state"] != "running" or s["depth_mm"] <= light:
+                        continue
+                    press = max(0.0, s["depth_mm"] - plant.true_surface_mm(s["y_mm"]))
+                    dev.append(press - s["depth_mm"])
+                    untouched += press <= 0.0
+                    n += 1
+        out["flat (before contours)" if back is None else back] = {
+            "samples": n,
+            "untouched_pct": round(100.0 * untouched / n, 1),
+            "mean_abs_mm": round(sum(map(abs, dev)) / n, 1),
+            "worst_shallower_mm": round(-min(dev), 1),
+            "worst_deeper_mm": round(max(dev), 1),
+        }
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(prog="python -m chair.bench.contour", description=__doc__)
+    ap.add_argument("--seeds", type=int, default=3, help="seeds per family and height")
+    ap.add_argument("--json", type=Path, help="write the figures here too")
+    args = ap.parse_args()
+    config = ChairConfig()
+    report = {
+        "scan": scan_accuracy(config, args.seeds),
+        "flat_depth_baseline": flat_depth_baseline(config, max(1, args.seeds - 1)),
+    }
+    print(json.dumps(report, indent=2))
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()
