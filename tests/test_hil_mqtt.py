@@ -6,8 +6,10 @@ core), mosquitto; the test is only an MQTT client. The session's telemetry (publ
 and the summary carried by its `session_finished` event go through the independent checker.
 
 A session is at least 5 minutes by the reference chair's config; to keep the suite short this
-test's chair config allows 1-minute sessions and a 2-second shoulder window (`--config`, the one
-place chair numbers live), and runs the built-in `quick` program for 2 minutes.
+test's chair config allows 1-minute sessions and a 1-second shoulder window (`--config`, the one
+place chair numbers live). The program is delivered over MQTT (`install_program`, so it passes
+`chair validate`'s full verification on the chair) and runs for one minute: kneading, then
+tapping, with the heat on (`tests/data/hil_minute.toml`).
 """
 
 from __future__ import annotations
@@ -29,7 +31,8 @@ from tests.mqtt_helpers import Observer
 pytestmark = [pytest.mark.hil, pytest.mark.realtime, pytest.mark.broker]
 
 ROOT = Path(__file__).resolve().parents[1]
-MINUTES = 2.0
+MINUTES = 1.0
+PROGRAM = ROOT / "tests" / "data" / "hil_minute.toml"
 FOUND = (100.0, 90.0, 40.0)
 """Where the board starts (carriage, width, depth mm): below the seat, narrowest, pressing."""
 
@@ -61,9 +64,11 @@ async def test_a_whole_session_over_mqtt_with_the_board_on_the_link(tmp_path: Pa
             try:
                 async with Observer(broker.url, base="massagechair/hil") as obs:
                     await obs.wait_for("availability", lambda m: m.payload == b"online", timeout=20)
+                    r = await obs.cmd("install_program", toml=PROGRAM.read_text(), timeout=20)
+                    assert r["ok"], r
                     mark = obs.mark()
                     r = await obs.cmd(
-                        "start", program="quick", minutes=MINUTES, heat="low", timeout=20
+                        "start", program="hil_minute", minutes=MINUTES, heat="low", timeout=20
                     )
                     assert r["ok"], r
                     done = await obs.wait_for(
