@@ -18,6 +18,7 @@ stretch of soft tissue (`contour.neck_stiffness`) that lasts `contour.neck_min_m
 from __future__ import annotations
 
 import bisect
+import functools
 import itertools
 import math
 import statistics
@@ -72,13 +73,15 @@ class BackContour:
 
     def as_pairs(self, step_mm: float = 0.0) -> list[list[float]]:
         """``[[y_mm, surface_mm], ...]`` (the summary's `body.contour`), `step_mm` or more
-        apart."""
-        out: list[list[float]] = []
-        for p in self.points:
-            if out and p.y_mm - out[-1][0] < step_mm:
-                continue
-            out.append([round(p.y_mm, 1), round(p.surface_mm, 2)])
-        return out
+        apart. Every state payload carries it: the rounding is done once per contour."""
+        cache = self._pairs_cache
+        if step_mm not in cache:
+            cache[step_mm] = _pairs(self.points, step_mm)
+        return [list(pair) for pair in cache[step_mm]]
+
+    @functools.cached_property
+    def _pairs_cache(self) -> dict[float, tuple[tuple[float, float], ...]]:
+        return {}
 
 
 def in_contact(s: SurfaceSample, contour: Contour) -> bool:
@@ -258,3 +261,12 @@ def scan_problem(
     if shoulder_mm - prev[0] > contour.gap_max_mm:
         return f"the back left the heads above {prev[0]:.0f} mm (leaning forward?)"
     return None
+
+
+def _pairs(points: tuple[SkinPoint, ...], step_mm: float) -> tuple[tuple[float, float], ...]:
+    out: list[tuple[float, float]] = []
+    for p in points:
+        if out and p.y_mm - out[-1][0] < step_mm:
+            continue
+        out.append((round(p.y_mm, 1), round(p.surface_mm, 2)))
+    return tuple(out)

@@ -99,6 +99,8 @@ class Page:
 
     ws: ClientConnection
     messages: list[tuple[str, Any]] = field(default_factory=list)
+    replies: dict[Any, dict[str, Any]] = field(default_factory=dict)
+    """The first reply to each id (a flood's replies are looked up, not searched)."""
     closed: asyncio.Event = field(default_factory=asyncio.Event)
     _new: asyncio.Condition = field(default_factory=asyncio.Condition)
     _seq: int = 0
@@ -109,6 +111,8 @@ class Page:
                 msg = json.loads(raw)
                 async with self._new:
                     self.messages.append((msg["topic"], msg["payload"]))
+                    if msg["topic"] == "reply":
+                        self.replies.setdefault(msg["payload"].get("id"), msg["payload"])
                     self._new.notify_all()
         except websockets.ConnectionClosed:
             pass
@@ -147,7 +151,7 @@ class Page:
 
     async def reply_to(self, cid: str, timeout: float = 30.0) -> dict[str, Any]:
         def seen() -> dict[str, Any] | None:
-            return next((r for r in self.on("reply") if r["id"] == cid), None)
+            return self.replies.get(cid)
 
         result: dict[str, Any] = await self.wait_for(f"reply to {cid}", seen, timeout)
         return result
