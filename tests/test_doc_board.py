@@ -186,7 +186,12 @@ def test_session_scans_and_stops_cleanly(
         out, err = run.communicate(timeout=30)
         print(out, err)
         with board.cond:  # what the board saw, for a failure's post-mortem
+            print(*(json.dumps(e) for e in board.events[:40]), "...", sep="\n")
             print(*(json.dumps(e) for e in board.events[-40:]), sep="\n")
+        if summary_path.exists():  # and how the chair saw its session
+            summary = json.loads(summary_path.read_text())
+            shown = ("end_reason", "completed", "faults", "notes", "link", "loop", "commands")
+            print(json.dumps({k: summary.get(k) for k in shown}))
     assert run.returncode == 128 + signal.SIGTERM, err
 
     summary = json.loads(summary_path.read_text())
