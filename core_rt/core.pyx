@@ -109,6 +109,12 @@ cdef inline int64_t _dur_ns(double seconds) noexcept nogil:
     return <int64_t>ceil(seconds * 1e9 - 1e-3)
 
 
+cdef inline bint _axis_command(const chair_command* c) noexcept nogil:
+    """A move or a rate for an axis (what makes the axis busy once the tick takes it)."""
+    return ((c.kind == CHAIR_CMD_MOVE or c.kind == CHAIR_CMD_RATE)
+            and 0 <= c.axis < CHAIR_N_AXES)
+
+
 cdef inline int _q_push(Queue* q, const chair_command* c) noexcept nogil:
     if q.length >= QCAP:
         return -1
@@ -193,6 +199,12 @@ cdef class Core:
     cdef double max_knead_rpm, max_tap_hz
     cdef int64_t last_sent_ns, last_applied_ns
     cdef int64_t late_commands, late_max_ns  # timed commands taken after their start time
+    # An axis's moves and rates pushed by the asyncio side / taken by the tick (each array
+    # written by one thread only): while they differ a command for the axis is in flight and
+    # `snapshot()` counts the axis busy (in real time the tick may be late: "two ticks after
+    # sending" is a guess, this is the fact).
+    cdef uint64_t moves_sent[CHAIR_N_AXES]
+    cdef uint64_t moves_taken[CHAIR_N_AXES]
     # real-time loop
     cdef rt_loop loop
     cdef int efd
@@ -647,6 +659,8 @@ cdef class Core:
         self.wake = 0
         while spsc_pop(&self.cmd_ring, &c) == 0:
             self._command(&c)
+            if _axis_command(&c):
+                self.moves_taken[c.axis] += 1
         if ((self.mode == CHAIR_MODE_RUN or self.mode == CHAIR_MODE_BRAKE)
                 and not self.reseat_pending):  # pose unknown: what is due waits (see below)
             self._start_due()
@@ -795,6 +809,8 @@ cdef class Core:
     cdef void _send(self, chair_command* c) except *:
         if spsc_push(&self.cmd_ring, c) != 0:
             raise RuntimeError("core command ring full: the tick is not consuming commands")
+        if _axis_command(c):
+            self.moves_sent[c.axis] += 1
 
     def move(self, axis, goal, *, v_max=None, a_max=None, j_max=None,
              at_ns=0, hold_s=0.0, sent_ns=0):
@@ -1090,14 +1106,17 @@ cdef class Core:
         }
 
     def snapshot(self):
-        """The commanded state right now (virtual time; approximate while the loop runs)."""
+        """The commanded state right now (virtual time; approximate while the loop runs). An
+        axis is `busy` while it moves, has moves queued, or while a move or rate sent for it has
+        not yet been taken by the tick (so a wait for rest never ends before a move has begun)."""
         return {
             "t_ns": self.now_ns,
             "mode": MODES[self.mode],
             "fault": FAULT_CODES[self.fault],
             "axes": {AXES[i]: (self.ax[i].p, self.ax[i].v, self.ax[i].a)
                      for i in range(CHAIR_N_AXES)},
-            "busy": {AXES[i]: bool(self.ax[i].busy or self.q[i].length)
+            "busy": {AXES[i]: bool(self.moves_sent[i] != self.moves_taken[i]
+                                   or self.ax[i].busy or self.q[i].length)
                      for i in range(CHAIR_N_AXES)},
             "heat_target_c": self.heater.target_c,
             "heater_duty": self.heater.duty,

@@ -264,6 +264,24 @@ def test_hold_keeps_the_axis_busy_and_delays_the_next_move() -> None:
     assert [e.t_ns for e in idle] == [release + math.ceil(second * S - 1e-3)]
 
 
+def test_a_command_not_yet_taken_by_the_tick_counts_as_busy() -> None:
+    # In real time the tick can be late (a loaded machine): a wait for rest that looks before
+    # the tick has taken the move must not see the chair at rest (it once ended a body scan
+    # before the heads had moved: the doc board's session test, docs/core.md).
+    rig = Rig()
+    rig.run(0.01)
+    assert not any(rig.core.snapshot()["busy"].values())
+    rig.core.move("depth", level_mm(2))  # sent, no tick has run since
+    rig.core.rate("kneading", 30.0)
+    assert {a for a, b in rig.core.snapshot()["busy"].items() if b} == {"depth", "kneading"}
+    rig.run(0.001)  # taken: moving now
+    assert {a for a, b in rig.core.snapshot()["busy"].items() if b} == {"depth", "kneading"}
+    rig.core.heat(40.0)  # not a motion: nothing waits for it to come to rest
+    rig.core.rate("kneading", 0.0)
+    rig.run(10.0)
+    assert not any(rig.core.snapshot()["busy"].values())
+
+
 def test_a_single_move_with_a_hold_reports_idle_after_the_hold() -> None:
     rig = Rig()
     rig.core.move("width", CFG.width.medium_mm, hold_s=1.5)
