@@ -11,10 +11,17 @@ a change, the previous area too until the heads have eased off to light contact 
 they are first). Its zone order and dwell are the user's, not a plan's: the zone order the core
 reported must match the telemetry's instead. In every session tapping runs only at a width that
 is reached (never while the width moves).
+
+Once the back's contour is scanned, depth caps apply to the press into the tissue (docs/chair.md
+§10): the checker computes it as `depth_mm − surface_mm` itself, and holds the telemetry's
+`surface_mm` to the contour the summary published: never deeper than it (beyond `SURFACE_TOL_MM`,
+the fit's smoothing of the scan's noise), so a surface that would press harder than the press
+says is caught too.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -36,6 +43,19 @@ AREA_TOL_MM = 0.01
 """The summary publishes a manual area's span to 0.001 mm."""
 DEPTH_STILL_MM = 0.01
 """Depth changing less than this between two samples: the heads are not pressing in or out."""
+SURFACE_TOL_MM = 3.0
+"""The surface the heads follow may lie this much deeper than the scanned contour's points (the
+least-squares fit smooths the scan's noise: docs/chair.md §10)."""
+
+
+def _contour_at(pairs: Sequence[Sequence[float]], y: float) -> float:
+    """The published contour at `y`: linear between its points, flat beyond its ends."""
+    if y <= pairs[0][0]:
+        return float(pairs[0][1])
+    for (y0, s0), (y1, s1) in itertools.pairwise(pairs):
+        if y <= y1:
+            return float(s0 + (s1 - s0) * (y - y0) / (y1 - y0)) if y1 > y0 else float(s1)
+    return float(pairs[-1][1])
 
 
 def zone_at(y: float, zones: Mapping[str, Sequence[float]]) -> str | None:
@@ -66,6 +86,7 @@ def check_session(
     car, dep = config.carriage, config.depth
     lim = car.limits
     caps = config.body.zone_caps
+    contour = body.get("contour") or []
 
     def once(msg: str) -> None:
         if msg not in v:
@@ -109,7 +130,19 @@ def check_session(
         depth = s["depth_mm"]
         knead = abs(s["knead_rpm"])
         tap = abs(s["tap_hz"])
-        pressing = depth > dep.retracted_mm + EPS or knead > 0 or tap > 0
+        surface = s.get("surface_mm")
+        if surface is not None and not contour:
+            once(f"t={t:.2f}s: a surface {surface:.2f} mm without a scanned contour")
+        elif surface is not None and surface - _contour_at(contour, y) > SURFACE_TOL_MM:
+            # deeper than the scanned skin, the heads would press harder than the press says
+            # (a surface nearer than the skin, as over the neck's curve, presses lighter)
+            once(
+                f"t={t:.2f}s: surface {surface:.2f} mm at {y:.1f} mm lies deeper than the "
+                f"scanned contour's {_contour_at(contour, y):.2f} mm"
+            )
+        # how far the heads press into the tissue (from home where no surface is known)
+        press = depth if surface is None else depth - surface
+        pressing = press > dep.retracted_mm + EPS or knead > 0 or tap > 0
         if found and depth <= dep.retracted_mm + EPS:
             found = False  # retracted: every rule applies from here on
         if found:
@@ -143,8 +176,11 @@ def check_session(
             z = zone_at(y, zones)
             if z is not None:
                 cap = caps[z]
-                if depth > dep.level_mm(cap.depth_level) + EPS:
-                    once(f"t={t:.2f}s: depth {depth:.2f} mm over the {z} cap")
+                # the contour scan follows the skin at a light touch by its load before any
+                # surface is known (its depth is the skin's, not a press: docs/core.md)
+                following = contour and s["state"] == SessionState.SCANNING
+                if press > dep.level_mm(cap.depth_level) + EPS and not following:
+                    once(f"t={t:.2f}s: depth {press:.2f} mm over the {z} cap")
                 if tap > cap.tap_hz + EPS:
                     once(f"t={t:.2f}s: tapping {tap:.2f} Hz over the {z} cap")
                 if knead > cap.knead_rpm + EPS:
@@ -177,12 +213,15 @@ def check_session(
             lo, hi = manual_rows[manual_i][1]["span_mm"]
             areas = [(float(lo), float(hi)), *areas]
         if areas and s["state"] in (SessionState.RUNNING, SessionState.PAUSED):
-            if depth <= light_mm + EPS:
-                areas = areas[:1]  # eased off: only the area in force counts from here
+            if press <= light_mm + EPS:
+                if last_depth is None or press <= last_depth + EPS:
+                    # eased off (not pressing in through light contact when the change came:
+                    # the heads brake where they are first): only the area in force counts
+                    areas = areas[:1]
             elif not any(lo - AREA_TOL_MM <= y <= hi + AREA_TOL_MM for lo, hi in areas):
                 lo, hi = areas[0]
                 once(
-                    f"t={t:.2f}s: pressing {depth:.2f} mm at {y:.1f} mm outside the manual "
+                    f"t={t:.2f}s: pressing {press:.2f} mm at {y:.1f} mm outside the manual "
                     f"area {lo:.1f}-{hi:.1f} mm"
                 )
         while level_i + 1 < len(levels) and levels[level_i + 1][0] <= t:
@@ -204,17 +243,17 @@ def check_session(
             and s["technique"] not in HOLD_TECHNIQUES
             and abs(s["v_mm_s"]) < rest_v
             and last_depth is not None
-            and abs(depth - last_depth) <= DEPTH_STILL_MM
-            and depth > light_mm + EPS
+            and abs(press - last_depth) <= DEPTH_STILL_MM
+            and press > light_mm + EPS
         )
-        last_depth = depth
+        last_depth = press
         if not resting:
             rest_since = None
         elif rest_since is None:
             rest_since = t
         elif t - rest_since > rest_max_s + EPS:
             once(
-                f"t={t:.2f}s: standing still pressing {depth:.2f} mm (deeper than level 1) "
+                f"t={t:.2f}s: standing still pressing {press:.2f} mm (deeper than level 1) "
                 f"for more than {rest_max_s:g} s in {s['technique']}"
             )
         if running:

@@ -139,6 +139,7 @@ class ManualSession(Session):
             start_width_mm=pose[1],
             start_depth_mm=pose[2],
             zone_intensity=self.zone_intensity,
+            surface=self.surface,
         )
         # the session's heat holds across segments: a segment's closing heat-off is not sent
         # (the settle turns the heater off)

@@ -35,6 +35,7 @@ from chair.driver import CoreDriver
 from chair.lifecycle import LATCHED, SessionEvent, SessionState
 from chair.programs.model import Program
 from chair.programs.plan import Action, PlanError, SessionPlan, build_plan
+from chair.surface import PressSurface, surface_from_contour
 from core_rt.config import AXES, ZONES, ChairConfig
 from core_rt.core import FAULT_CODES, FAULT_MESSAGES, MODES, CoreEvent, SurfaceSample, Telemetry
 
@@ -76,6 +77,11 @@ def telemetry_sample(
         "heat_target_c": r.heat_target_c,
         "heat_c": r.heat_c,
         "fault": FAULT_CODES[r.fault],
+        "surface_mm": r.surface_mm if math.isfinite(r.surface_mm) else None,
+        "press_mm": r.press_mm if math.isfinite(r.press_mm) else None,
+        "y_meas_mm": r.y_meas_mm,
+        "depth_meas_mm": r.depth_meas_mm,
+        "depth_load_a": r.depth_load_a if math.isfinite(r.depth_load_a) else None,
     }
 
 
@@ -174,6 +180,9 @@ class Session:
         self.zones: dict[str, tuple[float, float]] = {}
         self.contour: BackContour | None = None
         """The back's contour from the body scan (docs/chair.md §10); None without one."""
+        self._scanned_shoulder_mm = 0.0
+        self.surface: PressSurface | None = None
+        """The surface the heads press relative to, from the contour (docs/chair.md §10)."""
         self.plan: SessionPlan | None = None
         self.fault: Fault | None = None
         self.faults: list[Fault] = []
@@ -389,6 +398,7 @@ class Session:
                     self.end_reason = again.reason
             if self.state.latched:
                 await self._until_at_rest()
+                self._clear_surface()  # a latched core's depth is absolute already
         finally:
             self._done = True
             self._stop_program_clock()
@@ -586,6 +596,7 @@ class Session:
         core.move("depth", cfg.depth.min_mm)
         await self._wait_idle({"depth"})
         self.shoulder_mm = min(shoulder, top)
+        self._scanned_shoulder_mm = self.shoulder_mm  # the body's (a nudge moves the zones)
         self._emit(SessionEvent.SHOULDER_DETECTED, shoulder_mm=round(self.shoulder_mm, 1))
         self._on_change()
 
@@ -727,6 +738,30 @@ class Session:
         self.shoulder_mm = shoulder
         self.zones = self.config.zones_for_shoulder(self.shoulder_mm)
         self.core.set_body(self.zones)
+        await self._press_relative()
+
+    async def _press_relative(self) -> None:
+        """With a scanned contour, from here on depths are presses into the tissue: the core
+        gets the surface and the zones' load bounds (`chair.surface`) and the depth axis follows
+        the surface (docs/chair.md §10). Taken at rest (the scan left the heads home), before
+        the program's first move."""
+        if not self.contour or not self.config.contour.press_relative:
+            return
+        self.surface = surface_from_contour(
+            self.contour, self.config, self.zones, self._scanned_shoulder_mm
+        )
+        sf = self.surface
+        self.core.set_surface(sf.y0_mm, sf.step_mm, sf.control_mm, sf.load_max_a)
+        self.core.press_relative(True)
+        # the heads come forward to the skin (press 0: touching, not pressing), so that the
+        # carriage never carries them short of the skin by a fixed gap where the back comes nearer
+        self.core.move("depth", 0.0)
+        await self._wait_idle({"depth"})
+
+    def _clear_surface(self) -> None:
+        if self.surface is not None:
+            self.core.clear_surface()
+            self.surface = None
 
     # ---- the program -------------------------------------------------------------------------
 
@@ -744,6 +779,7 @@ class Session:
             start_width_mm=snap["width"][0],
             start_depth_mm=snap["depth"][0],
             zone_intensity=self.zone_intensity,
+            surface=self.surface,
         )
 
     def _rebuilt(self) -> SessionPlan:
@@ -760,6 +796,7 @@ class Session:
             start_width_mm=self.plan.start_width_mm,
             start_depth_mm=self.plan.start_depth_mm,
             zone_intensity=self.zone_intensity,
+            surface=self.surface,
         )
 
     def _replan(self) -> None:
@@ -1023,9 +1060,11 @@ class Session:
         core.heat(0.0)
         core.brake()
         await self._wait_idle(set(AXES))
+        core.press_relative(False)  # the heads retract to their home, whatever the back's surface
         core.move("depth", cfg.depth.min_mm)
         core.move("width", cfg.width.park_mm)
         await self._wait_idle({"depth", "width"})
+        self._clear_surface()
         core.move("carriage", cfg.carriage.park_mm)
         await self._wait_idle({"carriage"})
         core.set_body(None)

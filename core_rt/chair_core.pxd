@@ -40,6 +40,8 @@ cdef extern from "chair_core.h" nogil:
         CHAIR_CMD_FAULT
         CHAIR_CMD_SCAN
         CHAIR_CMD_CONTOUR
+        CHAIR_CMD_SURFACE
+        CHAIR_CMD_PRESS
     enum:
         CHAIR_FAULT_NONE
         CHAIR_FAULT_TRACK_RANGE
@@ -63,6 +65,7 @@ cdef extern from "chair_core.h" nogil:
         CHAIR_FAULT_TRACKING
         CHAIR_FAULT_TAPPING_WIDTH
         CHAIR_FAULT_COMMAND
+        CHAIR_FAULT_ZONE_LOAD
         CHAIR_N_FAULTS
     enum:
         CHAIR_EVT_FAULT
@@ -154,6 +157,7 @@ cdef extern from "chair_core.h" nogil:
         double contour_floor_mm
         double contour_search_mm_s
         int64_t contour_touch_samples
+        int64_t zone_load_ns
 
     ctypedef struct chair_command:
         int32_t kind
@@ -183,6 +187,10 @@ cdef extern from "chair_core.h" nogil:
         double knead_rpm, tap_hz
         double heat_target_c, heat_c, heater_duty
         double y_meas_mm
+        double surface_mm
+        double press_mm
+        double depth_load_a
+        double depth_meas_mm
 
     ctypedef struct chair_surface_sample:
         int64_t t_ns

@@ -78,8 +78,13 @@ class Depth(_Model):
     """How far the heads protrude into the body ("3D")."""
 
     min_mm: float = 0.0
-    max_mm: float = 40.0
+    max_mm: float = 80.0
+    """The heads' reach from their home: a back's deepest hollow (the lumbar curve, up to about
+    40 mm from the backrest, docs/simulator.md Back) plus the deepest level, so a level means the
+    same press into the tissue everywhere on the back (docs/chair.md §10)."""
     levels_mm: tuple[float, float, float, float, float] = (8.0, 16.0, 24.0, 32.0, 40.0)
+    """Levels 1..5: press depths into the tissue once the back's surface is scanned; depths from
+    the heads' home on a chair that cannot scan it (its skin taken at home)."""
     retracted_mm: float = 1.0
     """At or below this depth the heads do not press (park, light returns are level 1 = 8 mm)."""
     limits: MotionLimits = MotionLimits(
@@ -258,6 +263,26 @@ class Contour(_Model):
     """The shoulder line is where the skin, followed down from the neck, stops climbing this
     steeply (mm on the depth axis per mm of track): where the neck began to curve away (a
     shoulder blade's flank is gentler)."""
+    # pressing relative to the surface (docs/chair.md §10, `chair.surface`)
+    press_relative: bool = True
+    """Once the contour is scanned, depth levels are presses into the tissue, relative to its
+    surface. False: fixed depths from the heads' home, as a chair without a contour (the
+    baseline the contour is measured against)."""
+    surface_smoothing: float = Field(default=4.0, ge=0)
+    """The surface the heads follow is a least-squares B-spline through the scanned skin with
+    this weight on its bending (second differences of its control points): the scan's noise
+    smoothed away, the back's curves kept."""
+    follow_fraction: float = Field(default=0.8, gt=0, le=1)
+    """While the carriage strokes with the heads pressing, the depth axis follows the surface
+    under it: the carriage's speed, acceleration and jerk are lowered where the surface is steep
+    so that following takes at most this fraction of the depth's limits."""
+    load_allowance_mm: float = Field(default=3.0, ge=0)
+    """A zone's bound on the depth drive's load is its cap's press plus this (the scan's and the
+    following's error), on the zone's stiffest scanned tissue..."""
+    load_stiffness_margin: float = Field(default=1.25, ge=1)
+    """...taken this much stiffer (the stiffness fit's error)."""
+    reach_margin_mm: float = Field(default=2.0, ge=0)
+    """A press is never planned deeper than the depth's reach over the surface less this."""
 
     @model_validator(mode="after")
     def _check(self) -> Contour:
@@ -289,6 +314,10 @@ class Faults(_Model):
     tracking_error_max_mm: tuple[float, float, float] = (40.0, 15.0, 10.0)
     """Carriage, width, depth: encoder this far from its setpoint is a fault (above what an axis
     travels in one stall window plus its brake, so a jam is reported as the stall it is)."""
+    zone_load_ms: float = Field(default=20.0, ge=0)
+    """While a scanned surface is set, the depth drive's load above its zone's bound (or missing)
+    this long is a `zone_load` fault: the pressing force is bounded whatever the surface says
+    (docs/chair.md §10)."""
 
 
 class Link(_Model):

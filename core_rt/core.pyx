@@ -22,7 +22,7 @@ struct each, in this object) and report what they find through `_report`, at onc
 fault is latched at the very check that found it.
 """
 
-from libc.math cimport fabs, fmax, fmin, isfinite, ceil, sqrt
+from libc.math cimport fabs, fmax, fmin, isfinite, ceil, sqrt, NAN
 from libc.string cimport memset
 from libc.stdint cimport int32_t, int64_t, uint32_t, uint64_t
 from libc.errno cimport errno
@@ -32,9 +32,11 @@ from core_rt.motion cimport (
     Axis, Profile, profile_move, profile_velocity, profile_hold, profile_eval,
 )
 from core_rt.guard cimport (
-    Guard, guard_init, guard_fed, guard_set_body, guard_rest, guard_commanded, guard_measured,
+    Guard, guard_init, guard_fed, guard_set_body, guard_set_load, guard_rest, guard_commanded,
+    guard_measured,
 )
 from core_rt.heater cimport Heater, heater_init, heater_off, heater_set, heater_step
+from core_rt.surface cimport Surface, SURFACE_MAX, surface_clear, surface_eval
 from core_rt.records cimport telemetry_record, event_record, surface_record
 from core_rt.hardware cimport Hardware
 from core_rt.rtloop cimport (
@@ -61,6 +63,7 @@ FAULT_CODES = (
     "zone_kneading", "velocity", "acceleration", "over_temperature", "thermistor",
     "heater_not_heating", "stall", "limit_switch", "overcurrent", "supply_voltage",
     "controller_stalled", "link_lost", "board", "tracking", "tapping_width", "command",
+    "zone_load",
 )
 """Stable fault code names, indexed by the C enum chair_fault."""
 
@@ -86,6 +89,7 @@ FAULT_MESSAGES = {
     "tracking": "an axis is far from its setpoint",
     "tapping_width": "tapping while the width axis is moving",
     "command": "an invalid command reached the core",
+    "zone_load": "the heads press harder than the zone allows (depth drive's load)",
 }
 
 MODES = ("run", "brake", "fault", "estop")
@@ -110,8 +114,9 @@ cdef inline int64_t _dur_ns(double seconds) noexcept nogil:
 
 
 cdef inline bint _axis_command(const chair_command* c) noexcept nogil:
-    """A move or a rate for an axis (what makes the axis busy once the tick takes it)."""
-    return ((c.kind == CHAIR_CMD_MOVE or c.kind == CHAIR_CMD_RATE)
+    """A move, a rate or a press switch for an axis (what makes the axis busy once the tick
+    takes it)."""
+    return ((c.kind == CHAIR_CMD_MOVE or c.kind == CHAIR_CMD_RATE or c.kind == CHAIR_CMD_PRESS)
             and 0 <= c.axis < CHAIR_N_AXES)
 
 
@@ -184,6 +189,15 @@ cdef class Core:
     cdef int follow_have_prev[2]
     cdef int zone
     cdef int last_contact
+    # pressing relative to the surface (docs/core.md): while press_on, the depth's moves drive
+    # `press` (mm into the tissue) and the depth axis commands press + the surface under the
+    # carriage
+    cdef Surface surf               # the scanned surface (n == 0: none)
+    cdef Surface surf_next          # the next one, loaded piece by piece (CHAIR_CMD_SURFACE)
+    cdef int press_on
+    cdef Axis press
+    cdef double surface_now         # the surface under the carriage this tick (NaN: none)
+    cdef double press_now           # depth − surface this tick (NaN: no surface)
     # the controlled stop
     cdef int at_rest_pending
     cdef int retract_pending
@@ -243,6 +257,11 @@ cdef class Core:
         self.tlm_countdown = 0
         guard_init(&self.guard, &self.lim, _report, <void*>self)
         heater_init(&self.heater, _report, <void*>self)
+        surface_clear(&self.surf)
+        surface_clear(&self.surf_next)
+        self.press_on = 0
+        self.surface_now = NAN
+        self.press_now = NAN
         self.last_contact = -1
         self.zone = CHAIR_ZONE_NONE
         c = config
@@ -280,6 +299,8 @@ cdef class Core:
         x.a = 0
         x.j = 0
         x.goal = p
+        x.a_lim = self.lim.axis[i].a_max
+        x.j_lim = self.lim.axis[i].j_max
         if i < CHAIR_N_POSITION_AXES:
             guard_rest(&self.guard, i, p, self.now_ns)
 
@@ -341,10 +362,16 @@ cdef class Core:
             self.q[i].length = 0
             self.q[i].head = 0
         for i in range(CHAIR_N_AXES):
-            x = &self.ax[i]
+            x = self._drive(i)
             self._eval_now(x)
             am = self.lim.axis[i].estop_a_max if emergency else self.lim.axis[i].a_max
             jm = self.lim.axis[i].estop_j_max if emergency else self.lim.axis[i].j_max
+            if self.press_on and i < CHAIR_N_POSITION_AXES:
+                # pressing relative to the surface: the depth follows the carriage over the
+                # skin, so a brake keeps to the limits the planner coordinated the move with
+                # (docs/core.md, Pressing relative to the surface)
+                am = fmin(am, x.a_lim)
+                jm = fmin(jm, x.j_lim)
             if x.v == 0 and x.a == 0 and i < CHAIR_N_POSITION_AXES:
                 profile_hold(&x.prof, x.p, 0.0)
             else:
@@ -361,7 +388,18 @@ cdef class Core:
             x.end_ns = self.now_ns + _dur_ns(x.prof.duration)
             x.goal = x.prof.pb[7]
             x.busy = 1
+            x.a_lim = am
+            x.j_lim = jm
+        if self.press_on:
+            self._compose_depth()
         self.at_rest_pending = 1
+
+    cdef inline Axis* _drive(self, int i) noexcept nogil:
+        """The profile axis i's commands drive: the press while pressing relative to the
+        surface (depth), else the axis itself."""
+        if i == CHAIR_AXIS_DEPTH and self.press_on:
+            return &self.press
+        return &self.ax[i]
 
     cdef inline void _eval_now(self, Axis* x) noexcept nogil:
         """The axis's state at this tick (a command handled before the tick's own evaluation
@@ -374,11 +412,14 @@ cdef class Core:
         self.mode = CHAIR_MODE_FAULT
         self.fault = code
         heater_off(&self.heater)
+        if self.press_on:
+            self._press_off()  # a latched chair's depth is absolute: it brakes where it is
         self._brake_all(0)
         # pressing where it must not: the safe state has the heads retracted (then a reset can
         # never re-latch on the same pressing)
         self.retract_pending = (code == CHAIR_FAULT_BODY_RANGE or code == CHAIR_FAULT_ZONE_DEPTH
-                                or code == CHAIR_FAULT_SPINE_CLEARANCE)
+                                or code == CHAIR_FAULT_SPINE_CLEARANCE
+                                or code == CHAIR_FAULT_ZONE_LOAD)
         self._event(CHAIR_EVT_FAULT, code, value, limit, axis)
 
     cdef void _estop(self) noexcept nogil:
@@ -386,6 +427,8 @@ cdef class Core:
             return
         self.mode = CHAIR_MODE_ESTOP
         heater_off(&self.heater)
+        if self.press_on:
+            self._press_off()
         self._brake_all(1)
         self._event(CHAIR_EVT_ESTOP, self.fault, 0, 0, -1)
 
@@ -397,6 +440,7 @@ cdef class Core:
         the guard's tracking check faults on it in the same tick."""
         cdef int i
         cdef double p
+        self.press_on = 0  # the encoders are absolute (and a latched chair never presses on)
         for i in range(CHAIR_N_POSITION_AXES):
             p = self.st.pos_mm[i]
             if isfinite(p):
@@ -454,9 +498,19 @@ cdef class Core:
                 self.scan_on = c.axis
             elif k == CHAIR_CMD_CLEAR_STATS:
                 self._clear_stats()
+            elif k == CHAIR_CMD_SURFACE:
+                self._surface_command(c)
             return
         elif k == CHAIR_CMD_BRAKE:
             self._brake_all(0)
+        elif k == CHAIR_CMD_PRESS:
+            # in order with the depth's moves
+            if c.axis != CHAIR_AXIS_DEPTH:
+                self._fault(CHAIR_FAULT_COMMAND, k, 0, c.axis if 0 <= c.axis < CHAIR_N_AXES else -1)
+            elif _q_push(&self.q[CHAIR_AXIS_DEPTH], c) != 0:
+                self._fault(CHAIR_FAULT_COMMAND, QCAP, QCAP, CHAIR_AXIS_DEPTH)
+        elif k == CHAIR_CMD_SURFACE:
+            self._surface_command(c)
         elif k == CHAIR_CMD_MOVE or k == CHAIR_CMD_RATE:
             if 0 <= c.axis < CHAIR_N_AXES and (
                 (k == CHAIR_CMD_MOVE) == (c.axis < CHAIR_N_POSITION_AXES)):
@@ -484,7 +538,9 @@ cdef class Core:
             self.scan_on = c.axis
             self.last_contact = -1
         elif k == CHAIR_CMD_CONTOUR:
-            if c.axis and not self.follow_on:
+            if c.axis and self.press_on:
+                self._fault(CHAIR_FAULT_COMMAND, k, 1, CHAIR_AXIS_DEPTH)  # one owner of the depth
+            elif c.axis and not self.follow_on:
                 self._follow_start()
             elif not c.axis and self.follow_on:
                 self._follow_stop()
@@ -492,6 +548,144 @@ cdef class Core:
             self._clear_stats()
         else:
             self._fault(CHAIR_FAULT_COMMAND, k, 0, -1)  # unknown command kind
+
+    # ------------------------------------------------------------------------------------------
+    # pressing relative to the surface (docs/core.md)
+    # ------------------------------------------------------------------------------------------
+
+    cdef void _surface_command(self, const chair_command* c) noexcept nogil:
+        """A piece of the next surface, its zones' load bounds, or the commit that makes it
+        the surface (count 0: none). A commit is refused (a `command` fault) while the heads
+        press relative to the surface, or when what it commits is not a surface."""
+        cdef int i, n, base
+        cdef double y0, step, v
+        cdef Surface* s = &self.surf_next
+        if c.axis >= 0:
+            base = 2 + 8 * c.axis  # two padding points come first
+            for i in range(8):
+                if base + i < SURFACE_MAX - 2:
+                    s.c[base + i] = c.value[i]
+            return
+        if c.axis == -1:
+            for i in range(CHAIR_N_ZONES):
+                s.load_max_a[i] = c.value[i]
+            return
+        if c.axis != -2:
+            self._fault(CHAIR_FAULT_COMMAND, CHAIR_CMD_SURFACE, c.axis, -1)
+            return
+        if self.press_on:
+            self._fault(CHAIR_FAULT_COMMAND, CHAIR_CMD_SURFACE, 1, CHAIR_AXIS_DEPTH)
+            return
+        n = <int>c.value[2]
+        if n == 0:
+            surface_clear(&self.surf)
+            guard_set_load(&self.guard, NULL)
+            return
+        y0 = c.value[0]
+        step = c.value[1]
+        if not (2 <= n <= SURFACE_MAX - 4 and isfinite(y0) and isfinite(step) and step > 0):
+            self._fault(CHAIR_FAULT_COMMAND, CHAIR_CMD_SURFACE, n, -1)
+            return
+        for i in range(2, n + 2):
+            v = s.c[i]
+            if not (isfinite(v) and self.lim.axis[CHAIR_AXIS_DEPTH].min_mm <= v
+                    <= self.lim.axis[CHAIR_AXIS_DEPTH].max_mm):
+                self._fault(CHAIR_FAULT_COMMAND, CHAIR_CMD_SURFACE, v, CHAIR_AXIS_DEPTH)
+                return
+        for i in range(CHAIR_N_ZONES):
+            v = s.load_max_a[i]
+            if not (isfinite(v) and v > 0):
+                self._fault(CHAIR_FAULT_COMMAND, CHAIR_CMD_SURFACE, v, CHAIR_AXIS_DEPTH)
+                return
+        # flat beyond both ends with every derivative continuous (surface.pxd)
+        s.c[0] = s.c[2]
+        s.c[1] = s.c[2]
+        s.c[n + 2] = s.c[n + 1]
+        s.c[n + 3] = s.c[n + 1]
+        s.n = n + 4
+        s.y0_mm = y0 - 2 * step
+        s.step_mm = step
+        self.surf = s[0]
+        guard_set_load(&self.guard, self.surf.load_max_a)
+
+    cdef void _compose_depth(self) noexcept nogil:
+        """The depth axis's setpoint: the press plus the surface under the carriage, with its
+        velocity, acceleration and jerk by the chain rule (both profiles at this tick)."""
+        cdef Axis* d = &self.ax[CHAIR_AXIS_DEPTH]
+        cdef Axis* y = &self.ax[CHAIR_AXIS_CARRIAGE]
+        cdef Axis* pr = &self.press
+        cdef double s0, s1, s2, s3
+        surface_eval(&self.surf, y.p, &s0, &s1, &s2, &s3)
+        d.p = pr.p + s0
+        d.v = pr.v + s1 * y.v
+        d.a = pr.a + s2 * y.v * y.v + s1 * y.a
+        d.j = pr.j + s3 * y.v * y.v * y.v + 3 * s2 * y.v * y.a + s1 * y.j
+        d.busy = pr.busy
+        d.goal = pr.goal
+        d.start_ns = pr.start_ns
+        d.end_ns = pr.end_ns
+
+    cdef inline int _moving(self, const Axis* x) noexcept nogil:
+        """The axis's profile is still moving it (a hold after it is not)."""
+        return self.now_ns < x.start_ns + _dur_ns(x.prof.duration)
+
+    cdef int _press_switch(self, int on) noexcept nogil:
+        """Depth goals as press depths from here (on) or as depths again (off); taken with the
+        carriage and the depth at rest. Returns 0 when it cannot be taken (a `command` fault)."""
+        cdef Axis* d = &self.ax[CHAIR_AXIS_DEPTH]
+        cdef Axis* pr = &self.press
+        cdef double s0, s1, s2, s3
+        self._eval_now(&self.ax[CHAIR_AXIS_CARRIAGE])
+        if self.ax[CHAIR_AXIS_CARRIAGE].v != 0 or self.ax[CHAIR_AXIS_CARRIAGE].a != 0:
+            return 0
+        if not on:
+            if self.press_on:
+                self._press_off()
+            return 1
+        if self.press_on:
+            return 1
+        if self.surf.n == 0 or self.follow_on:
+            return 0
+        self._eval_now(d)
+        if d.v != 0 or d.a != 0:
+            return 0
+        surface_eval(&self.surf, self.ax[CHAIR_AXIS_CARRIAGE].p, &s0, &s1, &s2, &s3)
+        profile_hold(&pr.prof, d.p - s0, 0.0)
+        pr.start_ns = self.now_ns
+        pr.end_ns = self.now_ns
+        pr.busy = 0
+        pr.p = d.p - s0
+        pr.v = 0
+        pr.a = 0
+        pr.j = 0
+        pr.goal = pr.p
+        pr.a_lim = self.lim.axis[CHAIR_AXIS_DEPTH].a_max
+        pr.j_lim = self.lim.axis[CHAIR_AXIS_DEPTH].j_max
+        self.press_on = 1
+        return 1
+
+    cdef void _press_off(self) noexcept nogil:
+        """Depths are absolute again: the depth axis carries on from the press + surface state
+        at this tick (braking to rest if it moved: a fault or an e-stop brakes it anyway)."""
+        cdef Axis* d = &self.ax[CHAIR_AXIS_DEPTH]
+        cdef chair_axis_limits* L = &self.lim.axis[CHAIR_AXIS_DEPTH]
+        self._eval_now(&self.press)
+        self._eval_now(&self.ax[CHAIR_AXIS_CARRIAGE])
+        self._compose_depth()
+        if d.v == 0 and d.a == 0:
+            profile_hold(&d.prof, d.p, 0.0)
+            d.busy = 0
+        elif profile_velocity(&d.prof, d.p, d.v, d.a, 0.0, L.a_max, L.j_max) != 0:
+            profile_hold(&d.prof, d.p, 0.0)
+            d.busy = 0
+        else:
+            d.busy = 1
+        d.start_ns = self.now_ns
+        d.end_ns = self.now_ns + _dur_ns(d.prof.duration)
+        d.goal = d.prof.pb[7]
+        d.a_lim = L.a_max
+        d.j_lim = L.j_max
+        self.press_on = 0
 
     # ------------------------------------------------------------------------------------------
     # the contour scan: the depth axis follows the skin by its load
@@ -602,12 +796,27 @@ cdef class Core:
         cdef chair_axis_limits* L
         cdef double vm, am, jm
         for i in range(CHAIR_N_AXES):
-            x = &self.ax[i]
             L = &self.lim.axis[i]
             while True:
+                x = self._drive(i)
                 c = _q_peek(&self.q[i])
                 if c == NULL or c.at_ns > self.now_ns:
                     break
+                if (self.press_on or c.kind == CHAIR_CMD_PRESS) and self._moving(
+                        &self.press if i == CHAIR_AXIS_CARRIAGE else &self.ax[CHAIR_AXIS_CARRIAGE]
+                        ) and i != CHAIR_AXIS_WIDTH and i < CHAIR_N_POSITION_AXES:
+                    # pressing relative to the surface, the carriage and the press take turns
+                    # (the depth follows the carriage over the surface: both at once could
+                    # take it past its limits); the planner's moves always do
+                    break
+                if c.kind == CHAIR_CMD_PRESS:
+                    if self.now_ns < x.end_ns:
+                        break  # after the depth's previous move (and its hold)
+                    _q_pop(&self.q[i])
+                    if not self._press_switch(c.value[0] != 0):
+                        self._fault(CHAIR_FAULT_COMMAND, CHAIR_CMD_PRESS, c.value[0], i)
+                        return
+                    continue
                 if i < CHAIR_N_POSITION_AXES:
                     if self.now_ns < x.end_ns:
                         break  # rest to rest: the previous move (and its hold) is not done
@@ -619,6 +828,8 @@ cdef class Core:
                         self._fault(CHAIR_FAULT_COMMAND, c.value[0], 0, i)  # planner refused
                         return
                     x.end_ns = self.now_ns + _dur_ns(x.prof.duration) + c.hold_ns
+                    x.a_lim = am
+                    x.j_lim = jm
                 else:
                     self._eval_now(x)
                     if profile_velocity(&x.prof, x.p, x.v, x.a, c.value[0], L.a_max,
@@ -653,7 +864,7 @@ cdef class Core:
         cdef chair_command c
         cdef int i, z
         cdef Axis* x
-        cdef double t, lx, rx, clear, knead, tap
+        cdef double t, lx, rx, clear, knead, tap, s0, s1, s2, s3
         cdef chair_status* st = &self.st
         self.now_ns = now
         self.wake = 0
@@ -669,7 +880,7 @@ cdef class Core:
 
         # 2. profiles, in closed form from each profile's start
         for i in range(CHAIR_N_AXES):
-            x = &self.ax[i]
+            x = self._drive(i)
             t = (now - x.start_ns) * 1e-9
             profile_eval(&x.prof, t, &x.p, &x.v, &x.a, &x.j)
             if x.busy and now >= x.end_ns and self.q[i].length == 0:
@@ -680,6 +891,16 @@ cdef class Core:
                     x.a = 0
                     x.j = 0
                 self._event(CHAIR_EVT_AXIS_IDLE, i, x.p, 0, i)
+        if self.press_on:
+            self._compose_depth()
+        if self.surf.n:
+            surface_eval(&self.surf, self.ax[CHAIR_AXIS_CARRIAGE].p, &s0, &s1, &s2, &s3)
+            self.surface_now = s0
+            self.press_now = (self.press.p if self.press_on
+                              else self.ax[CHAIR_AXIS_DEPTH].p - s0)
+        else:
+            self.surface_now = NAN
+            self.press_now = NAN
 
         # 3. the hardware
         knead = self.ax[CHAIR_AXIS_KNEADING].v
@@ -706,7 +927,8 @@ cdef class Core:
                 self._start_due()
 
         # 4. the guard — on what we command ...
-        guard_commanded(&self.guard, &self.lim, self.ax, self.mode == CHAIR_MODE_ESTOP)
+        guard_commanded(&self.guard, &self.lim, self.ax, self.mode == CHAIR_MODE_ESTOP,
+                        self.press_now)
         z = self.guard.zone
         lx = self.guard.left_x_mm
         rx = self.guard.right_x_mm
@@ -800,6 +1022,10 @@ cdef class Core:
         r.heat_c = self.st.thermistor_c
         r.heater_duty = self.heater.duty
         r.y_meas_mm = self.st.pos_mm[0]
+        r.surface_mm = self.surface_now
+        r.press_mm = self.press_now
+        r.depth_load_a = self.st.depth_load_a
+        r.depth_meas_mm = self.st.pos_mm[CHAIR_AXIS_DEPTH]
         spsc_push(&self.tlm_ring, &r)
 
     # ------------------------------------------------------------------------------------------
@@ -943,6 +1169,78 @@ cdef class Core:
 
     def clear_stats(self):
         self._simple(CHAIR_CMD_CLEAR_STATS, 0, 0.0, 0, 0)
+
+    def set_surface(self, y0_mm, step_mm, control_mm, load_max_a):
+        """The scanned back's surface (docs/core.md, Pressing relative to the surface): a cubic
+        B-spline whose control points `control_mm` (mm on the depth axis, within its range) lie
+        `step_mm` apart from `y0_mm` along the track, continued flat beyond both ends; and the
+        zones' bounds on the depth drive's load, `load_max_a` (A, in ZONE order, or a mapping
+        zone → A), which the guard checks while a surface is set. Refused (a `command` fault) while
+        the heads press relative to a surface."""
+        from core_rt.config import ZONES
+        y0 = _number("y0_mm", y0_mm)
+        step = _number("step_mm", step_mm)
+        if not (isfinite(y0) and isfinite(step) and step > 0):
+            raise ValueError(f"y0_mm and step_mm must be finite, step_mm > 0: {y0_mm!r}, {step_mm!r}")
+        points = [_number("control point", v) for v in control_mm]
+        if not 2 <= len(points) <= SURFACE_MAX - 4:
+            raise ValueError(f"a surface has 2..{SURFACE_MAX - 4} control points, got {len(points)}")
+        L = &self.lim.axis[CHAIR_AXIS_DEPTH]
+        for v in points:
+            _check_range("control point", v, L.min_mm, L.max_mm)
+        if hasattr(load_max_a, "keys"):
+            if set(load_max_a.keys()) != set(ZONES):
+                raise ValueError(f"load_max_a must give every zone: {', '.join(ZONES)}")
+            loads = [_number("load bound", load_max_a[z]) for z in ZONES]
+        else:
+            loads = [_number("load bound", v) for v in load_max_a]
+        if len(loads) != CHAIR_N_ZONES or not all(isfinite(v) and v > 0 for v in loads):
+            raise ValueError(f"load_max_a: {CHAIR_N_ZONES} finite loads > 0 (A), got {load_max_a!r}")
+        cdef chair_command c
+        cdef int k, i
+        for k in range((len(points) + 7) // 8):
+            memset(&c, 0, sizeof(c))
+            c.kind = CHAIR_CMD_SURFACE
+            c.axis = k
+            for i in range(8):
+                if 8 * k + i < len(points):
+                    c.value[i] = points[8 * k + i]
+            self._send(&c)
+        memset(&c, 0, sizeof(c))
+        c.kind = CHAIR_CMD_SURFACE
+        c.axis = -1
+        for i in range(CHAIR_N_ZONES):
+            c.value[i] = loads[i]
+        self._send(&c)
+        memset(&c, 0, sizeof(c))
+        c.kind = CHAIR_CMD_SURFACE
+        c.axis = -2
+        c.value[0] = y0
+        c.value[1] = step
+        c.value[2] = len(points)
+        self._send(&c)
+
+    def clear_surface(self):
+        """No surface: caps judge the depth again, and the load is not bounded. Refused (a
+        `command` fault) while the heads press relative to the surface."""
+        cdef chair_command c
+        memset(&c, 0, sizeof(c))
+        c.kind = CHAIR_CMD_SURFACE
+        c.axis = -2
+        self._send(&c)
+
+    def press_relative(self, bint on, *, at_ns=0):
+        """From here (in order with the depth's queued moves) depth goals are press depths into
+        the tissue, relative to the surface (`set_surface`), and the depth axis follows the
+        surface as the carriage moves; off: depths from the heads' home again. Taken with the
+        carriage and the depth at rest, else a `command` fault (so is on without a surface)."""
+        cdef chair_command c
+        memset(&c, 0, sizeof(c))
+        c.kind = CHAIR_CMD_PRESS
+        c.axis = CHAIR_AXIS_DEPTH
+        c.at_ns = _time_ns("at_ns", at_ns)
+        c.value[0] = 1.0 if on else 0.0
+        self._send(&c)
 
     cdef _simple(self, int kind, int axis, double v0, int64_t at_ns, int64_t sent_ns):
         cdef chair_command c
@@ -1108,13 +1406,14 @@ cdef class Core:
     def snapshot(self):
         """The commanded state right now (virtual time; approximate while the loop runs). An
         axis is `busy` while it moves, has moves queued, or while a move or rate sent for it has
-        not yet been taken by the tick (so a wait for rest never ends before a move has begun)."""
+        not yet been taken by the tick (so a wait for rest never ends before a move has begun).
+        `axes` are in the coordinates of each axis's moves: while `press_relative`, the depth's
+        are the press into the tissue; `depth_mm` is always the depth from the heads' home."""
         return {
             "t_ns": self.now_ns,
             "mode": MODES[self.mode],
             "fault": FAULT_CODES[self.fault],
-            "axes": {AXES[i]: (self.ax[i].p, self.ax[i].v, self.ax[i].a)
-                     for i in range(CHAIR_N_AXES)},
+            "axes": {AXES[i]: self._drive_state(i) for i in range(CHAIR_N_AXES)},
             "busy": {AXES[i]: bool(self.moves_sent[i] != self.moves_taken[i]
                                    or self.ax[i].busy or self.q[i].length)
                      for i in range(CHAIR_N_AXES)},
@@ -1129,7 +1428,16 @@ cdef class Core:
             "depth_load_a": self.st.depth_load_a,
             "following": bool(self.follow_on),
             "pose_known": not self.reseat_pending,
+            "surface": self.surf.n > 0,
+            "press_relative": bool(self.press_on),
+            "depth_mm": self.ax[CHAIR_AXIS_DEPTH].p,
+            "surface_mm": self.surface_now,
+            "press_mm": self.press_now,
         }
+
+    cdef tuple _drive_state(self, int i):
+        cdef Axis* x = self._drive(i)
+        return (x.p, x.v, x.a)
 
     def command_stats(self):
         """Timed commands (moves, rates, heat) that reached the tick after their start time:
@@ -1265,3 +1573,4 @@ cdef void _fill_limits(chair_limits* L, c) except *:
     L.contour_floor_mm = k.floor_mm
     L.contour_search_mm_s = k.search_mm_s
     L.contour_touch_samples = k.touch_samples
+    L.zone_load_ns = <int64_t>(f.zone_load_ms * ms)

@@ -44,6 +44,12 @@ cdef struct Guard:
     int64_t link_bad_ns
     int link_was_ok
     int occupied
+    # the pressing force per zone (guard_set_load): the depth drive's load above it for
+    # zone_load_ns is a fault
+    int load_on
+    double load_max_a[CHAIR_N_ZONES]
+    double load_min_a                # outside every zone: the softest zone's bound
+    int64_t load_bad_ns
 
 # A fresh guard for the limits L (kept constant for its life), reporting through
 # report(ctx, ...): link up, seat occupied, no body, no timer running, the controller watchdog
@@ -56,19 +62,25 @@ cdef void guard_fed(Guard* g, int64_t now) noexcept nogil
 # The body's zone bands (CHAIR_N_ZONES + 1 edges, bottom to top); NULL clears them.
 cdef void guard_set_body(Guard* g, const double* edges) noexcept nogil
 
+# The zones' bounds on the depth drive's load, A (CHAIR_N_ZONES, ZONE order); NULL: none.
+cdef void guard_set_load(Guard* g, const double* load_max_a) noexcept nogil
+
 # Position axis i was set at rest at p (start, reseat): its stall window restarts there at `now`.
 cdef void guard_rest(Guard* g, int i, double p, int64_t now) noexcept nogil
 
 # On what the tick is about to command (`ax`, CHAIR_N_AXES of them, read as they are when each
 # check runs): axis ranges, velocity and acceleration (the e-stop's acceleration limits when
 # `estop`), spine clearance, tapping while the width is busy, the body's top, the zone caps.
-# Sets g.zone, g.pressing, g.left_x_mm, g.right_x_mm.
-cdef void guard_commanded(Guard* g, const chair_limits* L, const Axis* ax, int estop) noexcept nogil
+# `press_mm`: how far the heads press into the tissue (depth − the scanned surface; NaN without
+# a surface: the depth itself is judged). Sets g.zone, g.pressing, g.left_x_mm, g.right_x_mm.
+cdef void guard_commanded(Guard* g, const chair_limits* L, const Axis* ax, int estop,
+                          double press_mm) noexcept nogil
 
 # On what the sensors say: the link first (a stale status says nothing about the chair: returns 0
 # and checks nothing else), then board faults, the controller watchdog, the track limits, stall
 # and tracking per position axis, motor currents, supply, the pad thermistor (range, debounced;
-# over-temperature at once) and seat occupancy (not a fault: a CHAIR_EVT_OCCUPANCY report).
+# over-temperature at once), the depth drive's load against its zone's bound and seat
+# occupancy (not a fault: a CHAIR_EVT_OCCUPANCY report).
 # Returns 1 when the status was fresh.
 cdef int guard_measured(Guard* g, const chair_limits* L, const chair_status* st, const Axis* ax,
                         int64_t now) noexcept nogil

@@ -5,12 +5,13 @@ The C contract (``guard.pxd``) is what the tick uses, once per tick, in this ord
 
 1. ``guard_commanded``, before the hardware exchange, on the setpoints the tick is about to send:
    axis ranges, velocity and acceleration limits, the spine keep-out, tapping while the width
-   moves, the body's top and the zone caps. It fires in the tick the violation starts.
+   moves, the body's top and the zone caps (on the press into the tissue once the surface is
+   known). It fires in the tick the violation starts.
 2. ``guard_measured`` on the status the exchange brought back: the link first (a stale status
    says nothing about the chair), then the board's own faults, the controller watchdog, the track
    limits, stall and tracking per position axis, motor currents, the supply, the pad thermistor
-   (out of range: the heater stops at once, ``heater.pxd``; a fault after the debounce) and the
-   seat's occupancy.
+   (out of range: the heater stops at once, ``heater.pxd``; a fault after the debounce), the
+   depth drive's load against its zone's bound (while a surface is set) and the seat's occupancy.
 
 A broken rule is reported at once through the ``report`` callback the tick gave ``guard_init``
 (the tick latches the first fault and starts the controlled stop right there), so every later
@@ -72,6 +73,10 @@ cdef void guard_init(Guard* g, const chair_limits* L, report_fn report, void* ct
     g.link_bad_ns = 0
     g.link_was_ok = 1
     g.occupied = 1
+    g.load_on = 0
+    g.load_bad_ns = -1
+    for i in range(CHAIR_N_ZONES):
+        g.load_max_a[i] = 0
 
 
 cdef void guard_fed(Guard* g, int64_t now) noexcept nogil:
@@ -87,6 +92,20 @@ cdef void guard_set_body(Guard* g, const double* edges) noexcept nogil:
     for i in range(CHAIR_N_ZONES + 1):
         g.zone_edge[i] = edges[i]
     g.body_set = 1
+
+
+cdef void guard_set_load(Guard* g, const double* load_max_a) noexcept nogil:
+    cdef int i
+    g.load_bad_ns = -1
+    if load_max_a == NULL:
+        g.load_on = 0
+        return
+    g.load_min_a = load_max_a[0]
+    for i in range(CHAIR_N_ZONES):
+        g.load_max_a[i] = load_max_a[i]
+        if load_max_a[i] < g.load_min_a:
+            g.load_min_a = load_max_a[i]
+    g.load_on = 1
 
 
 cdef void guard_rest(Guard* g, int i, double p, int64_t now) noexcept nogil:
@@ -105,10 +124,11 @@ cdef inline int _zone_of(const Guard* g, double y) noexcept nogil:
     return CHAIR_ZONE_NONE
 
 
-cdef void guard_commanded(Guard* g, const chair_limits* L, const Axis* ax, int estop) noexcept nogil:
+cdef void guard_commanded(Guard* g, const chair_limits* L, const Axis* ax, int estop,
+                          double press_mm) noexcept nogil:
     cdef int i, z
     cdef const Axis* x
-    cdef double cap, e, th, clear, y
+    cdef double cap, e, th, clear, y, press
     cdef const double* a_over = &g.a_over_estop[0] if estop else &g.a_over[0]
     # the setpoint this tick sends (a fault below starts a stop, which re-evaluates the axes)
     cdef double w = ax[CHAIR_AXIS_WIDTH].p
@@ -127,7 +147,9 @@ cdef void guard_commanded(Guard* g, const chair_limits* L, const Axis* ax, int e
                 _fault(g, CHAIR_FAULT_TRACK_RANGE, i, x.p, L.axis[i].min_mm)
             elif rarely(x.p > g.p_over[i]):
                 _fault(g, CHAIR_FAULT_TRACK_RANGE, i, x.p, L.axis[i].max_mm)
-    g.pressing = depth > L.retracted_depth_mm or knead != 0 or tap != 0
+    # pressing: into the tissue once its surface is known (the press), from home before
+    press = press_mm if isfinite(press_mm) else depth
+    g.pressing = press > L.retracted_depth_mm or knead != 0 or tap != 0
     # lateral contact points, kneading orbit included (spine at x = 0)
     e = L.eccentricity_mm if knead != 0 else 0.0
     th = 2.0 * M_PI * ax[CHAIR_AXIS_KNEADING].p / 60.0
@@ -145,9 +167,12 @@ cdef void guard_commanded(Guard* g, const chair_limits* L, const Axis* ax, int e
         if rarely(g.pressing and y > g.zone_edge[CHAIR_N_ZONES] + 1e-6):
             _fault(g, CHAIR_FAULT_BODY_RANGE, CHAIR_AXIS_CARRIAGE, y, g.zone_edge[CHAIR_N_ZONES])
         if z >= 0:
+            # the cap is on the press into the tissue once the surface is known, on the depth
+            # from the heads' home before (the surface is never nearer than home: the same or
+            # stricter)
             cap = L.zone_depth_max_mm[z]
-            if rarely(depth > cap + 1e-9):
-                _fault(g, CHAIR_FAULT_ZONE_DEPTH, CHAIR_AXIS_DEPTH, depth, cap)
+            if rarely(press > cap + 1e-9):
+                _fault(g, CHAIR_FAULT_ZONE_DEPTH, CHAIR_AXIS_DEPTH, press, cap)
             if rarely(fabs(tap) > L.zone_tap_max_hz[z] + 1e-9):
                 _fault(g, CHAIR_FAULT_ZONE_TAPPING, CHAIR_AXIS_TAPPING, tap,
                        L.zone_tap_max_hz[z])
@@ -166,9 +191,9 @@ cdef inline void _stall_window(Guard* g, int i, double enc_mm, double cmd_mm,
 
 cdef int guard_measured(Guard* g, const chair_limits* L, const chair_status* st, const Axis* ax,
                         int64_t now) noexcept nogil:
-    cdef int i
+    cdef int i, z
     cdef const Axis* x
-    cdef double err, cmd_d, enc_d
+    cdef double err, cmd_d, enc_d, load, bound
     # the link first: a stale status says nothing about the chair
     if not st.link_ok:
         if g.link_was_ok:
@@ -244,6 +269,21 @@ cdef int guard_measured(Guard* g, const chair_limits* L, const chair_status* st,
         g.thermistor_bad_ns = -1
         if rarely(st.thermistor_c >= L.heat_trip_c):
             _fault(g, CHAIR_FAULT_OVER_TEMPERATURE, -1, st.thermistor_c, L.heat_trip_c)
+    # the pressing force: the depth drive's load within its zone's bound (where the heads are,
+    # by the encoder), so that a wrong surface cannot press harder than the zone allows; a
+    # missing reading counts as too high (the bound cannot be checked without it)
+    # outside every zone (the seat, the head) the softest zone's bound holds
+    if g.load_on and g.body_set:
+        z = _zone_of(g, st.pos_mm[CHAIR_AXIS_CARRIAGE])
+        bound = g.load_max_a[z] if z >= 0 else g.load_min_a
+        load = st.depth_load_a
+        if not isfinite(load) or load > bound:
+            if g.load_bad_ns < 0:
+                g.load_bad_ns = now
+            if rarely(now - g.load_bad_ns >= L.zone_load_ns):
+                _fault(g, CHAIR_FAULT_ZONE_LOAD, CHAIR_AXIS_DEPTH, load, bound)
+        else:
+            g.load_bad_ns = -1
     # occupancy (not a fault: the session settles)
     if not st.seat_occupied:
         if g.seat_empty_ns < 0:

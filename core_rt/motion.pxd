@@ -37,3 +37,4 @@ cdef struct Axis:
     int busy
     double p, v, a, j       # commanded state this tick
     double goal             # where the current profile ends
+    double a_lim, j_lim     # the current move's own limits (a coordinated brake keeps to them)

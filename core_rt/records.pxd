@@ -13,6 +13,10 @@ cdef class Telemetry:
     cdef readonly double knead_rpm, tap_hz
     cdef readonly double heat_target_c, heat_c, heater_duty
     cdef readonly double y_meas_mm
+    cdef readonly double surface_mm    # the scanned surface under the carriage (NaN: none)
+    cdef readonly double press_mm      # depth_mm - surface_mm (NaN: no surface)
+    cdef readonly double depth_load_a  # the depth drive's load (NaN: not measured)
+    cdef readonly double depth_meas_mm # the depth encoder
 
 cdef class CoreEvent:
     cdef readonly int64_t t_ns

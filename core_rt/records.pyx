@@ -24,7 +24,8 @@ EVENT_KINDS = {
 TELEMETRY_FIELDS = (
     "t_ns", "mode", "fault", "zone", "flags", "y_mm", "v_mm_s", "a_mm_s2", "width_mm",
     "left_x_mm", "right_x_mm", "depth_mm", "knead_rpm", "tap_hz", "heat_target_c", "heat_c",
-    "heater_duty", "y_meas_mm",
+    "heater_duty", "y_meas_mm", "surface_mm", "press_mm", "depth_load_a",
+    "depth_meas_mm",
 )
 """The fields of a `Telemetry` record, in the order of its constructor."""
 
@@ -42,12 +43,16 @@ cdef class Telemetry:
     `mode` indexes core.MODES, `fault` core.FAULT_CODES (0: none), `zone` ZONES (-1: outside
     every zone, or no body set); `flags`: bit0 arm contact, bit1 seat occupied, bit2 heater on.
     y/v/a are the carriage's, `left_x_mm`/`right_x_mm` the heads' lateral contact points (spine at
-    0, kneading orbit included), `y_meas_mm` the carriage encoder."""
+    0, kneading orbit included), `y_meas_mm` the carriage encoder. `surface_mm` is the scanned
+    back's surface under the carriage and `press_mm` = `depth_mm` − `surface_mm` (both NaN
+    without a surface), `depth_load_a` the depth drive's load (NaN: not measured), `depth_meas_mm` the depth encoder."""
 
     def __init__(self, int64_t t_ns, int mode, int fault, int zone, int flags, double y_mm,
                  double v_mm_s, double a_mm_s2, double width_mm, double left_x_mm,
                  double right_x_mm, double depth_mm, double knead_rpm, double tap_hz,
-                 double heat_target_c, double heat_c, double heater_duty, double y_meas_mm):
+                 double heat_target_c, double heat_c, double heater_duty, double y_meas_mm,
+                 double surface_mm, double press_mm, double depth_load_a,
+                 double depth_meas_mm):
         self.t_ns = t_ns
         self.mode = mode
         self.fault = fault
@@ -66,14 +71,18 @@ cdef class Telemetry:
         self.heat_c = heat_c
         self.heater_duty = heater_duty
         self.y_meas_mm = y_meas_mm
+        self.surface_mm = surface_mm
+        self.press_mm = press_mm
+        self.depth_load_a = depth_load_a
+        self.depth_meas_mm = depth_meas_mm
 
     def __eq__(self, other):
         if not isinstance(other, Telemetry):
             return NotImplemented
-        return _telemetry_values(self) == _telemetry_values(<Telemetry>other)
+        return _key(_telemetry_values(self)) == _key(_telemetry_values(<Telemetry>other))
 
     def __hash__(self):
-        return hash(_telemetry_values(self))
+        return hash(_key(_telemetry_values(self)))
 
     def __reduce__(self):
         return (Telemetry, _telemetry_values(self))
@@ -165,7 +174,14 @@ cdef SurfaceSample surface_record(const chair_surface_sample* s):
 cdef tuple _telemetry_values(Telemetry r):
     return (r.t_ns, r.mode, r.fault, r.zone, r.flags, r.y_mm, r.v_mm_s, r.a_mm_s2, r.width_mm,
             r.left_x_mm, r.right_x_mm, r.depth_mm, r.knead_rpm, r.tap_hz, r.heat_target_c,
-            r.heat_c, r.heater_duty, r.y_meas_mm)
+            r.heat_c, r.heater_duty, r.y_meas_mm, r.surface_mm, r.press_mm, r.depth_load_a,
+            r.depth_meas_mm)
+
+
+cdef tuple _key(tuple values):
+    """The values with NaN as None: a field that is absent (NaN) in both records is equal, and
+    hashes alike (a NaN's hash is its identity's)."""
+    return tuple([None if v != v else v for v in values])
 
 
 cdef tuple _event_values(CoreEvent e):
@@ -196,6 +212,10 @@ cdef Telemetry telemetry_record(const chair_telemetry* r):
     t.heat_c = r.heat_c
     t.heater_duty = r.heater_duty
     t.y_meas_mm = r.y_meas_mm
+    t.surface_mm = r.surface_mm
+    t.press_mm = r.press_mm
+    t.depth_load_a = r.depth_load_a
+    t.depth_meas_mm = r.depth_meas_mm
     return t
 
 

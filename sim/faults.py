@@ -37,6 +37,7 @@ FAULT_KINDS: dict[str, str] = {
     "out of their reach",
     "shift": "the user settles back into the chair: the back's skin moves 10 mm nearer the "
     "heads at once (a jump in its contour)",
+    "depth_load_lost": "the depth drive's load sensor fails: its reading goes missing (NaN)",
     "estop": "the user presses the emergency stop (session-level; the plant ignores it)",
     "link_loss": "the board link goes silent (HIL only; the in-process plant ignores it)",
 }

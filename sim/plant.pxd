@@ -80,7 +80,7 @@ cdef class SimPlant(Hardware):
     # body and switches
     cdef double shoulder_mm, seat_mm, neck_mm, neck_load, contact_depth
     cdef double limit_lo_mm, limit_hi_mm
-    cdef int32_t occupied, limit_both, contact
+    cdef int32_t occupied, limit_both, contact, load_lost
     # the back's contour (sim/back.py): surface on the depth axis and tissue stiffness along y
     cdef int32_t contoured         # 0: the flat back of uniform tissue touching at depth 0
     cdef int32_t back_n

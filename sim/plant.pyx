@@ -12,7 +12,7 @@ import math
 import time
 from collections.abc import Mapping, Sequence
 
-from libc.math cimport fabs, fmax, fmin, lrint, exp, ceil, sqrt
+from libc.math cimport fabs, fmax, fmin, lrint, exp, ceil, sqrt, NAN
 from libc.stdint cimport int32_t, int64_t, uint64_t, INT64_MAX
 from libc.string cimport memset
 
@@ -37,6 +37,7 @@ cdef enum:
     SIM_FK_OCCUPANT_LEAVES = 10
     SIM_FK_LEAN_FORWARD = 11
     SIM_FK_SHIFT = 12
+    SIM_FK_DEPTH_LOAD_LOST = 13
 
 _KIND_CODE = {
     "stall": SIM_FK_STALL,
@@ -51,6 +52,7 @@ _KIND_CODE = {
     "occupant_leaves": SIM_FK_OCCUPANT_LEAVES,
     "lean_forward": SIM_FK_LEAN_FORWARD,
     "shift": SIM_FK_SHIFT,
+    "depth_load_lost": SIM_FK_DEPTH_LOAD_LOST,
 }
 
 _SETPOINT_FIELDS = (
@@ -282,6 +284,7 @@ cdef class SimPlant(Hardware):
         self.limit_lo_mm = car.track_min_mm + params.limit_switch_mm
         self.limit_hi_mm = car.track_max_mm - params.limit_switch_mm
         self.limit_both = 0
+        self.load_lost = 0
         self.contact = 0
 
         # faults
@@ -449,6 +452,8 @@ cdef class SimPlant(Hardware):
         st.board_faults = 0
         st.link_ok = 1
         st.depth_load_a = enf * (self.load_a + self.load_noise * _gauss(&self.load_rng))
+        if self.load_lost:
+            st.depth_load_a = NAN
         self.now_ns = t + self.period_ns
         st.t_ns = self.now_ns
         return 0
@@ -481,6 +486,8 @@ cdef class SimPlant(Hardware):
                 self.back_offset_mm += self.lean_forward_mm
             elif f.kind == SIM_FK_SHIFT:
                 self.back_offset_mm -= self.shift_mm
+            elif f.kind == SIM_FK_DEPTH_LOAD_LOST:
+                self.load_lost = 1
             self.next_fault += 1
         if self.next_fault < self.n_faults:
             self.next_fault_ns = self.faults[self.next_fault].at_ns

@@ -82,3 +82,10 @@ def run_session(
 
 def at_state(telemetry: list[dict[str, Any]], state: str) -> list[dict[str, Any]]:
     return [s for s in telemetry if s["state"] == state]
+
+
+def press_of(sample: dict[str, Any]) -> float:
+    """How far the heads press into the tissue at a telemetry sample: `press_mm` once the
+    back's surface is scanned, else the depth from home (docs/chair.md §10)."""
+    press = sample.get("press_mm")
+    return float(sample["depth_mm"] if press is None else press)

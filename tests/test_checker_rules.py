@@ -92,12 +92,17 @@ def _manual_run() -> tuple[dict[str, Any], list[dict[str, Any]]]:
     return summary, tlm
 
 
+def _press(s: dict[str, Any]) -> float:
+    """How far the heads press into the tissue (docs/chair.md §10)."""
+    return float(s["depth_mm"] if s["press_mm"] is None else s["press_mm"])
+
+
 def test_pressing_outside_the_manual_area_is_caught() -> None:
     summary, tlm = _manual_run()
     (_, first), (t_change, spot) = summary["manual"]
     level1 = CONFIG.depth.level_mm(1)
     # well after the change the heads press only in the spot; one sample moved 30 mm above it
-    late = [i for i, s in enumerate(tlm) if s["t"] > t_change + 20 and s["depth_mm"] > level1]
+    late = [i for i, s in enumerate(tlm) if s["t"] > t_change + 20 and _press(s) > level1]
     assert late
     bad = copy.deepcopy(tlm)
     bad[late[len(late) // 2]]["y_mm"] = spot["span_mm"][1] + 30.0

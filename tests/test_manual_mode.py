@@ -25,6 +25,7 @@ from chair.programs.manual import (
 from chair.programs.validate import check_plan
 from chair.session import S
 from core_rt.config import ZONES, ChairConfig
+from tests.session_helpers import press_of
 
 CONFIG = ChairConfig()
 SHOULDER = CONFIG.shoulder_for_height_mm(175)
@@ -126,7 +127,7 @@ def test_whole_manual_sessions_pass_the_independent_checker(
     lo, hi = row["span_mm"]
     running = [s for s in tlm if s["state"] == "running"]
     assert all(s["technique"] == manual["technique"] for s in running)
-    pressing = [s for s in running if s["depth_mm"] > _light(intensity)]
+    pressing = [s for s in running if press_of(s) > _light(intensity)]
     assert all(lo - 0.01 <= s["y_mm"] <= hi + 0.01 for s in pressing)
     if row["zone"] == "neck":  # the neck stays light however strong, and is never tapped
         assert not pressing and all(s["tap_hz"] == 0 for s in running if s["zone"] == "neck")

@@ -32,7 +32,7 @@ SESSION = ("scanning", "adjusting", "running", "paused")
 TELEMETRY_FIELDS = {
     "t", "state", "step", "technique", "zone", "y_mm", "v_mm_s", "a_mm_s2", "width_mm",
     "left_x_mm", "right_x_mm", "depth_mm", "knead_rpm", "tap_hz", "heat_target_c", "heat_c",
-    "fault",
+    "fault", "surface_mm", "press_mm", "y_meas_mm", "depth_meas_mm", "depth_load_a",
 }  # fmt: skip
 
 

@@ -44,7 +44,7 @@ from tests.test_programs import valid_programs  # noqa: E402
 
 
 @settings(
-    max_examples=200,
+    max_examples=120,
     deadline=None,
     derandomize=True,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],

@@ -90,7 +90,7 @@ def test_encoders_are_quantised() -> None:
 
 def test_mechanical_stops_hold_and_the_drive_pushes_against_them() -> None:
     p = plant()
-    s = p.step({"pos_mm": (-15.0, 180.0, 50.0)}, n=8000)
+    s = p.step({"pos_mm": (-15.0, 180.0, CFG.depth.max_mm + 10.0)}, n=8000)
     assert p.state()["pos_mm"] == (0.0, CFG.width.max_mm, CFG.depth.max_mm)
     assert s["pos_mm"] == (0.0, CFG.width.max_mm, CFG.depth.max_mm)
     # pushing into a stop draws a high current, yet below the over-current threshold

@@ -263,8 +263,8 @@ def test_start_pose_is_checked_against_the_chair_s_ranges() -> None:
     [
         (["board", "--pty", "--start-pose", "1300,130,0"], "carriage 1300 mm is outside its range"),
         (
-            ["board", "--pty", "--start-pose", "100,130,41"],
-            "depth 41 mm is outside its range 0..40",
+            ["board", "--pty", "--start-pose", "100,130,81"],
+            "depth 81 mm is outside its range 0..80",
         ),
         (["run", SHORT, "--fast", "--start-pose", "100,60,0"], "width 60 mm is outside its range"),
         (["run", SHORT, "--fast", "--start-pose", "100,130"], "expected CARRIAGE,WIDTH,DEPTH"),

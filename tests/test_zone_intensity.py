@@ -19,7 +19,7 @@ from chair.programs.plan import SessionPlan, build_plan, zone_of
 from chair.programs.validate import check_plan
 from chair.requests import StartRequest, parse_request
 from core_rt.config import ZONES, ChairConfig
-from tests.session_helpers import Run, run_session
+from tests.session_helpers import Run, press_of, run_session
 
 CONFIG = ChairConfig()
 SHOULDER = CONFIG.shoulder_for_height_mm(175)
@@ -93,7 +93,7 @@ def _deepest_in_telemetry(run: Run, since_s: float = 0.0) -> dict[str, float]:
         if s["state"] == "running" and s["t"] >= since_s:
             z = zone_at(s["y_mm"], zones)
             if z is not None:
-                out[z] = max(out[z], s["depth_mm"])
+                out[z] = max(out[z], press_of(s))
     return dict(out)
 
 
@@ -123,7 +123,7 @@ def test_a_set_mid_session_takes_effect() -> None:
     start = next(s["t"] for s in run.telemetry if s["state"] == "running")
     assert start + trigger.start_s > change_s  # the step runs after the change
     held = [
-        s["depth_mm"] for s in run.telemetry
+        press_of(s) for s in run.telemetry
         if s["state"] == "running" and s["technique"] == "trigger_point"
     ]  # fmt: skip
     program_level = CONFIG.depth.level_mm(4)  # trigger_point at depth 4, intensity 5

@@ -5,11 +5,13 @@ heights and seeds:
 
 - **scan**: the contour scan against the plant's hidden truth — the skin's error on the back
   (up to the shoulder line) and on the neck, max and RMS, and the shoulder line's error;
-- **flat-depth baseline**: what today's fixed depths do on those backs. A program's depth means
-  a press into the tissue; on a contoured back the heads press `depth − surface(y)` instead. For
-  every telemetry sample of the program where the heads press (deeper than the light level), the
-  true press is compared with the intended one: how often the heads do not touch at all, how far
-  they stray (mean and worst), how much deeper than intended they press at worst.
+- **pressing relative to the surface** beside the **flat-depth baseline** (fixed depths from
+  the heads' home, `contour.press_relative` off), on the same bodies: a program's depth means a
+  press into the tissue. For every telemetry sample of the program where the heads press (deeper
+  than the light level), the true press (the depth encoder against the plant's skin under the
+  carriage's encoder) is compared with the intended one (`press_deviation`): how often the heads
+  do not touch at all, how far they stray (mean and worst), how much deeper than intended they
+  press at worst.
 
     python -m chair.bench.contour [--seeds 3] [--json PATH]
 """
@@ -95,33 +97,65 @@ def scan_accuracy(config: ChairConfig, seeds: int = 3) -> dict[str, Any]:
     }
 
 
-def flat_depth_baseline(
+def press_deviation(
+    config: ChairConfig,
+    telemetry: list[dict[str, Any]],
+    plant: Any,
+    lo_mm: float = -math.inf,
+    hi_mm: float = math.inf,
+) -> tuple[list[float], int]:
+    """Over the program's samples where the heads press deeper than the light level with the
+    carriage in [lo_mm, hi_mm]: the true press (the depth encoder against the plant's skin under
+    the carriage's encoder, 0 when off the skin) less the intended one (`press_mm` once the
+    surface is known, else the depth). Returns the deviations and how many touched nothing."""
+    light = config.depth.level_mm(1)
+    dev: list[float] = []
+    untouched = 0
+    for s in telemetry:
+        intended = s["press_mm"] if s.get("press_mm") is not None else s["depth_mm"]
+        if s["state"] != "running" or intended <= light or not lo_mm <= s["y_meas_mm"] <= hi_mm:
+            continue
+        true = max(0.0, s["depth_meas_mm"] - plant.true_surface_mm(s["y_meas_mm"]))
+        dev.append(true - intended)
+        untouched += true <= 0.0
+    return dev, untouched
+
+
+def _deviation_figures(dev: list[float], untouched: int) -> dict[str, Any]:
+    n = len(dev)
+    return {
+        "samples": n,
+        "untouched_pct": round(100.0 * untouched / n, 1),
+        "mean_abs_mm": round(sum(map(abs, dev)) / n, 2),
+        "worst_shallower_mm": round(-min(dev), 2),
+        "worst_deeper_mm": round(max(dev), 2),
+    }
+
+
+def pressing(
     config: ChairConfig, seeds: int = 2, program: str = "relax", minutes: float = 15.0
 ) -> dict[str, Any]:
-    """Today's fixed depths on contoured backs: the true press against the intended one."""
-    light = config.depth.level_mm(1)
+    """Pressing relative to the scanned surface beside today's fixed depths on the same backs:
+    the true press against the intended one, per family."""
+    baseline = config.model_copy(
+        update={"contour": config.contour.model_copy(update={"press_relative": False})}
+    )
     out: dict[str, Any] = {}
     for back in FAMILIES:
-        dev: list[float] = []
-        untouched = 0
-        n = 0
-        for height in (HEIGHTS_CM[0], HEIGHTS_CM[2], HEIGHTS_CM[-1]):
-            for seed in range(seeds):
-                _, telemetry, plant = _session(config, back, height, seed, program, minutes)
-                for s in telemetry:
-                    if s["state"] != "running" or s["depth_mm"] <= light:
-                        continue
-                    press = max(0.0, s["depth_mm"] - plant.true_surface_mm(s["y_mm"]))
-                    dev.append(press - s["depth_mm"])
-                    untouched += press <= 0.0
-                    n += 1
-        out["flat (before contours)" if back is None else back] = {
-            "samples": n,
-            "untouched_pct": round(100.0 * untouched / n, 1),
-            "mean_abs_mm": round(sum(map(abs, dev)) / n, 1),
-            "worst_shallower_mm": round(-min(dev), 1),
-            "worst_deeper_mm": round(max(dev), 1),
-        }
+        row: dict[str, Any] = {}
+        for name, cfg in (("relative", config), ("fixed_depth", baseline)):
+            dev: dict[str, list[float]] = {"back": [], "neck": []}
+            untouched = {"back": 0, "neck": 0}
+            for height in (HEIGHTS_CM[0], HEIGHTS_CM[2], HEIGHTS_CM[-1]):
+                for seed in range(seeds):
+                    result, telemetry, plant = _session(cfg, back, height, seed, program, minutes)
+                    sh = result.shoulder_mm
+                    for part, lo, hi in (("back", -math.inf, sh), ("neck", sh, math.inf)):
+                        d, u = press_deviation(cfg, telemetry, plant, lo, hi)
+                        dev[part] += d
+                        untouched[part] += u
+            row[name] = {p: _deviation_figures(dev[p], untouched[p]) for p in dev if dev[p]}
+        out["flat (before contours)" if back is None else back] = row
     return out
 
 
@@ -133,7 +167,7 @@ def main() -> None:
     config = ChairConfig()
     report = {
         "scan": scan_accuracy(config, args.seeds),
-        "flat_depth_baseline": flat_depth_baseline(config, max(1, args.seeds - 1)),
+        "pressing": pressing(config, max(1, args.seeds - 1)),
     }
     print(json.dumps(report, indent=2))
     if args.json:

@@ -59,11 +59,14 @@ import itertools
 import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import core_rt
 from chair.programs.model import TECHNIQUE_SPECS, TRAVEL_SPEED_FRACTION, Program, StepSettings
 from core_rt.config import RATE_AXES, ZONES, ChairConfig, MotionLimits
+
+if TYPE_CHECKING:
+    from chair.surface import PressSurface
 
 HEATER = "heater"
 
@@ -177,6 +180,9 @@ class SessionPlan:
     """The per-zone strength offsets the plan's depths were built with (docs/chair.md §8)."""
     segment: bool = False
     """A manual-mode segment (`build_segment`): shorter than a session, ends with its passes."""
+    surface: PressSurface | None = None
+    """The scanned surface the depths press relative to (docs/chair.md §10); None: depths from
+    the heads' home."""
 
     def moves(self, axis: str) -> list[Action]:
         """The actions of one axis, in time order."""
@@ -310,9 +316,13 @@ class _Builder:
         width: float,
         depth: float,
         zone_intensity: Mapping[str, int] | None = None,
+        surface: PressSurface | None = None,
     ) -> None:
         self.cfg = config
         self.zones = zones
+        self.surface = surface
+        """Pressing relative to the scanned surface (docs/chair.md §10): depths are presses,
+        and the carriage strokes within what the depth's following allows."""
         s = config.session
         self.intensity = intensity
         self.zone_intensity = dict(zone_intensity or {})
@@ -402,6 +412,12 @@ class _Builder:
         for i, o in self.variants:
             lv = max(1, min(hi, level + o)) if zones and level >= 1 else level
             out.append(c.depth.level_mm(lv) * s.depth_factor(i))
+        if self.surface is not None and zones:
+            # a press never deeper than the depth's range reaches over the deepest surface there
+            reach = self.surface.reach_mm(
+                c, min(self.zones[z][0] for z in zones), max(self.zones[z][1] for z in zones)
+            )
+            out = [min(mm, reach) for mm in out]
         off = min((self.zone_intensity.get(z, 0) for z in zones), default=0) if zones else 0
         return DepthGoal(tuple(out), out[self.variants.index((self.intensity, off))])
 
@@ -423,6 +439,8 @@ class _Builder:
             return -1
         lim = self.lim[axis]
         v = lim.v_max if v_max is None else min(v_max, lim.v_max)
+        if axis == "carriage":
+            v, lim = self.carriage_limits(start, goal, v)
         d = move_duration(start, goal, v, lim)
         self.actions.append(
             Action(self.t, "move", axis, goal, v, lim.a_max, lim.j_max, hold, self.step, d, start)
@@ -430,6 +448,17 @@ class _Builder:
         self.t += d + hold + GUARD_GAP_S
         self.pos[axis] = goal
         return len(self.actions) - 1
+
+    def carriage_limits(self, lo: float, hi: float, v: float) -> tuple[float, MotionLimits]:
+        """The speed and limits of a carriage move over [lo, hi] at up to `v`: the carriage's
+        own, lowered where the heads follow a steep surface (`PressSurface.follow_limits`)."""
+        lim = self.lim["carriage"]
+        if self.surface is None:
+            return v, lim
+        v, a, j = self.surface.follow_limits(self.cfg, lo, hi, v)
+        if a >= lim.a_max and j >= lim.j_max:
+            return v, lim
+        return v, lim.model_copy(update={"a_max": a, "j_max": j})
 
     def rate(self, axis: str, value: float, *, with_next: bool = False) -> None:
         """Ramp a rate to `value`. `with_next`: the ramp runs while the next action (a carriage
@@ -672,6 +701,7 @@ def build_plan(
     start_width_mm: float | None = None,
     start_depth_mm: float | None = None,
     zone_intensity: Mapping[str, int] | None = None,
+    surface: PressSurface | None = None,
 ) -> SessionPlan:
     """The session plan of `program` for a body whose scanned shoulder line is `shoulder_mm`.
 
@@ -709,7 +739,7 @@ def build_plan(
     settings = [s.settings(config) for s in program.steps]
     return _build(
         program, settings, program.step_budgets(minutes), config, shoulder_mm, zones, minutes,
-        intensity, heat_level, (y0, w0, d0), offsets, exact=False,
+        intensity, heat_level, (y0, w0, d0), offsets, exact=False, surface=surface,
     )  # fmt: skip
 
 
@@ -726,6 +756,7 @@ def build_segment(
     start_width_mm: float,
     start_depth_mm: float,
     zone_intensity: Mapping[str, int] | None = None,
+    surface: PressSurface | None = None,
 ) -> SessionPlan:
     """A segment of manual mode (docs/chair.md §8): the one-step `program` played with the
     concrete `step` (its explicit span, its tempo's rates) from the pose the heads are in, for
@@ -741,6 +772,7 @@ def build_segment(
     return _build(
         program, [step], [seconds], config, shoulder_mm, zones, seconds / 60.0, intensity,
         heat_level, (start_y_mm, start_width_mm, start_depth_mm), offsets, exact=True,
+        surface=surface,
     )  # fmt: skip
 
 
@@ -758,12 +790,13 @@ def _build(
     offsets: dict[str, int],
     *,
     exact: bool,
+    surface: PressSurface | None = None,
 ) -> SessionPlan:
     """The plan of `settings` in their `budgets`; `exact`: a segment (see `build_segment`)."""
     y0, w0, d0 = pose
     heat_c = config.heater.target_c(heat_level)
     duration = minutes * 60.0
-    b = _Builder(config, zones, intensity, y0, w0, d0, offsets)
+    b = _Builder(config, zones, intensity, y0, w0, d0, offsets, surface)
     steps: list[StepPlan] = []
     t0 = 0.0
     b.heat(heat_c)  # the session's heat, from the program's start to its end (0 when off)
@@ -841,6 +874,7 @@ def _build(
         settings=settings,
         zone_intensity=offsets,
         segment=exact,
+        surface=surface,
     )
 
 
@@ -870,14 +904,14 @@ def _fill_strokes(b: _Builder, s: StepSettings, span: tuple[float, float], end: 
         return done
     # Every paced move of the step spans the same distance, so the step lasts
     # fixed + moves × duration(span, v): find the v whose one-move duration takes the slack.
-    lim = b.lim["carriage"]
+    top, lim = b.carriage_limits(span[0], span[1], s.speed_mm_s)
     span_mm = span[1] - span[0]
-    want = move_duration(0.0, span_mm, s.speed_mm_s, lim) + slack / moves
-    lo = min(s.speed_mm_s, lim.v_max * MIN_STROKE_SPEED_FRACTION)
+    want = move_duration(0.0, span_mm, top, lim) + slack / moves
+    lo = min(top, b.lim["carriage"].v_max * MIN_STROKE_SPEED_FRACTION)
     if move_duration(0.0, span_mm, lo, lim) <= want:
         v = lo  # even the slowest stroke leaves time: the rest is a light pause
     else:
-        hi = s.speed_mm_s
+        hi = top
         for _ in range(50):
             mid = 0.5 * (lo + hi)
             if move_duration(0.0, span_mm, mid, lim) > want:
@@ -1012,7 +1046,7 @@ def step_time_bounds(program: Program, config: ChairConfig) -> list[float]:
     cl, wl, dl = c.carriage.limits, c.width.limits, c.depth.limits
     kl, tl = c.kneading.limits, c.tapping.limits
     g = GUARD_GAP_S
-    t_depth = move_duration(c.depth.min_mm, c.depth.max_mm, dl.v_max, dl) + g
+    t_depth = move_duration(c.depth.min_mm, max(c.depth.levels_mm), dl.v_max, dl) + g
     t_width = move_duration(c.width.min_mm, c.width.max_mm, wl.v_max, wl) + g
     # the first walk starts wherever the session left the carriage: anywhere on the track
     prev = (min(e[0], c.carriage.track_min_mm), max(e[-1], c.carriage.track_max_mm))
@@ -1032,7 +1066,9 @@ def step_time_bounds(program: Program, config: ChairConfig) -> list[float]:
         if s.pattern == "points":
             t_release = t_depth
             if s.release_mm_s:
-                t_release = move_duration(c.depth.min_mm, c.depth.max_mm, s.release_mm_s, dl) + g
+                t_release = (
+                    move_duration(c.depth.min_mm, max(c.depth.levels_mm), s.release_mm_s, dl) + g
+                )
             if s.pulses > 1:  # shiatsu: press and release each pulse, light pauses between
                 press = s.pulses * (2 * t_depth + s.hold_s) + (s.pulses - 1) * s.release_s
             else:

@@ -128,6 +128,8 @@ typedef struct {
     double contour_floor_mm;      /* ... and this far above its minimum */
     double contour_search_mm_s;   /* off the skin, the depth reaches for it this fast */
     int64_t contour_touch_samples; /* the touch load alternates after this many samples */
+    /* pressing relative to the surface (docs/core.md) */
+    int64_t zone_load_ns;         /* the depth load above its zone's bound this long: a fault */
 } chair_limits;
 
 /* ---- commands into the core (asyncio -> tick) ---------------------------------------------- */
@@ -146,6 +148,13 @@ enum chair_command_kind {
     CHAIR_CMD_SCAN = 11,     /* axis=1: report arm-contact changes (body scan), 0: stop */
     CHAIR_CMD_CONTOUR = 12,  /* axis=1: the depth axis follows the skin, surface samples
                                 reported; 0: stop (the depth axis brakes to rest) */
+    CHAIR_CMD_SURFACE = 13,  /* the scanned surface, in pieces: axis=k >= 0: control points
+                                8k..8k+7 = value[0..7]; axis=-1: the zones' load bounds (A) =
+                                value[0..6]; axis=-2: commit value[2] control points (0: no
+                                surface) from y0 = value[0], value[1] mm apart */
+    CHAIR_CMD_PRESS = 14,    /* axis=depth, value[0]=1: depth goals are press depths relative
+                                to the surface from here; 0: absolute again. Queued with the
+                                depth's moves; taken with the carriage and the depth at rest */
 };
 
 typedef struct {
@@ -182,7 +191,8 @@ enum chair_fault {
     CHAIR_FAULT_TRACKING = 19,           /* encoder far from setpoint */
     CHAIR_FAULT_TAPPING_WIDTH = 20,      /* tapping while the width axis is still moving */
     CHAIR_FAULT_COMMAND = 21,            /* an invalid command reached the core */
-    CHAIR_N_FAULTS = 22
+    CHAIR_FAULT_ZONE_LOAD = 22,          /* the depth drive's load above its zone's bound */
+    CHAIR_N_FAULTS = 23
 };
 
 /* ---- events out of the core (tick -> asyncio) ---------------------------------------------- */
@@ -230,6 +240,10 @@ typedef struct {
     double knead_rpm, tap_hz;
     double heat_target_c, heat_c, heater_duty;
     double y_meas_mm;
+    double surface_mm;   /* the scanned surface under the carriage (NaN: none) */
+    double press_mm;     /* depth_mm - surface_mm (NaN: no surface) */
+    double depth_load_a; /* the depth drive's load (chair_status.depth_load_a) */
+    double depth_meas_mm; /* the depth encoder */
 } chair_telemetry;
 
 /* ---- contour scan samples (tick -> asyncio, one per contour_sample_mm of carriage travel) --- */
