@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from core_rt.board.protocol import (
+    ACK_FLAG_DEPTH_LOAD,
     BOARD_TO_CONTROLLER,
     ECHO_NONE,
     FAULT_LINK_LOST,
@@ -442,8 +443,9 @@ def check_handshake(k: Kit) -> str:
         problems.append(f"watchdog {ack.watchdog_ms} ms (1 … {WATCHDOG_MAX_MS})")
     if not 1 <= ack.status_period_us <= STATUS_PERIOD_MAX_US:
         problems.append(f"STATUS period {ack.status_period_us} µs (1 … {STATUS_PERIOD_MAX_US})")
-    if ack.flags:
-        problems.append(f"reserved flags {ack.flags:#06x} set")
+    if ack.flags & ~ACK_FLAG_DEPTH_LOAD:
+        problems.append(f"reserved flags {ack.flags & ~ACK_FLAG_DEPTH_LOAD:#06x} set")
+    k.m["measures_depth_load"] = ack.measures_depth_load
     bid = ack.board_id
     if not bid or not bid.isascii() or not bid.isprintable():
         problems.append(f"board id {bid!r} is not printable ASCII")
@@ -453,7 +455,8 @@ def check_handshake(k: Kit) -> str:
     k.m["second_ack_ms"] = ms2
     return (
         f"HELLO_ACK in {ms:.1f} ms: version {ack.version}, watchdog {ack.watchdog_ms} ms, "
-        f"STATUS every {ack.status_period_us} µs, board {bid!r}"
+        f"STATUS every {ack.status_period_us} µs, board {bid!r}, depth load "
+        f"{'measured' if ack.measures_depth_load else 'not measured'}"
     )
 
 
@@ -765,6 +768,16 @@ def check_status_fields(k: Kit) -> str:
             once(f"the board reports faults {st.board_faults:#06x} at rest")
         if st.limit_low and st.limit_high:
             once("both limit switches closed")
+        # the depth drive's load: a reading from a board that says it measures it (pressing
+        # nothing at rest: at most the lightest touch), the sentinel from one that does not
+        load = st.depth_load_a
+        if k.ack is not None and k.ack.measures_depth_load:
+            if math.isnan(load):
+                once("depth load reads the missing-value sentinel (HELLO_ACK says measured)")
+            elif not 0.0 <= load <= f.overcurrent_a[2]:
+                once(f"depth load {load:g} A outside 0 … {f.overcurrent_a[2]:g}")
+        elif not math.isnan(load):
+            once(f"depth load {load:g} A from a board whose HELLO_ACK says it is not measured")
     last = win[-1]
     k.m.update(
         statuses=len(win),
@@ -983,7 +996,10 @@ def check_version_mismatch(k: Kit) -> str:
             f"{PROTOCOL_VERSION} HELLO"
         )
     k.ready()  # a HELLO of its own version: SETPOINTs are applied again
-    return f"HELLO_ACK version {PROTOCOL_VERSION}; SETPOINTs ignored until a HELLO of version 2"
+    return (
+        f"HELLO_ACK version {PROTOCOL_VERSION}; SETPOINTs ignored until a HELLO of version "
+        f"{PROTOCOL_VERSION}"
+    )
 
 
 def check_disconnect(k: Kit) -> str:
@@ -1028,7 +1044,10 @@ def check_disconnect(k: Kit) -> str:
 
 Check = Callable[[Kit], str]
 CHECKS: dict[str, tuple[Check, str]] = {
-    "handshake": (check_handshake, "HELLO → HELLO_ACK within 100 ms: nonce, version 2, numbers"),
+    "handshake": (
+        check_handshake,
+        f"HELLO → HELLO_ACK within 100 ms: nonce, version {PROTOCOL_VERSION}, numbers",
+    ),
     "echo-after-hello": (check_echo_after_hello, "echo 0 after a HELLO until a SETPOINT"),
     "status-rate": (check_status_rate, "≥ 200 STATUS/s over 1 s, gaps p99 ≤ 5 ms"),
     "setpoint-500hz": (check_setpoint_500hz, "SETPOINTs at 500 Hz applied and echoed"),

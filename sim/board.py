@@ -66,6 +66,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from core_rt.board.protocol import (
+    ACK_FLAG_DEPTH_LOAD,
     CONTROLLER_TO_BOARD,
     CRC_SIZE,
     ECHO_NONE,
@@ -309,6 +310,7 @@ class BoardEmulator:
         start_mm: tuple[float, float, float] | None = None,
         breaks: Iterable[str] = (),
         back: str | None = None,
+        depth_load: bool = True,
     ) -> None:
         from sim.plant import SimPlant
 
@@ -328,6 +330,9 @@ class BoardEmulator:
             params=self._params(thermal_scale, start_mm, back),
         )
         self.back = back
+        self.depth_load = depth_load
+        """The board measures the depth drive's load: HELLO_ACK says so and STATUS carries it
+        (docs/board-protocol.md); else the flag is 0 and the field its sentinel."""
         self.thermal_scale = thermal_scale
         self.body_height_cm = body_height_cm
         self.seed = seed
@@ -556,6 +561,7 @@ class BoardEmulator:
                         watchdog_ms=round(self.watchdog_ns / MS),
                         nonce=(msg.nonce + ("wrong-nonce" in self.breaks)) & 0xFFFFFFFF,
                         status_period_us=self.tick_ns // 1000,
+                        flags=ACK_FLAG_DEPTH_LOAD if self.depth_load else 0,
                         board_id=BOARD_ID,
                     )
                 )
@@ -700,6 +706,7 @@ class BoardEmulator:
                 switches=switches,
                 outputs=(OUT_DRIVES_ON if on else 0) | (OUT_HEATER_ON if heater else 0),
                 board_faults=self.board_faults(),
+                depth_load_a=s["depth_load_a"] if self.depth_load else math.nan,
             )
         )
         self.counters["statuses_sent"] += 1

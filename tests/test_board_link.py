@@ -187,7 +187,7 @@ class AnsweringBoard:
 @pytest.mark.parametrize(
     ("ack", "why"),
     [
-        ({"version": 1}, "the board speaks protocol version 1; this controller speaks 2"),
+        ({"version": 2}, "the board speaks protocol version 2; this controller speaks 3"),
         ({"watchdog_ms": 250}, "the board's watchdog is 250 ms"),
         ({"status_period_us": 20000}, "the board's STATUS period is 20000 us"),
     ],

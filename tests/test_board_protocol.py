@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from core_rt.board.protocol import (
+    ACK_FLAG_DEPTH_LOAD,
     BOARD_TO_CONTROLLER,
     CONTROLLER_TO_BOARD,
     COUNTERS,
@@ -103,6 +104,7 @@ statuses = st.builds(
     switches=st.integers(0, 15),
     outputs=st.integers(0, 3),
     board_faults=st.integers(0, 0xFFFF),
+    depth_load_a=st.one_of(st.just(math.nan), st.floats(0, 60)),
 )
 hellos = st.builds(
     Hello,
@@ -116,6 +118,7 @@ acks = st.builds(
     watchdog_ms=st.integers(0, 0xFFFF),
     nonce=st.integers(0, 2**32 - 1),
     status_period_us=st.integers(0, 0xFFFF),
+    flags=st.integers(0, 0xFFFF),
     board_id=st.text(st.characters(min_codepoint=33, max_codepoint=126), max_size=16),
 )
 messages = st.one_of(setpoints, statuses, hellos, acks)
@@ -152,7 +155,7 @@ def test_payloads_are_fixed_size_little_endian() -> None:
     raw = sp.pack()
     assert len(raw) == 40 and raw[:4] == b"\x04\x03\x02\x01"
     assert struct.unpack_from("<i", raw, 4)[0] == 1000  # 1 mm = 1000 µm
-    assert len(Status().pack()) == 46
+    assert len(Status().pack()) == 48
     assert len(Hello().pack()) == 8 and len(HelloAck().pack()) == 28
 
 
@@ -171,6 +174,20 @@ def test_missing_readings_travel_as_sentinels_and_decode_to_nan() -> None:
     sp = Setpoint(pos_mm=(math.nan, 0, 0))
     (g,) = FrameDecoder().feed(encode(sp, 1))
     assert isinstance(g.msg, Setpoint) and not g.msg.is_valid()
+
+
+def test_the_depth_load_travels_in_ma_after_the_board_faults() -> None:
+    """Version 3 (docs/board-protocol.md, STATUS): a u16 at offset 46 in mA, saturating at
+    65534 mA, the sentinel 0xFFFF when not measured; HELLO_ACK flag bit 0 says it is."""
+    raw = Status(depth_load_a=0.48, board_faults=0x0102).pack()
+    assert struct.unpack_from("<HH", raw, 44) == (0x0102, 480)
+    assert struct.unpack_from("<H", Status(depth_load_a=70.0).pack(), 46)[0] == 0xFFFE
+    assert struct.unpack_from("<H", Status().pack(), 46)[0] == 0xFFFF  # not measured
+    (f,) = FrameDecoder().feed(encode(Status(depth_load_a=1.234), 3))
+    assert isinstance(f.msg, Status) and f.msg.depth_load_a == 1.234
+    assert math.isnan(Status.unpack(Status().pack()).depth_load_a)
+    assert HelloAck(flags=ACK_FLAG_DEPTH_LOAD).measures_depth_load
+    assert not HelloAck(flags=0).measures_depth_load and ACK_FLAG_DEPTH_LOAD == 1
 
 
 def test_full_heater_power_is_not_the_missing_value_sentinel() -> None:
@@ -212,7 +229,7 @@ def test_setpoint_seq_never_reaches_the_sentinels_and_wraps_to_one() -> None:
     assert next_setpoint_seq(0) == 1  # the first after HELLO_ACK
     assert next_setpoint_seq(SETPOINT_SEQ_MAX - 1) == SETPOINT_SEQ_MAX
     assert next_setpoint_seq(SETPOINT_SEQ_MAX) == 1
-    assert ECHO_NONE == 0 and PROTOCOL_VERSION == 2
+    assert ECHO_NONE == 0 and PROTOCOL_VERSION == 3
     primer = Setpoint(seq=1, flags=SP_FLAG_PRIMING)
     assert primer.priming and primer.is_valid()
 

@@ -255,7 +255,7 @@ class MiniController:
             yield frame[5], frame[6 : 6 + n]
 
     def hello(self) -> tuple[Any, ...]:
-        self.send(wire.HELLO, wire.HELLO_FMT.pack(2, 2000, 0xC0FFEE))
+        self.send(wire.HELLO, wire.HELLO_FMT.pack(wire.PROTOCOL_VERSION, 2000, 0xC0FFEE))
         self.sp = 0
         for msg_type, payload in self.frames():
             if msg_type == wire.HELLO_ACK:
@@ -314,7 +314,7 @@ def test_chair_physics_and_watchdog(make_board: Callable[..., BoardProcess]) -> 
     board = make_board("--start-pose", "500,130,10", "--shoulder-mm", "800")
     ctl = MiniController(board.port)
     version, watchdog_ms, nonce, period_us, flags, board_id = ctl.hello()
-    assert (version, nonce, flags, board_id.rstrip(b"\0")) == (2, 0xC0FFEE, 0, b"doc-board")
+    assert (version, nonce, flags, board_id.rstrip(b"\0")) == (3, 0xC0FFEE, 0, b"doc-board")
     assert 1 <= watchdog_ms <= 100 and 1 <= period_us <= 5000
     pose = (500_000, 130_000, 10_000)
     ctl.setpoint(pose, 0)

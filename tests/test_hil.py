@@ -247,10 +247,12 @@ def test_board_refuses_bad_arguments_with_exit_1(args: list[str], message: str) 
 async def test_session_scan_strokes_pause_resume_then_occupant_leaves_and_it_settles(
     tmp_path: Path,
 ) -> None:
-    """A whole session's life on the board: body scan, heated strokes, pause (holds), resume,
-    then the user stands up: detected within 500 ms, the chair settles to park, heater off."""
+    """A whole session's life on a board that does not measure the depth load (its scan is the
+    arm switch's, docs/chair.md §2): body scan, heated strokes, pause (holds), resume, then the
+    user stands up: detected within 500 ms, the chair settles to park, heater off. (A board
+    that measures it: tests/test_hil_contour.py.)"""
     cfg = ChairConfig.model_validate({"body": {"adjust_window_s": 1.0, "scan_speed_mm_s": 100.0}})
-    with board(tmp_path, "--body-height", "140", "--seed", "3") as b:
+    with board(tmp_path, "--body-height", "140", "--seed", "3", "--no-depth-load") as b:
         async with controller(b, cfg) as w:
             ctl = w.ctl
             await ctl.start("lumbar_heat", minutes=5, heat="medium")
@@ -259,6 +261,7 @@ async def test_session_scan_strokes_pause_resume_then_occupant_leaves_and_it_set
             true_line = b.state()["plant"]["shoulder_mm"] + cfg.body.shoulder_offset_mm
             notes = ctl.session.notes if ctl.session is not None else []
             assert shoulder == pytest.approx(true_line, abs=3), notes  # the scan's line + offset
+            assert any("does not report the depth drive's load" in n for n in notes), notes
             await reach(ctl, "running", 10, "the program to start")
             await until(  # heating, walking down to the program's first step
                 lambda: (p := b.state()["plant"])["heater_w"] > 0 and abs(p["vel_mm_s"][0]) > 50,

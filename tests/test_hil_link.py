@@ -202,7 +202,7 @@ def test_chair_run_ends_with_a_goodbye_never_by_the_board_watchdog(
 
             report = json.loads(summary.read_text())
             assert report["link"]["goodbyes"] == 0  # counted as the link closes, after this
-            assert report["link"]["board"]["version"] == 2
+            assert report["link"]["board"]["version"] == 3
             if how != "fault":
                 assert report["end_reason"] == "stopped"
         finally:

@@ -53,7 +53,10 @@ async def test_a_whole_session_over_mqtt_with_the_board_on_the_link(tmp_path: Pa
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     try:
         # found where a power cut left it: low on the track, heads narrow and pressing in
-        with board(tmp_path, "--start-pose", ",".join(f"{v:g}" for v in FOUND)) as b:
+        # (a board without the depth load: the switch's quick scan; the contour over the link:
+        # tests/test_hil_contour.py)
+        start = ",".join(f"{v:g}" for v in FOUND)
+        with board(tmp_path, "--start-pose", start, "--no-depth-load") as b:
             serve = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "chair", "--config", str(cfg_path), "serve",
                 "--hardware", b.spec, "--broker", broker.url, "--chair-id", "hil",
@@ -138,7 +141,7 @@ async def test_a_whole_session_over_mqtt_with_the_board_on_the_link(tmp_path: Pa
     assert watchdog["trips"] == 0
     assert after_exit["watchdog"]["trips"] == 0 and after_exit["outputs"] == "ready"
     link = summary["link"]  # the link's counters in the summary (docs/board-protocol.md)
-    assert link["board"]["board_id"] == "chair-sim" and link["board"]["version"] == 2
+    assert link["board"]["board_id"] == "chair-sim" and link["board"]["version"] == 3
     assert link["forced_off"] == 0 and link["drops"]["bad_crc"] == 0
     assert link["setpoint_gap_ms"]["p99"] < 5.0
     assert "board link: chair-sim" in err.decode()  # and in the daemon's log

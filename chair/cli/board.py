@@ -102,6 +102,12 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         help="the board's own watchdog, 1–100 ms (default 90: stops within 100 ms)",
     )
     p.add_argument(
+        "--no-depth-load",
+        action="store_true",
+        help="a board that does not measure the depth drive's load (HELLO_ACK flag 0, the "
+        "STATUS field its sentinel): the chair scans by the arm's contact switch",
+    )
+    p.add_argument(
         "--break",
         dest="breaks",
         action="append",
@@ -132,6 +138,8 @@ def handle(args: argparse.Namespace) -> int:
             watchdog_ms=args.watchdog_ms,
             start_mm=start_mm,
             breaks=args.breaks,
+            back=args.back,
+            depth_load=not args.no_depth_load,
         )
     except ValueError as e:
         raise UsageError(str(e)) from e

@@ -35,6 +35,15 @@ def add_body_arguments(p: argparse.ArgumentParser) -> None:
         help="simulated body height, 140–200 cm (default 175)",
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the simulated body (default 0)")
+    from sim.back import BACK_SHAPES
+
+    p.add_argument(
+        "--back",
+        choices=BACK_SHAPES,
+        default=None,
+        help="the simulated back's curve (docs/simulator.md, Back); default: the flat back of "
+        "uniform tissue that touches the heads at their home",
+    )
 
 
 def check_body_height(config: ChairConfig, height_cm: float) -> None:

@@ -174,6 +174,7 @@ def handle(args: argparse.Namespace) -> int:
             speed=args.speed,
             body_height_cm=args.body_height,
             seed=args.seed,
+            back=args.back,
             faults=args.fault,
             telemetry_hz=args.telemetry_hz,
             start_pose_mm=start_pose,

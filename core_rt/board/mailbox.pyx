@@ -155,7 +155,9 @@ cdef class LinkHardware(Hardware):
         s.st.seat_occupied = 1 if seat else 0
         s.st.board_faults = <uint32_t>(int(faults) & 0xFFFFFFFF)
         s.st.link_ok = 1
-        s.st.depth_load_a = NAN  # the STATUS frame does not carry the depth load
+        # the depth drive's load, when the mapping carries it (a board that measures it)
+        s.st.depth_load_a = (float(status["depth_load_a"])
+                             if hasattr(status, "keys") and "depth_load_a" in status else NAN)
         s.confirmed_ns = confirmed_ns
         s.received_ns = received_ns if received_ns > 0 else link_now_ns()
         link_st_box_write(&self.stbox, &s)

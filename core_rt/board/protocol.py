@@ -27,9 +27,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import ClassVar, NamedTuple, TypeAlias
 
-PROTOCOL_VERSION = 2
-"""Version 2: no command value equals a sentinel, the link's own SETPOINT counter, PRIMING as a
+PROTOCOL_VERSION = 3
+"""Version 3: STATUS carries the depth drive's load, HELLO_ACK flag bit 0 says the board measures
+it. Version 2: no command value equals a sentinel, the link's own SETPOINT counter, PRIMING as a
 flag, echo 0 = none (docs/board-protocol.md, Versions)."""
+ACK_FLAG_DEPTH_LOAD = 1 << 0
+"""HELLO_ACK.flags: the board measures the depth drive's load (STATUS carries it)."""
 SYNC = b"\xa5\x5a"
 HEADER = struct.Struct("<2sBHB")  # sync, length, seq, type
 HEADER_SIZE = HEADER.size  # 6
@@ -162,6 +165,11 @@ class HelloAck:
     flags: int = 0
     board_id: str = ""
 
+    @property
+    def measures_depth_load(self) -> bool:
+        """The board's STATUS carries the depth drive's load (`ACK_FLAG_DEPTH_LOAD`)."""
+        return bool(self.flags & ACK_FLAG_DEPTH_LOAD)
+
     def pack(self) -> bytes:
         name = self.board_id.encode("ascii", "replace")[:16]
         return self.FORMAT.pack(
@@ -259,10 +267,12 @@ class Status:
     """Board → controller, at least every 5 ms: what the sensors read (a `chair_status`).
 
     Wire units: µm, milli-rpm, milli-Hz, mA, centi-°C, mV. A sensor without a reading travels
-    as the field's sentinel and decodes to NaN (the controller's guard treats it as a fault)."""
+    as the field's sentinel and decodes to NaN (the controller's guard treats it as a fault).
+    `depth_load_a`: the depth drive's pressing load (NaN, the sentinel, from a board that does
+    not measure it: HELLO_ACK says which)."""
 
     TYPE: ClassVar[int] = TYPE_STATUS
-    FORMAT: ClassVar[struct.Struct] = struct.Struct("<II3iii5HhHBBH")
+    FORMAT: ClassVar[struct.Struct] = struct.Struct("<II3iii5HhHBBHH")
     echo_seq: int = ECHO_NONE
     board_time_us: int = 0
     pos_mm: tuple[float, float, float] = (0.0, 0.0, 0.0)
@@ -274,6 +284,7 @@ class Status:
     switches: int = 0
     outputs: int = 0
     board_faults: int = 0
+    depth_load_a: float = math.nan
 
     @property
     def limit_low(self) -> bool:
@@ -307,13 +318,13 @@ class Status:
             self.switches & 0xFF,
             self.outputs & 0xFF,
             self.board_faults & 0xFFFF,
+            _fix(self.depth_load_a, 1e3, 0, 0xFFFE, _U16_NONE),
         )
 
     @classmethod
     def unpack(cls, payload: bytes) -> Status:
-        (echo, t_us, p0, p1, p2, knead, tap, c0, c1, c2, c3, c4, therm, supply, sw, out, faults) = (
-            cls.FORMAT.unpack(payload)
-        )
+        (echo, t_us, p0, p1, p2, knead, tap, c0, c1, c2, c3, c4, therm, supply, sw, out, faults,
+         load) = cls.FORMAT.unpack(payload)  # fmt: skip
         return cls(
             echo,
             t_us,
@@ -326,6 +337,7 @@ class Status:
             sw,
             out,
             faults,
+            _un(load, 1e3, _U16_NONE),
         )
 
 
@@ -495,14 +507,14 @@ EXAMPLES: tuple[tuple[str, int, Message], ...] = (
     ),
     (
         "HELLO_ACK from the board (the emulator's, `chair board`): watchdog 90 ms, a STATUS at "
-        "least every 1000 µs, board id chair-sim",
+        "least every 1000 µs, the depth load measured (flag bit 0), board id chair-sim",
         0x0000,
         HelloAck(
             version=PROTOCOL_VERSION,
             watchdog_ms=90,
             nonce=0x12345678,
             status_period_us=1000,
-            flags=0,
+            flags=ACK_FLAG_DEPTH_LOAD,
             board_id="chair-sim",
         ),
     ),
@@ -522,7 +534,8 @@ EXAMPLES: tuple[tuple[str, int, Message], ...] = (
     ),
     (
         "STATUS: the board applied SETPOINT 1234; carriage at 599.98 mm, pad at 41.25 °C, 23.9 V, "
-        "arm touching, seat occupied, drives and heater on, no fault",
+        "arm touching, seat occupied, drives and heater on, no fault, the depth drive pressing "
+        "with a load of 0.48 A",
         0x0009,
         Status(
             echo_seq=1234,
@@ -536,12 +549,14 @@ EXAMPLES: tuple[tuple[str, int, Message], ...] = (
             switches=SW_ARM_CONTACT | SW_SEAT_OCCUPIED,
             outputs=OUT_DRIVES_ON | OUT_HEATER_ON,
             board_faults=0,
+            depth_load_a=0.48,
         ),
     ),
     (
         "STATUS after the board's watchdog stopped it: no SETPOINT after 1234 (applied at board "
         "time 5.0 s), the trip 90 ms later, this STATUS 10 ms after it: drives and heater off, "
-        "fault bit 0 (WATCHDOG), echo still 1234, every current 0; the carriage where the "
+        "fault bit 0 (WATCHDOG), echo still 1234, every current and the depth load 0; the "
+        "carriage where the "
         "extrapolation ended (600 mm + 80 mm/s × 10 ms = 600.8 mm), the kneading motor "
         "coasting down (28.5 rpm), the heads still against the back",
         0x0A0B,
@@ -557,6 +572,7 @@ EXAMPLES: tuple[tuple[str, int, Message], ...] = (
             switches=SW_ARM_CONTACT | SW_SEAT_OCCUPIED,
             outputs=0,
             board_faults=FAULT_WATCHDOG,
+            depth_load_a=0.0,  # the drives off: no load
         ),
     ),
     (
@@ -577,16 +593,16 @@ EXAMPLES: tuple[tuple[str, int, Message], ...] = (
         Setpoint(seq=90001, pos_mm=(1200.0, 160.0, 0.0), enable=False),
     ),
     (
-        "HELLO_ACK from a version-1 board answering our version-2 HELLO (the controller "
+        "HELLO_ACK from a version-2 board answering our version-3 HELLO (the controller "
         "refuses it; the board stays de-energised and ignores SETPOINTs)",
         0x0000,
         HelloAck(
-            version=1,
+            version=2,
             watchdog_ms=100,
             nonce=0x12345678,
             status_period_us=2000,
             flags=0,
-            board_id="acme-v1",
+            board_id="acme-v2",
         ),
     ),
     (
@@ -605,12 +621,15 @@ EXAMPLES: tuple[tuple[str, int, Message], ...] = (
             switches=SW_LIMIT_HIGH,
             outputs=0,
             board_faults=0,
+            depth_load_a=0.0,
         ),
     ),
     (
         "STATUS with missing readings, in READY (outputs off, every current it has 0): the "
         "width encoder, the tapping current and the pad thermistor read nothing (their "
-        "sentinels 0x80000000, 0xFFFF, 0x8000); no fault bit (a sentinel says it all; the "
+        "sentinels 0x80000000, 0xFFFF, 0x8000), nor the depth load (0xFFFF: a board whose "
+        "HELLO_ACK says it does not measure it sends that always); no fault bit (a sentinel "
+        "says it all; the "
         "controller faults `tracking` on the missing encoder at once and never energises "
         "while it lasts)",
         0x0101,

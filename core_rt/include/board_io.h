@@ -239,7 +239,8 @@ static inline int bio_on_status(bio_link *io, const uint8_t *payload, int64_t no
     out.st.seat_occupied = (s.switches & BW_SW_SEAT_OCCUPIED) != 0;
     out.st.board_faults = s.board_faults;
     out.st.link_ok = 1;
-    out.st.depth_load_a = NAN; /* the STATUS frame does not carry the depth load */
+    /* the depth drive's load, from a board that says it measures it (else NaN: not measured) */
+    out.st.depth_load_a = (io->board.flags & BW_ACK_FLAG_DEPTH_LOAD) ? s.depth_load_a : NAN;
     out.confirmed_ns = t_sent;
     out.received_ns = now;
     link_st_box_write(io->stbox, &out);

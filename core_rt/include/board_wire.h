@@ -16,7 +16,7 @@
 #include <stdint.h>
 #include <string.h>
 
-#define BW_PROTOCOL_VERSION 2
+#define BW_PROTOCOL_VERSION 3
 #define BW_SYNC0 0xA5
 #define BW_SYNC1 0x5A
 #define BW_HEADER 6
@@ -32,7 +32,8 @@
 #define BW_HELLO_SIZE 8
 #define BW_HELLO_ACK_SIZE 28
 #define BW_SETPOINT_SIZE 40
-#define BW_STATUS_SIZE 46
+#define BW_STATUS_SIZE 48
+#define BW_ACK_FLAG_DEPTH_LOAD 0x0001u /* HELLO_ACK: STATUS carries the depth load */
 
 #define BW_SP_FLAG_PRIMING 0x01u
 #define BW_SETPOINT_SEQ_MAX 0x7FFFFFFFu
@@ -143,6 +144,7 @@ typedef struct {
     double thermistor_c, supply_v;
     uint8_t switches, outputs;
     uint16_t board_faults;
+    double depth_load_a; /* NaN: not measured (the sentinel) */
 } bw_status;
 
 static inline void bw_unpack_status(const uint8_t *p, bw_status *s) {
@@ -157,6 +159,7 @@ static inline void bw_unpack_status(const uint8_t *p, bw_status *s) {
     s->switches = p[42];
     s->outputs = p[43];
     s->board_faults = bw_u16(p + 44);
+    s->depth_load_a = bw_un_u16(bw_u16(p + 46), 1e3);
 }
 
 typedef struct {

@@ -29,10 +29,10 @@ from dataclasses import dataclass, field
 
 SYNC = b"\xa5\x5a"
 HELLO, HELLO_ACK, SETPOINT, STATUS = 0x01, 0x02, 0x10, 0x20
-PAYLOAD_SIZE = {HELLO: 8, HELLO_ACK: 28, SETPOINT: 40, STATUS: 46}
+PAYLOAD_SIZE = {HELLO: 8, HELLO_ACK: 28, SETPOINT: 40, STATUS: 48}
 BOARD_RECEIVES = (HELLO, SETPOINT)
 MAX_LEN = 64
-PROTOCOL_VERSION = 2
+PROTOCOL_VERSION = 3
 BOARD_ID = b"doc-board"
 WATCHDOG_MS = 90  # trips a little early: a 1 ms loop and its jitter stay inside 100 ms
 STATUS_PERIOD_US = 2000  # declared longest interval; the loop sends one every 1 ms
@@ -47,7 +47,7 @@ SEQ_MAX = 0x7FFFFFFF
 FLAG_PRIMING = 0x01
 
 SETPOINT_FMT = struct.Struct("<I3i3iiiHBB")
-STATUS_FMT = struct.Struct("<II3iii5HhHBBH")
+STATUS_FMT = struct.Struct("<II3iii5HhHBBHH")
 HELLO_FMT = struct.Struct("<HHI")
 HELLO_ACK_FMT = struct.Struct("<HHIHH16s")
 
@@ -366,6 +366,8 @@ class Board:
             self._go(SAFE, "hello")
         self.echo = 0
         self.version_ok = version == PROTOCOL_VERSION
+        # flags 0: DEPTH_LOAD clear, this board does not measure the depth drive's load (its
+        # chair has no skin to press); every STATUS then carries that field's sentinel
         ack = HELLO_ACK_FMT.pack(
             PROTOCOL_VERSION, WATCHDOG_MS, nonce, STATUS_PERIOD_US, 0, BOARD_ID
         )
@@ -491,6 +493,7 @@ class Board:
             switches,
             outputs,
             faults,
+            U16_SENTINEL,  # the depth load: not measured (HELLO_ACK flag DEPTH_LOAD clear)
         )
         self._send(STATUS, payload)
 
