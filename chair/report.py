@@ -135,6 +135,13 @@ LEVEL_COLORS = ("#95a5a6", "#2e86de", "#16a085", "#f39c12", "#e74c3c", "#7d3c98"
 _EPS = 1e-6
 
 
+def press_mm(sample: dict[str, Any]) -> float:
+    """How far the heads press into the tissue at a telemetry sample: `press_mm` once the back's
+    surface is known (docs/chair.md §10), the depth from the heads' home before."""
+    press = sample.get("press_mm")
+    return float(sample["depth_mm"] if press is None else press)
+
+
 def depth_level(depth_mm: float, depth: Depth) -> int:
     """The depth level the heads press at: 0 (retracted) at or below `depth.retracted_mm`, else the
     lowest level k with depth_mm ≤ `depth.level_mm(k)` (past the top level: the top level). So
@@ -189,7 +196,7 @@ def session_figure(
         ax1.axhspan(lo, hi, color=c, alpha=0.8, lw=0)
         ax1.text(t[-1] if t else 0, (lo + hi) / 2, f" {z}", va="center", fontsize=8)
     # the roller y, each stretch in the colour of the depth level the heads press at
-    levels = [depth_level(s["depth_mm"], dep) for s in samples]
+    levels = [depth_level(press_mm(s), dep) for s in samples]
     n_levels = len(dep.levels_mm) + 1
     points = np.column_stack([t, [s["y_mm"] for s in samples]]).reshape(-1, 1, 2)
     trace = LineCollection(
@@ -238,13 +245,20 @@ def session_figure(
         ncols=n_levels,
         fontsize=7,
     )
-    # the depth against the cap of the zone the carriage is in (none outside the zones)
-    depth = [s["depth_mm"] for s in samples]
+    # the press against the cap of the zone the carriage is in (none outside the zones)
+    depth = [press_mm(s) for s in samples]
     caps = [zone_cap_mm(s["zone"], config) for s in samples]
     cap_line = [math.nan if c is None else c for c in caps]
     light = dep.level_mm(1)
     axd.axhspan(dep.retracted_mm, light, color=LEVEL_COLORS[1], alpha=0.15, lw=0)
-    axd.plot(t, depth, color="#1f3b73", lw=0.8, label="depth", gid="depth")
+    axd.plot(
+        t,
+        depth,
+        color="#1f3b73",
+        lw=0.8,
+        label="press into the tissue (from home before the scan)",
+        gid="depth",
+    )
     axd.plot(
         t,
         cap_line,

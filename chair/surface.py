@@ -114,11 +114,11 @@ class PressSurface:
         if s2 > 0:
             v = min(v, math.sqrt(0.5 * f * d.a_max / s2))
         if s3 > 0:
-            v = min(v, (0.25 * f * d.j_max / s3) ** (1 / 3))
+            v = min(v, (0.5 * f * d.j_max / s3) ** (1 / 3))
         a, j = c.a_max, c.j_max
         if s1 > 0:
             a = min(a, (f * d.a_max - s2 * v * v) / s1)
-        rest = f * d.j_max - s3 * v**3  # ≥ 3/4 of the jerk's budget
+        rest = f * d.j_max - s3 * v**3  # ≥ half of the jerk's budget
         if s2 > 0:
             a = min(a, 0.5 * rest / (3 * s2 * v))
         if s1 > 0:

@@ -13,7 +13,7 @@ from matplotlib.collections import LineCollection, PolyCollection
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from chair.report import depth_level, session_figure, write_plot
+from chair.report import depth_level, press_mm, session_figure, write_plot
 from core_rt.config import ChairConfig
 from tests.session_helpers import SHORT, Run, run_session
 
@@ -76,16 +76,19 @@ def test_the_depth_panel_draws_the_depth_under_the_cap_of_the_zone(run: Run, fig
     depth: Line2D = by_gid(ax, "depth")
     cap: Line2D = by_gid(ax, "zone-cap")
     assert floats(depth.get_xdata()) == [s["t"] for s in tlm]
-    assert floats(depth.get_ydata()) == [s["depth_mm"] for s in tlm]
+    assert floats(depth.get_ydata()) == [press_mm(s) for s in tlm]
     caps = floats(cap.get_ydata())
     want = [expected_cap(s["zone"]) for s in tlm]
     assert all(a == b or (math.isnan(a) and math.isnan(b)) for a, b in zip(caps, want, strict=True))
     # the strokes cross the lower back (cap level 3) and the back (cap level 5)
     assert {c for c in caps if not math.isnan(c)} >= {DEP.level_mm(3), DEP.level_mm(5)}
-    assert all(s["depth_mm"] <= c + 1e-6 for s, c in zip(tlm, caps, strict=True) if c == c)
+    assert all(press_mm(s) <= c + 1e-6 for s, c in zip(tlm, caps, strict=True) if c == c)
     assert not [a for a in ax.get_children() if a.get_gid() == "over-cap"]
     labels = [t.get_text() for t in ax.get_legend().get_texts()]  # type: ignore[union-attr]
-    assert labels == ["depth", "cap of the zone the carriage is in (zones: from the body scan on)"]
+    assert labels == [
+        "press into the tissue (from home before the scan)",
+        "cap of the zone the carriage is in (zones: from the body scan on)",
+    ]
 
 
 def test_the_roller_is_coloured_by_depth_level_showing_the_light_returns(
@@ -94,7 +97,7 @@ def test_the_roller_is_coloured_by_depth_level_showing_the_light_returns(
     tlm = run.telemetry
     trace: LineCollection = by_gid(fig.axes[0], "roller-depth-level")
     levels = [int(x) for x in floats(trace.get_array())]
-    assert levels == [depth_level(s["depth_mm"], DEP) for s in tlm[:-1]]
+    assert levels == [depth_level(press_mm(s), DEP) for s in tlm[:-1]]
     assert len(trace.get_segments()) == len(tlm) - 1
     # retracted (scan end, settle), light returns, and pressing strokes: several colours
     assert {0, 1} <= set(levels) and max(levels) >= 3
@@ -121,7 +124,12 @@ def test_the_roller_is_coloured_by_depth_level_showing_the_light_returns(
 def test_a_depth_over_the_zone_cap_is_marked(run: Run) -> None:
     """Not from a real session (the chair never does it): pressing 30 mm in the lumbar zone."""
     lumbar_cap = expected_cap("lumbar")
-    tlm = [{**s, "depth_mm": lumbar_cap + 6} if s["zone"] == "lumbar" else s for s in run.telemetry]
+    tlm = [
+        {**s, "depth_mm": lumbar_cap + 6, "press_mm": lumbar_cap + 6}
+        if s["zone"] == "lumbar"
+        else s
+        for s in run.telemetry
+    ]
     assert any(s["zone"] == "lumbar" for s in tlm)
     fig = session_figure(tlm, run.summary, run.result, CFG)
     over: PolyCollection = by_gid(depth_axes(fig), "over-cap")

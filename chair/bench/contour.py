@@ -46,8 +46,9 @@ def _session(
     seed: int,
     program: str = "quick",
     minutes: float | None = None,
-) -> tuple[Any, list[dict[str, Any]], Any]:
-    """One fast session on a back: (result, telemetry, the plant)."""
+) -> tuple[Any, list[dict[str, Any]], Any, list[str]]:
+    """One fast session on a back: (result, telemetry, the plant, the independent checker's
+    violations)."""
     from chair.controller import Controller
 
     controller = Controller.create(
@@ -61,7 +62,9 @@ def _session(
             return await controller._run_session(session)
 
     result = asyncio.run(main())
-    return result, controller.last_telemetry, controller.hardware
+    summary = controller.last_summary or {}
+    violations = list(summary.get("safety", {}).get("violations", []))
+    return result, controller.last_telemetry, controller.hardware, violations
 
 
 def _rms(xs: list[float]) -> float:
@@ -77,7 +80,7 @@ def scan_accuracy(config: ChairConfig, seeds: int = 3) -> dict[str, Any]:
     for back in FAMILIES:
         for height in HEIGHTS_CM:
             for seed in range(seeds):
-                result, _, plant = _session(config, back, height, seed)
+                result, _, plant, _ = _session(config, back, height, seed)
                 if result.contour is None:
                     failed += 1
                     continue
@@ -148,7 +151,9 @@ def pressing(
             untouched = {"back": 0, "neck": 0}
             for height in (HEIGHTS_CM[0], HEIGHTS_CM[2], HEIGHTS_CM[-1]):
                 for seed in range(seeds):
-                    result, telemetry, plant = _session(cfg, back, height, seed, program, minutes)
+                    result, telemetry, plant, _ = _session(
+                        cfg, back, height, seed, program, minutes
+                    )
                     sh = result.shoulder_mm
                     for part, lo, hi in (("back", -math.inf, sh), ("neck", sh, math.inf)):
                         d, u = press_deviation(cfg, telemetry, plant, lo, hi)
@@ -157,6 +162,31 @@ def pressing(
             row[name] = {p: _deviation_figures(dev[p], untouched[p]) for p in dev if dev[p]}
         out["flat (before contours)" if back is None else back] = row
     return out
+
+
+def every_program(config: ChairConfig, minutes: float = 5.0) -> dict[str, Any]:
+    """Every built-in program on every curve family (heights in turn, 140–200 cm), pressing
+    relative to the scanned surface: sessions completed, the independent checker's violations,
+    and the worst press deeper than intended against the plant's truth on the back."""
+    from chair.programs.model import builtin_programs
+
+    runs = failed = violations = 0
+    deeper = 0.0
+    for i, program in enumerate(builtin_programs()):
+        for j, back in enumerate(FAMILIES[1:]):
+            height = HEIGHTS_CM[(i + j) % len(HEIGHTS_CM)]
+            result, telemetry, plant, bad = _session(config, back, height, i + j, program, minutes)
+            runs += 1
+            failed += not result.completed
+            violations += len(bad)
+            dev, _ = press_deviation(config, telemetry, plant, hi_mm=result.shoulder_mm or 0.0)
+            deeper = max(deeper, *dev) if dev else deeper
+    return {
+        "sessions": runs,
+        "not_completed": failed,
+        "checker_violations": violations,
+        "worst_deeper_than_intended_mm": round(deeper, 2),
+    }
 
 
 def main() -> None:
@@ -168,6 +198,7 @@ def main() -> None:
     report = {
         "scan": scan_accuracy(config, args.seeds),
         "pressing": pressing(config, max(1, args.seeds - 1)),
+        "every_program": every_program(config),
     }
     print(json.dumps(report, indent=2))
     if args.json:

@@ -17,12 +17,17 @@ PROGRAM = "relax"
 
 
 def run_session(
-    config: ChairConfig, minutes: float, program: str = PROGRAM, keep_telemetry: bool = False
+    config: ChairConfig,
+    minutes: float,
+    program: str = PROGRAM,
+    keep_telemetry: bool = False,
+    back: str | None = None,
 ) -> dict[str, Any]:
-    """One fast session; wall time covers the whole session (scan, program, settle)."""
+    """One fast session; wall time covers the whole session (scan, program, settle). `back`: a
+    contoured back (`sim.back.BACK_SHAPES`), pressed relative to its scanned surface."""
     from chair.controller import Controller
 
-    controller = Controller.create(config, pacing="fast", seed=1)
+    controller = Controller.create(config, pacing="fast", seed=1, back=back)
 
     async def main() -> Any:
         async with controller:
@@ -54,6 +59,18 @@ def run(config: ChairConfig | None = None, quick: bool = False) -> dict[str, Any
     )
     growth = [run_session(config, m) for m in ((5, 30) if not quick else (5,))]
     by_len = sorted([*growth, main], key=lambda r: r["session_minutes"])
+    # the contour scan and the depth following a contoured back (docs/chair.md §10), beside the
+    # same back with fixed depths, 15 minutes each
+    fixed = config.model_copy(
+        update={"contour": config.contour.model_copy(update={"press_relative": False})}
+    )
+    contour = {
+        name: min(
+            (run_session(cfg, 15, back="normal") for _ in range(1 if quick else 2)),
+            key=lambda r: r["wall_seconds"],
+        )
+        for name, cfg in (("following", config), ("fixed_depth", fixed))
+    }
     return {
         "session_minutes": 15,
         "wall_seconds": main["wall_seconds"],
@@ -66,4 +83,8 @@ def run(config: ChairConfig | None = None, quick: bool = False) -> dict[str, Any
             for r in by_len
         ],
         "target_wall_seconds": 0.45,
+        "contoured_back": {
+            name: {k: r[k] for k in ("completed", "sim_seconds", "wall_seconds", "realtime_factor")}
+            for name, r in contour.items()
+        },
     }
