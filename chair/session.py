@@ -758,6 +758,28 @@ class Session:
         self.core.move("depth", 0.0)
         await self._wait_idle({"depth"})
 
+    async def _flatten_surface(self, why: PlanError) -> None:
+        """The strokes that follow this back are too slow for the program's time: press
+        relative to a flat surface at the back's nearest skin instead (docs/chair.md §10). No
+        following, full stroke speed; the heads press lighter where the back lies deeper, never
+        deeper than their level. Taken at rest, before the program's first move."""
+        assert self.surface is not None
+        flat = self.surface.flattened()
+        self.notes.append(
+            f"the strokes following this back do not fit the program's time ({why}): pressing "
+            f"from the back's nearest skin ({flat.control_mm[0]:.1f} mm) instead, lighter where "
+            "it lies deeper"
+        )
+        # the heads come back to the nearest skin first (never pressing: the new surface is
+        # nearer than the back under them), then the flat surface takes over
+        self.core.press_relative(False)
+        self.core.move("depth", flat.control_mm[0])
+        await self._wait_idle({"depth"})
+        self.core.set_surface(flat.y0_mm, flat.step_mm, flat.control_mm, flat.load_max_a)
+        self.core.press_relative(True)
+        await self._wait_idle({"depth"})
+        self.surface = flat
+
     def _clear_surface(self) -> None:
         if self.surface is not None:
             self.core.clear_surface()
@@ -877,10 +899,19 @@ class Session:
     async def _run_program(self) -> None:
         try:
             self.plan = self._build_plan()
-        except PlanError as e:  # this program does not fit this body in this time: settle
-            raise SessionAborted(
-                "plan_error", f"the program cannot be planned for this session: {e}"
-            ) from None
+        except PlanError as e:
+            if self.surface is None or self.surface.is_flat:
+                # this program does not fit this body in this time: settle
+                raise SessionAborted(
+                    "plan_error", f"the program cannot be planned for this session: {e}"
+                ) from None
+            await self._flatten_surface(e)
+            try:
+                self.plan = self._build_plan()
+            except PlanError as again:
+                raise SessionAborted(
+                    "plan_error", f"the program cannot be planned for this session: {again}"
+                ) from None
         plan = self.plan
         core = self.core
         core.clear_stats()

@@ -49,6 +49,18 @@ class PressSurface:
         c = self.control_mm
         return (c[0],) * PAD + c + (c[-1],) * PAD
 
+    @property
+    def is_flat(self) -> bool:
+        return min(self.control_mm) == max(self.control_mm)
+
+    def flattened(self) -> PressSurface:
+        """The same span held at its nearest skin (the smallest control point: the spline never
+        comes nearer than it): pressing relative to it follows nothing and is never deeper than
+        pressing relative to the back itself."""
+        near = min(self.control_mm)
+        return PressSurface(self.y0_mm, self.step_mm, (near,) * len(self.control_mm),
+                            self.load_max_a)  # fmt: skip
+
     def at(self, y_mm: float) -> float:
         """The surface at `y_mm`: the core's own evaluation."""
         h = self.step_mm

@@ -123,3 +123,21 @@ def test_pressing_relative_beside_fixed_depths_on_the_same_body(back: str) -> No
     (rel_mean, rel_untouched), (fix_mean, fix_untouched) = figures["relative"], figures["fixed"]
     assert rel_untouched == 0.0 and rel_mean < 1.5
     assert fix_mean > 3.0 * rel_mean and fix_mean > 4.0 and fix_untouched > 5.0
+
+
+def test_a_program_too_short_for_the_backs_strokes_presses_from_the_nearest_skin() -> None:
+    """sports_recovery in 5 minutes on a tall body with broad shoulder blades: its whole-back
+    effleurage step cannot hold one stroke slowed to follow the back. Instead of ending the
+    session (plan_error), the heads press relative to a flat surface at the back's nearest skin:
+    full-speed strokes, lighter where the back lies deeper, never deeper than the level; the
+    note says so and the independent checker passes it."""
+    run = run_session("sports_recovery", minutes=5, height=200.0, seed=11, back="broad_blades")
+    assert run.result.completed and run.violations == [], (run.result.notes, run.violations[:3])
+    assert any("nearest skin" in n for n in run.result.notes), run.result.notes
+    plan = run.result.plan
+    assert plan is not None and plan.surface is not None and plan.surface.is_flat
+    assert run.result.shoulder_mm is not None
+    dev, _ = press_deviation(
+        CFG, run.telemetry, run.controller.hardware, hi_mm=run.result.shoulder_mm
+    )
+    assert dev and max(dev) <= 0.5  # never deeper than intended (lighter where it is deeper)
