@@ -608,12 +608,8 @@ class Session:
         cfg = self.config
         b, k = cfg.body, cfg.contour
         core = self.core
-        # from the glutes of the tallest body (the lowest any zone reaches) to the neck's top of
-        # the top-most shoulder, at medium width
-        tallest = cfg.zones_for_shoulder(cfg.shoulder_for_height_mm(b.height_max_cm))
-        start_y = max(cfg.carriage.track_min_mm, tallest["glutes"][0])
+        start_y, end_y = cfg.contour_scan_span_mm()  # at medium width
         top = b.shoulder_max_mm
-        end_y = min(cfg.carriage.track_max_mm, cfg.zones_for_shoulder(top)["neck"][1])
         core.move("width", cfg.width.medium_mm)
         core.move("carriage", start_y)
         await self._wait_idle({"width", "carriage"})

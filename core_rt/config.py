@@ -489,6 +489,15 @@ class ChairConfig(_Model):
         ]
         return {z: (edges[i], edges[i + 1]) for i, z in enumerate(ZONES)}
 
+    def contour_scan_span_mm(self) -> tuple[float, float]:
+        """Where the contour scan walks (docs/chair.md §10): from the glutes of the tallest body
+        (the lowest any zone reaches) to the neck's top of the top-most shoulder."""
+        c, b = self.carriage, self.body
+        tallest = self.zones_for_shoulder(self.shoulder_for_height_mm(b.height_max_cm))
+        start = max(c.track_min_mm, tallest["glutes"][0])
+        end = min(c.track_max_mm, self.zones_for_shoulder(b.shoulder_max_mm)["neck"][1])
+        return (start, end)
+
 
 def load_config(path: str | Path | None = None) -> ChairConfig:
     """The reference chair, overridden by the TOML file at `path` if given."""

@@ -125,6 +125,7 @@ BREAKS: dict[str, str] = {
     "no-disconnect-trip": "a TCP disconnect while energised does not trip",
     "ignore-crc": "accepts frames whatever their CRC",
     "accept-duplicates": "accepts duplicate and out-of-order SEQs",
+    "load-flag-unkept": "HELLO_ACK says it measures the depth load, every STATUS the sentinel",
 }
 """``--break RULE``: the rules the emulator can break on purpose (for `chair board-check`)."""
 SLOW_WATCHDOG_NS = 150 * 1_000_000
@@ -706,7 +707,11 @@ class BoardEmulator:
                 switches=switches,
                 outputs=(OUT_DRIVES_ON if on else 0) | (OUT_HEATER_ON if heater else 0),
                 board_faults=self.board_faults(),
-                depth_load_a=s["depth_load_a"] if self.depth_load else math.nan,
+                depth_load_a=(
+                    s["depth_load_a"]
+                    if self.depth_load and "load-flag-unkept" not in self.breaks
+                    else math.nan
+                ),
             )
         )
         self.counters["statuses_sent"] += 1

@@ -45,6 +45,7 @@ CAUGHT_BY: dict[str, str] = {
     "no-disconnect-trip": "disconnect",
     "ignore-crc": "corruption",
     "accept-duplicates": "corruption",
+    "load-flag-unkept": "status-fields",
 }
 """Each break mode of the emulator → the check that must report FAIL for it."""
 

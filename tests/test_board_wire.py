@@ -14,7 +14,13 @@ import random
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from core_rt.board.mailbox import wire_crc16, wire_decode, wire_hello_frame, wire_setpoint_frame
+from core_rt.board.mailbox import (
+    wire_crc16,
+    wire_decode,
+    wire_hello_frame,
+    wire_setpoint_frame,
+    wire_status,
+)
 from core_rt.board.protocol import (
     BOARD_TO_CONTROLLER,
     CONTROLLER_TO_BOARD,
@@ -87,6 +93,34 @@ def test_setpoint_frames_are_byte_for_byte_the_references(
 def test_hello_frames_agree(tx: int, version: int, period: int, nonce: int) -> None:
     ref = encode(Hello(version=version, setpoint_period_us=period, nonce=nonce), tx)
     assert wire_hello_frame(tx, version, period, nonce) == ref
+
+
+def _same(a: object, b: object) -> bool:
+    """Equal, NaN equal to NaN (a sentinel decodes to NaN on both sides)."""
+    if isinstance(a, tuple) and isinstance(b, tuple):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
+        return True
+    return a == b
+
+
+@settings(max_examples=300)
+@given(st.binary(min_size=48, max_size=48))
+def test_status_payloads_decode_alike(payload: bytes) -> None:
+    """Any 48 bytes, every field (the depth load at offset 46 too) and every sentinel: the C
+    unpacking the link's loop uses gives the reference's values."""
+    ref = Status.unpack(payload)
+    got = wire_status(payload)
+    for name, value in got.items():
+        assert _same(value, getattr(ref, name)), name
+
+
+def test_the_depth_load_in_the_c_wire() -> None:
+    """mA on the wire: 0.48 A, the largest reading, and the sentinel (a board that does not
+    measure it)."""
+    assert wire_status(Status(depth_load_a=0.48).pack())["depth_load_a"] == 0.48
+    assert wire_status(Status(depth_load_a=65.534).pack())["depth_load_a"] == 65.534
+    assert math.isnan(wire_status(Status().pack())["depth_load_a"])
 
 
 def _stream(rng: random.Random, n: int) -> bytes:

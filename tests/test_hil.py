@@ -262,6 +262,8 @@ async def test_session_scan_strokes_pause_resume_then_occupant_leaves_and_it_set
             notes = ctl.session.notes if ctl.session is not None else []
             assert shoulder == pytest.approx(true_line, abs=3), notes  # the scan's line + offset
             assert any("does not report the depth drive's load" in n for n in notes), notes
+            assert ctl.session is not None and ctl.session.contour is None  # no contour scan
+            assert ctl.state()["contour"] == []
             await reach(ctl, "running", 10, "the program to start")
             await until(  # heating, walking down to the program's first step
                 lambda: (p := b.state()["plant"])["heater_w"] > 0 and abs(p["vel_mm_s"][0]) > 50,

@@ -80,5 +80,10 @@ async def test_the_contour_scan_and_pressing_relative_over_the_board_link(tmp_pa
     assert max(map(abs, follow)) <= 2.0
     assert max(deeper) <= 3.0
     assert all(math.isfinite(x) and x > 0 for x in loads)  # the board's load, on the link
+    # the summary publishes the scanned contour (every sample), the state a coarser one
+    summary = ctl.last_summary
+    assert summary is not None and summary["safety"]["ok"] is True
+    published = summary["body"]["contour"]
+    assert published == session.contour.as_pairs() and len(published) >= len(errors)
     last = tel[-1]
     assert last.depth_mm <= cfg.depth.retracted_mm and math.isnan(last.surface_mm)

@@ -35,6 +35,7 @@ Broken on purpose, for the conformance kit (``chair board-check``): ``--break RU
     no-disconnect-trip      a TCP disconnect while energised does not trip
     ignore-crc              accepts frames whatever their CRC
     accept-duplicates       accepts duplicate and out-of-order SEQs
+    load-flag-unkept        HELLO_ACK says it measures the depth load, every STATUS the sentinel
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 # The tick side of a board link (see mailbox.pyx): lock-free mailboxes between the real-time tick and
 # the link's I/O thread.
-from libc.stdint cimport int64_t, uint16_t, uint32_t, uint64_t
+from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 
 from core_rt.chair_core cimport chair_setpoint, chair_status
 from core_rt.hardware cimport Hardware
@@ -97,6 +97,16 @@ cdef extern from "board_io.h" nogil:
         uint16_t seq
         const unsigned char* payload
         int len
+    ctypedef struct bw_status:
+        uint32_t echo_seq, board_time_us
+        double pos_mm[3]
+        double knead_rpm, tap_hz
+        double current_a[5]
+        double thermistor_c, supply_v
+        uint8_t switches, outputs
+        uint16_t board_faults
+        double depth_load_a
+    void bw_unpack_status(const unsigned char* p, bw_status* s)
     uint16_t bw_crc16(const unsigned char* p, size_t n, uint16_t crc)
     void bw_pack_setpoint(unsigned char* p, const bw_setpoint* s)
     void bw_pack_hello(unsigned char* p, uint16_t version, uint16_t period_us, uint32_t nonce)

@@ -337,6 +337,24 @@ def wire_hello_frame(int tx_seq, int version, int period_us, uint32_t nonce):
     return bytes(out[:n])
 
 
+def wire_status(bytes payload):
+    """A STATUS payload (48 bytes) as board_wire.h unpacks it, fields named as the reference's
+    `core_rt.board.protocol.Status` (NaN where a field carries its sentinel)."""
+    if len(payload) != 48:
+        raise ValueError(f"a STATUS payload is 48 bytes, not {len(payload)}")
+    cdef bw_status s
+    bw_unpack_status(<const unsigned char*>payload, &s)
+    return {
+        "echo_seq": s.echo_seq, "board_time_us": s.board_time_us,
+        "pos_mm": tuple(s.pos_mm[i] for i in range(3)),
+        "knead_rpm": s.knead_rpm, "tap_hz": s.tap_hz,
+        "current_a": tuple(s.current_a[i] for i in range(5)),
+        "thermistor_c": s.thermistor_c, "supply_v": s.supply_v,
+        "switches": s.switches, "outputs": s.outputs, "board_faults": s.board_faults,
+        "depth_load_a": s.depth_load_a,
+    }
+
+
 def wire_decode(chunks, bint board_to_controller=True):
     """Feed `chunks` (bytes) to board_wire.h's decoder; returns ``(frames, counters)``, frames
     as ``(type, seq, payload)``, counters named as the reference decoder's."""

@@ -56,6 +56,8 @@ def board_numbers(config: ChairConfig) -> list[Row]:
     scan_depth = d.level_mm(b.scan_depth_level)
     smallest = config.zones_for_shoulder(config.shoulder_for_height_mm(b.height_min_cm))
     scan_start = smallest[b.scan_start_zone][0]
+    k = config.contour
+    scan_from, scan_to = config.contour_scan_span_mm()
     rows = [
         # ---- the carriage and its track
         Row(
@@ -181,6 +183,36 @@ def board_numbers(config: ChairConfig) -> list[Row]:
             f"+ {_n(b.shoulder_offset_mm)} mm",
             "`carriage.seat_mm` + `body.shoulder_min_above_seat_mm`, `body.shoulder_offset_mm`",
             "report the contact raw in every STATUS (no latching, debounce ≤ 5 ms)",
+        ),
+        # ---- the contour scan (a board that measures the depth load)
+        Row(
+            "contour scan (HELLO_ACK DEPTH_LOAD set): following the skin",
+            f"from y ≈ {scan_from:.0f} mm up to {scan_to:.0f} mm at {_n(k.speed_mm_s)} mm/s, "
+            f"width {_n(w.medium_mm)} mm; the depth holds a load of "
+            + " / ".join(f"{_n(round(p * k.load_a_per_mm * 1000))} mA" for p in k.touch_press_mm)
+            + f" (a {_n(k.touch_press_mm[0])} / {_n(k.touch_press_mm[1])} mm touch of the "
+            f"reference tissue), a sample every {_n(k.sample_mm)} mm",
+            "`contour.speed_mm_s`, `contour.touch_press_mm`, `contour.load_a_per_mm`, "
+            "`contour.sample_mm`",
+            "the depth drive's load (STATUS offset 46) in every STATUS: what pressing adds, "
+            f"≈ {_n(round(k.load_a_per_mm * 1000))} mA per mm into the reference tissue",
+        ),
+        Row(
+            "contour scan: in contact",
+            f"load ≥ {_n(round(k.contact_min_press_mm * k.load_a_per_mm * 1000))} mA; below "
+            f"the shoulder line off the skin for more than {_n(k.gap_max_mm)} mm of track, or "
+            f"the skin moving more than {_n(k.jump_max_mm)} mm between samples, fails the scan",
+            "`contour.contact_min_press_mm`, `contour.gap_max_mm`, `contour.jump_max_mm`",
+            "the load raw (filtered ≤ 5 ms), resolution ≤ 10 mA",
+        ),
+        Row(
+            "contour scan: the shoulder line",
+            f"where the neck begins: the first {_n(k.neck_min_mm)} mm of tissue softer than "
+            f"{_n(k.neck_stiffness)} × the reference above y = "
+            f"{_n(c.seat_mm + b.shoulder_min_above_seat_mm)} mm",
+            "`contour.neck_stiffness`, `contour.neck_min_mm`",
+            "nothing of its own: the neck is the user's (a test body needs one, "
+            "[The depth load and the contour scan](#the-depth-load-and-the-contour-scan))",
         ),
         Row(
             "seat occupancy",
