@@ -1,9 +1,12 @@
 """Suite-wide test plumbing.
 
 Tests that depend on the wall clock — the real-time loop, HIL with its board process, the MQTT
-daemon against mosquitto — are marked `serial`: `make test` runs them one at a time after the
-CPU-bound rest, which it spreads over the machine's cores. A timing test never shares the CPU with
-another test.
+daemon against mosquitto, the browser — are marked `serial`: `make test` runs them after the
+CPU-bound rest, which it spreads over the machine's cores. They spend their time waiting on real
+time, not computing (a load of about 0.5 on this suite's 2 cores), so `make test` runs them two
+at a time, the long HIL sessions first; they wait on events with generous ceilings and must
+pass beside a CPU hog anyway (`stress-ng --cpu 1`, README, Tests). The few that measure the
+real-time loop's own timing are also marked `alone` and run by themselves at the end.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ def _a_database_of_its_own(
 
 SERIAL_MARKS = ("realtime", "hil", "broker")
 SERIAL_FILES = ("test_mqtt", "test_hil", "test_rtloop", "test_web", "test_doc_web")
+ALONE_FILES = ("test_rtloop.py", "test_core.py")
+"""Their wall-clock tests measure the real-time loop itself (its rate, latency, pinning)."""
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -32,3 +37,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         name = item.path.name
         if name.startswith(SERIAL_FILES) or any(item.get_closest_marker(m) for m in SERIAL_MARKS):
             item.add_marker(pytest.mark.serial)
+            if name in ALONE_FILES:
+                item.add_marker(pytest.mark.alone)
+    # the long HIL sessions first, so that two workers finish together (a stable sort: every
+    # file keeps its own order)
+    items.sort(key=lambda item: 0 if item.get_closest_marker("hil") else 1)
