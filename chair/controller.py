@@ -100,7 +100,8 @@ class Controller:
         self._waiters: list[tuple[StatePredicate, asyncio.Future[SessionState]]] = []
         self._reset_result: asyncio.Future[bool] | None = None
         self.telemetry_sinks = driver.telemetry_sinks
-        self._latest_tlm: dict[str, Any] | None = None
+        self._latest_record: tuple[Telemetry, SessionState] | None = None
+        """The chair's last telemetry record and state, made a sample when asked for."""
         self.session_faults: list[tuple[float, str]] = []
         # the chair's database (docs/chair.md §9): None without one, or once it failed
         self.db_path: Path | None = None
@@ -204,7 +205,7 @@ class Controller:
             st = s.status()
             fault = self._fault if latched else st["fault"]
         else:
-            tl = self._latest_tlm
+            tl = self._latest_tlm()
             last = self.last_result
             heater = self.config.heater
             st = {
@@ -252,7 +253,7 @@ class Controller:
     def telemetry(self) -> dict[str, Any] | None:
         if self.session is not None and self.session.last_telemetry is not None:
             return self.session.last_telemetry
-        return self._latest_tlm
+        return self._latest_tlm()
 
     def programs(self) -> list[str]:
         """What `start` accepts: the built-ins, the delivered programs (docs/programs.md,
@@ -332,8 +333,14 @@ class Controller:
             cb(e)
 
     def _on_telemetry(self, records: list[Telemetry]) -> None:
-        # between sessions: the chair's own telemetry, `t` on the core's clock
-        self._latest_tlm = telemetry_sample(records[-1], 0, self._state)
+        self._latest_record = (records[-1], self._state)
+
+    def _latest_tlm(self) -> dict[str, Any] | None:
+        """Between sessions: the chair's own telemetry, `t` on the core's clock."""
+        if self._latest_record is None:
+            return None
+        record, state = self._latest_record
+        return telemetry_sample(record, 0, state)
 
     # ---- running -----------------------------------------------------------------------------
 

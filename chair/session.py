@@ -345,7 +345,8 @@ class Session:
         out = self.telemetry
         keep = self.keep_telemetry
         d: dict[str, Any] | None = None
-        for r in records:
+        # only the last record is needed when the session keeps no telemetry of its own
+        for r in records if keep else records[-1:]:
             t_ns = r.t_ns
             step: int | None = None
             if marks and state in PROGRAM_STATES:
