@@ -13,10 +13,20 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from chair import __version__
-from chair.cli import bench, board, board_check, programs, remote, run, serve, users
+from chair.cli import (
+    bench,
+    board,
+    board_check,
+    programs,
+    provision,
+    remote,
+    run,
+    serve,
+    users,
+)
 from chair.cli.common import EXIT_USAGE, UsageError
 
-COMMANDS = (programs, run, serve, remote, users, board, board_check, bench)
+COMMANDS = (programs, run, serve, remote, users, board, board_check, bench, provision)
 """Each registers one or more subcommands (`programs` registers programs/show/schema/validate,
 `users` registers users and history)."""
 
