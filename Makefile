@@ -5,7 +5,7 @@ VPY     := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
 SOURCES := $(shell find core_rt sim -name '*.pyx' -o -name '*.pxd' -o -name '*.h') setup.py pyproject.toml
 
-.PHONY: run test bench soak lint install clean mosquitto rt-tests chromium fmt
+.PHONY: run test bench soak lint install clean mosquitto rt-tests chromium postgresql fmt
 
 $(VPY):
 	$(PY) -m venv $(VENV)
@@ -41,6 +41,16 @@ chromium:
 	    { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null; }; \
 	  else echo "chromium is missing: install it with 'sudo apt-get install chromium'"; exit 1; fi; }
 
+# The fleet service's tests start a PostgreSQL of their own (tests/postgres_server.py) from the
+# distribution's packages; without root they skip and say so.
+postgresql:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing postgresql (apt-get)"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql >/dev/null || \
+	    { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql >/dev/null; }; \
+	  else echo "postgresql is missing: the PostgreSQL tests skip (sudo apt-get install postgresql)"; fi; }
+
 rt-tests:
 	@command -v cyclictest >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
@@ -52,7 +62,7 @@ rt-tests:
 # CPU-bound tests spread over the cores; then the wall-clock ones (HIL, broker, browser), which
 # mostly wait on real time, two at a time; last the few that time the real-time loop itself, alone
 # (tests/conftest.py). The slowest of each part are listed: the suite must stay under 10 minutes.
-test: $(STAMP) mosquitto chromium
+test: $(STAMP) mosquitto chromium postgresql
 	$(VPY) -m pytest -q -n auto -m "not serial" -p no:cacheprovider --durations=8
 	$(VPY) -m pytest -q -n 2 -m "serial and not alone" -p no:cacheprovider --durations=12
 	$(VPY) -m pytest -q -m alone -p no:cacheprovider

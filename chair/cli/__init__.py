@@ -17,6 +17,7 @@ from chair.cli import (
     bench,
     board,
     board_check,
+    fleet,
     programs,
     provision,
     remote,
@@ -26,7 +27,7 @@ from chair.cli import (
 )
 from chair.cli.common import EXIT_USAGE, UsageError
 
-COMMANDS = (programs, run, serve, remote, users, board, board_check, bench, provision)
+COMMANDS = (programs, run, serve, remote, users, board, board_check, bench, fleet, provision)
 """Each registers one or more subcommands (`programs` registers programs/show/schema/validate,
 `users` registers users and history)."""
 
