@@ -60,11 +60,11 @@ rt-tests:
 	  else echo "cyclictest is missing: install it with 'sudo apt-get install rt-tests'"; exit 1; fi; }
 
 # CPU-bound tests spread over the cores; then the wall-clock ones (HIL, broker, browser), which
-# mostly wait on real time, two at a time; last the few that time the real-time loop itself, alone
+# mostly wait on real time, two at a time (the HIL ones in turn on one worker); last the few that time the real-time loop itself, alone
 # (tests/conftest.py). The slowest of each part are listed: the suite must stay under 10 minutes.
 test: $(STAMP) mosquitto chromium postgresql
 	$(VPY) -m pytest -q -n auto -m "not serial" -p no:cacheprovider --durations=8
-	$(VPY) -m pytest -q -n 2 -m "serial and not alone" -p no:cacheprovider --durations=12
+	$(VPY) -m pytest -q -n 2 --dist loadgroup -m "serial and not alone" -p no:cacheprovider --durations=12
 	$(VPY) -m pytest -q -m alone -p no:cacheprovider
 
 bench: $(STAMP) rt-tests mosquitto chromium

@@ -4,9 +4,11 @@ Tests that depend on the wall clock — the real-time loop, HIL with its board p
 daemon against mosquitto, the browser — are marked `serial`: `make test` runs them after the
 CPU-bound rest, which it spreads over the machine's cores. They spend their time waiting on real
 time, not computing (a load of about 0.5 on this suite's 2 cores), so `make test` runs them two
-at a time, the long HIL sessions first; they wait on events with generous ceilings and must
-pass beside a CPU hog anyway (`stress-ng --cpu 1`, README, Tests). The few that measure the
-real-time loop's own timing are also marked `alone` and run by themselves at the end.
+at a time: the HIL tests one after another on one worker (`xdist_group("hil")`: never two board
+processes at once), the broker and browser tests on the other. They wait on events with
+generous ceilings and must pass beside a CPU hog anyway (`stress-ng --cpu 1`, README, Tests).
+The few that measure the real-time loop's own timing are also marked `alone` and run by
+themselves at the end.
 """
 
 from __future__ import annotations
@@ -39,6 +41,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.serial)
             if name in ALONE_FILES:
                 item.add_marker(pytest.mark.alone)
+        if item.get_closest_marker("hil"):
+            # one board process at a time: a board runs its 1 kHz loop at SCHED_FIFO, and two
+            # of them beside two controllers starve a 2-core machine (link_lost, stall)
+            item.add_marker(pytest.mark.xdist_group("hil"))
     # the long HIL sessions first, so that two workers finish together (a stable sort: every
     # file keeps its own order)
     items.sort(key=lambda item: 0 if item.get_closest_marker("hil") else 1)
