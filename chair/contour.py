@@ -25,6 +25,8 @@ import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
+
 from core_rt.config import Contour
 from core_rt.records import SurfaceSample
 
@@ -98,8 +100,6 @@ def _fit(
     None when the loads are too alike, the samples too few, or the tissue implausible. The
     residual is in load, not in mm: a load's noise is the same on any tissue, while in mm it
     grows on soft tissue (mm = q · A), and the fits of different windows must compare alike."""
-    import numpy as np
-
     if len(near) < 6:
         return None
     arr = np.array([(n.y_mm, n.depth_mm, n.load_a) for n in near])

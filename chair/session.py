@@ -653,6 +653,8 @@ class Session:
                 if neck_reached(samples, lowest, k):
                     break
         core.brake()  # ends the following too
+        # a fault or an e-stop that ended the walk ends the session: it is no scan to judge
+        await self._wait(self.driver.now_ns() + 2 * self.driver.period_ns)
         samples += core.drain_surface()
         self.contour = skin_points(samples, k)
         shoulder = find_shoulder(self.contour, lowest, k) if self.contour else None

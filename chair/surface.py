@@ -25,6 +25,8 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+import numpy as np
+
 from chair.contour import BackContour
 from core_rt.config import ZONES, ChairConfig, MotionLimits
 from core_rt.surface import surface_at
@@ -164,8 +166,6 @@ def surface_from_contour(
     (`load_bounds`). Above the shoulder line the surface stays at the shoulder's level: the neck
     curves away from the heads (up to 15 mm over 3 cm) faster than the depth can follow a stroke
     up the back, so over it the heads press lighter than their level, never deeper."""
-    import numpy as np
-
     k = config.contour
     h = k.sample_mm
     pts = tuple(p for p in contour.points if p.y_mm <= shoulder_mm) or contour.points[:1]

@@ -59,6 +59,7 @@ def test_a_scan_interrupted_by_a_fault_stops_where_it_is_and_presses_no_deeper()
     run = run_session(faults=["stall:carriage@35s"], back="lordosis")
     assert run.result.end_reason == "fault"
     assert [f.code for f in run.result.faults] == ["stall"]
+    assert not any("body scan went wrong" in n for n in run.result.notes)  # a fault, no verdict
     t_fault = run.result.faults[0].t
     at_fault = max(s["depth_mm"] for s in run.telemetry if abs(s["t"] - t_fault) <= 0.02)
     after = [s for s in run.telemetry if s["t"] > t_fault + 0.02]
