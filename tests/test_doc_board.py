@@ -2,8 +2,9 @@
 
 tests/doc_board/board.py is written only from the document. Here it runs as its own process on
 a TCP port and is driven by `chair board-check` (every check must pass), by a real session
-(`chair run ... --hardware tcp:...`, stopped with SIGTERM after the body scan) and by a tiny
-controller of our own that exercises the chair behind it (motors, heater, watchdog).
+(`chair run ... --hardware tcp:...` against the board with --depth-load: the contour scan from
+the depth load, stopped with SIGTERM after it) and by a tiny controller of our own that
+exercises the chair behind it (motors, heater, watchdog).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ pytestmark = [pytest.mark.hil, pytest.mark.realtime]
 ROOT = Path(__file__).resolve().parents[1]
 BOARD = ROOT / "tests" / "doc_board" / "board.py"
 PARK_MM = (1200.0, 160.0, 0.0)  # the document's park pose
-SHOULDER_MM = 780.0  # where our simulated body's back ends
+SHOULDER_MM = 810.0  # our simulated body's shoulder line (a 142 cm user: 320 + 3.45 × 142)
 Event = dict[str, Any]
 
 
@@ -52,6 +53,7 @@ class BoardProcess:
             text=True,
         )
         self.events: list[Event] = []
+        self.eof = False  # its stderr has ended: every event it wrote is in `events`
         self.cond = threading.Condition()
         lines: queue.Queue[str] = queue.Queue()
         assert self.proc.stdout is not None and self.proc.stderr is not None
@@ -69,6 +71,9 @@ class BoardProcess:
             with self.cond:
                 self.events.append(event)
                 self.cond.notify_all()
+        with self.cond:
+            self.eof = True
+            self.cond.notify_all()
 
     def wait_for(
         self, match: Callable[[Event], bool], timeout: float, start: int = 0, what: str = ""
@@ -82,7 +87,7 @@ class BoardProcess:
                         return i
                 start = len(self.events)
                 left = deadline - time.monotonic()
-                code = self.proc.poll()
+                code = self.proc.poll() if self.eof else None  # exited, all its events read
                 if left <= 0 or code is not None:
                     why = f"the board exited ({code})" if code is not None else f"{timeout} s"
                     raise AssertionError(f"the board never showed {what or match}: {why}")
@@ -136,14 +141,23 @@ def test_board_check_passes(make_board: Callable[..., BoardProcess]) -> None:
     assert report["counters"]["refused_setpoints"] > 0  # and the version-1 ones refused
 
 
-# --- 2. a real session, stopped after the body scan --------------------------------------------
+# --- 2. a real session: the contour scan from the depth load, stopped after it ----------------
 
 
 def test_session_scans_and_stops_cleanly(
     make_board: Callable[..., BoardProcess], tmp_path: Path
 ) -> None:
-    # Found near the scan's start (the document: a board need not park first), to keep it short.
-    board = make_board("--start-pose", "400,130,0", "--shoulder-mm", str(SHOULDER_MM))
+    """The board with --depth-load: the controller scans the back's contour from the load.
+
+    The document ("The depth load and the contour scan"): the heads go to y ≈ 148 mm, come
+    forward until the load says they touch, then walk up at 20 mm/s holding a light touch
+    (30/66 mA), and the walk stops once the neck (softer tissue above the shoulder line) is
+    seen. The session is stopped (SIGTERM) once the program starts after the adjust window.
+    """
+    # Found at the scan's start (the document: a board need not park first), to keep it short.
+    board = make_board(
+        *("--depth-load", "--start-pose", "150,130,0", "--shoulder-mm", str(SHOULDER_MM))
+    )
     summary_path = tmp_path / "summary.json"
     run = subprocess.Popen(
         [
@@ -161,58 +175,110 @@ def test_session_scans_and_stops_cleanly(
             lambda e: e["ev"] == "state" and e["new"] == "ON", 15, what="the drives energised"
         )
         board.wait_for(lambda e: e["ev"] == "motion_on", 5, on, "the controller moving the chair")
-        pressed = board.wait_for(
-            lambda e: e["ev"] == "contact" and e["closed"], 15, on, "the heads pressing the back"
+        touched = board.wait_for(  # the touch: at most 21 s at the following's gain
+            lambda e: e["ev"] == "touch" and e["touching"], 40, on, "the heads touching the skin"
         )
-        top = board.wait_for(
-            lambda e: (
-                e["ev"] == "contact"
-                and not e["closed"]
-                and e["carriage_mm"] >= 700
-                and e["carriage_mm_s"] > 5
-            ),
-            30,
-            pressed,
-            "the scan walking past the shoulder line",
+        released = board.wait_for(  # the walk: ~ 700 mm at 20 mm/s, on the skin all the way
+            lambda e: e["ev"] == "touch" and not e["touching"],
+            90,
+            touched,
+            "the heads leaving the skin after the walk",
         )
         rest = board.wait_for(  # the scan is over: the heads came back, the chair at rest
             lambda e: e["ev"] == "motion_off" and e["pose_mm"][2] < 1.0,
-            10,
-            top,
+            15,
+            released,
             "the chair at rest with the heads back after the scan",
+        )
+        # The adjust window, about 10 s of stillness; then the program starts and the session
+        # is stopped. (The summary's shoulder line is set as the adjust window opens, just after
+        # the board sees the heads home: a session stopped right there often reports none.)
+        # The heads' last 0.5 mm/s may flicker the motion events as they stop: a start is
+        # counted from 5 s into the window.
+        rest_t = board.events[rest]["t"]
+        started = board.wait_for(
+            lambda e: e["ev"] == "motion_on" and e["t"] > rest_t + 5,
+            30,
+            rest,
+            "the program starting after the adjust window",
         )
     finally:
         run.send_signal(signal.SIGTERM)
         out, err = run.communicate(timeout=30)
         print(out, err)
         with board.cond:  # what the board saw, for a failure's post-mortem
-            print(*(json.dumps(e) for e in board.events[:40]), "...", sep="\n")
-            print(*(json.dumps(e) for e in board.events[-40:]), sep="\n")
+            notable = [
+                e
+                for e in board.events
+                if e["ev"] != "summary" and (e["ev"] != "late_tick" or e["gap_ms"] >= 20)
+            ]
+            print(*(json.dumps(e) for e in notable[:60]), "...", sep="\n")
+            print(*(json.dumps(e) for e in notable[-40:]), sep="\n")
         if summary_path.exists():  # and how the chair saw its session
             summary = json.loads(summary_path.read_text())
-            shown = ("end_reason", "completed", "faults", "notes", "link", "loop", "commands")
-            print(json.dumps({k: summary.get(k) for k in shown}))
+            seen = ("end_reason", "completed", "faults", "notes", "link", "loop", "commands")
+            print(json.dumps({k: summary.get(k) for k in seen}))
+            print("body:", json.dumps(summary.get("body")))
     assert run.returncode == 128 + signal.SIGTERM, err
 
     summary = json.loads(summary_path.read_text())
-    shown = ("end_reason", "completed", "faults", "notes", "safety", "body", "link")
+    shown = ("end_reason", "completed", "faults", "notes", "safety", "link")
     print(json.dumps({k: summary[k] for k in shown}, indent=1))
     assert summary["faults"] == []
     assert summary["end_reason"] == "stopped"
+    assert summary["notes"] == ["stopped by the user"]  # no scan_failed, no "no neck" note
     assert summary["safety"]["ok"] is True
     link = summary["link"]
     assert link["board"]["board_id"] == "doc-board"
+    assert link["board"]["flags"] & wire.FLAG_DEPTH_LOAD
     assert link["board_watchdog_seen"] == 0 and link["forced_off"] == 0
     assert link["disconnects"] == 0 and link["connects"] == 1
 
-    # The scan stopped on the contact's opening at our shoulder line, not at the top-most
-    # allowed shoulder (1010 mm). (The summary's `body.shoulder_mm` stays null when the session
-    # is stopped before the program starts, so the board's side is the evidence.)
-    assert board.events[top]["carriage_mm"] == pytest.approx(SHOULDER_MM, abs=1)
-    assert board.events[rest]["pose_mm"][0] < SHOULDER_MM + 30
+    # The board's side of the scan. The touch at the scan's start, on the back:
+    touch, release = board.events[touched], board.events[released]
+    print("touch:", touch, "release:", release, "rest:", board.events[rest])
+    assert touch["carriage_mm"] == pytest.approx(148, abs=10) and touch["stiffness"] == 1.0
+    walk_s = release["t"] - touch["t"]
+    still_s = board.events[started]["t"] - board.events[rest]["t"]
+    print(f"walk {walk_s:.1f} s, adjust window {still_s:.1f} s")
+    assert 8 < still_s < 15
+    still = board.events[rest]["pose_mm"]
+    for e in board.events[rest:started]:  # holding every position through the window
+        if e["ev"] in ("motion_on", "motion_off", "summary"):
+            assert e["pose_mm"] == pytest.approx(still, abs=0.5), e
+    # then on the skin without a break up past the shoulder line, into the neck, where the
+    # walk stopped and the heads came back (the head never reached):
+    assert release["stiffness"] == pytest.approx(0.3)
+    assert SHOULDER_MM < release["carriage_mm"] < SHOULDER_MM + 120
+    # walking at the contour scan's 20 mm/s (the switch's opening, at the shoulder line):
+    opened = board.wait_for(
+        lambda e: e["ev"] == "contact" and not e["closed"], 1, touched, "the back's end"
+    )
+    assert board.events[opened]["carriage_mm"] == pytest.approx(SHOULDER_MM, abs=1)
+    assert board.events[opened]["carriage_mm_s"] == pytest.approx(20, abs=2)
+    # walking up the back holding a light touch, 30 / 66 mA (the board's summaries every 0.5 s;
+    # from 10 mm above the touch, the heads settled on the skin):
+    loads = [
+        e["depth_load_a"] * 1000
+        for e in board.events[touched:released]
+        if e["ev"] == "summary" and touch["carriage_mm"] + 10 < e["pose_mm"][0] < SHOULDER_MM
+    ]
+    print(f"loads on the back (mA): {len(loads)} samples, {sorted(loads)}")
+    assert len(loads) > 40 and all(6 <= ma <= 100 for ma in loads), loads
+    assert min(loads) < 40 and max(loads) > 45, "the touch alternates 30 and 66 mA"
 
-    # The board's side: a normal stop (enable 0 while ON), then the hang-up in READY, parked.
-    gone = board.wait_for(lambda e: e["ev"] == "disconnect", 10, top, "the controller leaving")
+    # The chair's side: the contour is the board's skin (a flat back 6 mm from the heads' home),
+    # from the scan's start to the shoulder line, and the shoulder line is the board's.
+    body = summary["body"]
+    print("shoulder found:", body["shoulder_mm"], "the board's:", SHOULDER_MM)
+    assert body["shoulder_mm"] == pytest.approx(SHOULDER_MM, abs=15)
+    contour = body["contour"]
+    assert contour[0][0] < 160 and contour[-1][0] > SHOULDER_MM
+    on_back = [skin for y, skin in contour if y < SHOULDER_MM]
+    assert on_back and all(abs(skin - wire.Body().back_depth_mm) < 0.5 for skin in on_back)
+
+    # The board's side of the stop: enable 0 while ON, then the hang-up in READY, parked.
+    gone = board.wait_for(lambda e: e["ev"] == "disconnect", 10, started, "the controller leaving")
     states = [e for e in board.events[:gone] if e["ev"] == "state"]
     assert not [e for e in states if e["new"] == "TRIPPED"], states
     assert (states[-1]["old"], states[-1]["new"], states[-1]["why"]) == ("ON", "READY", "enable 0")
@@ -295,11 +361,15 @@ class MiniController:
 
 
 def drive_until(
-    ctl: MiniController, seconds: float, cond: Callable[[dict[str, Any]], bool], **kw: int
+    ctl: MiniController,
+    seconds: float,
+    cond: Callable[[dict[str, Any]], bool],
+    *,
+    pose: tuple[int, int, int],
+    **kw: int,
 ) -> dict[str, Any]:
     """Feed enable-1 SETPOINTs every 2 ms until `cond` holds on an echoing STATUS."""
     deadline = time.monotonic() + seconds
-    pose = kw.pop("pose")
     st: dict[str, Any] = {}
     while time.monotonic() < deadline:
         ctl.setpoint(pose, 1, **kw)

@@ -2,12 +2,18 @@
 """A massage-chair motor/IO board, written from docs/board-protocol.md alone.
 
     python tests/doc_board/board.py --tcp PORT [--start-pose C,W,D] [--shoulder-mm Y] [--empty]
+                                   [--depth-load]
 
 Listens on 127.0.0.1:PORT (0 = a free port) and prints the port as the first line of stdout.
-One single-threaded loop on a 1 ms tick: read frames (select), apply every valid SETPOINT at
-once, step a simple chair, send one STATUS per tick. Events (state changes, the arm contact,
-motion, a summary every 0.5 s and the counters at exit) go to stderr as JSON lines, one object
-per line, so a test bench can follow the board from the outside. Standard library only.
+One single-threaded loop on a 1 ms tick (SCHED_FIFO where permitted): read frames (select),
+apply every valid SETPOINT at once, step a simple chair, send one STATUS per tick. Events
+(state changes, the arm contact, with --depth-load the heads' touch of the skin, motion, a
+summary every 0.5 s and the counters at exit) go to stderr as JSON lines, one object per line,
+so a test bench can follow the board from the outside. Standard library only.
+
+--depth-load: the board measures the depth drive's load (HELLO_ACK flag DEPTH_LOAD, STATUS
+offset 46) and the body seated in the chair is the one the contour scan assumes, with a neck
+above the shoulder line (Body).
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import argparse
 import binascii
 import json
 import math
+import os
 import random
 import select
 import signal
@@ -45,6 +52,8 @@ U16_SENTINEL = 0xFFFF
 I32_MAX, I16_MAX, U16_MAX = 0x7FFFFFFF, 0x7FFF, 0xFFFE
 SEQ_MAX = 0x7FFFFFFF
 FLAG_PRIMING = 0x01
+FLAG_DEPTH_LOAD = 0x0001  # HELLO_ACK flags bit 0: the STATUS carries the depth drive's load
+LOAD_A_PER_MM = 0.03  # the reference tissue's load on the depth drive, per mm pressed
 
 SETPOINT_FMT = struct.Struct("<I3i3iiiHBB")
 STATUS_FMT = struct.Struct("<II3iii5HhHBBHH")
@@ -255,14 +264,60 @@ class Pad:
 
 @dataclass
 class Body:
-    """Someone seated: a back surface the heads touch, up to a shoulder line."""
+    """Someone seated: a back surface the heads touch, up to a shoulder line.
+
+    The default body is the switch scan's ("The arm contact and the body scan"): a flat back
+    whose skin lies back_depth_mm from the heads' home, ending at the shoulder line; the arm
+    contact reads closed while the heads press it (pressed_mm > 0).
+
+    With a neck (the board's --depth-load) it is the body "The depth load and the contour
+    scan" says the contour scan assumes ("What the scan assumes of the body"):
+
+    - "Above the shoulder line the heads still touch the user: the neck, softer than the back
+      ..., for more than 15 mm of track": a neck of neck_mm (120 mm, the emulator's) above the
+      shoulder line, at neck_stiffness (0.3, the emulator's) × the back's stiffness. Its skin
+      lies where the back's does (a flat back: the document curves the neck away only on the
+      emulator's contoured backs). Above the neck, nothing: "the head is never reached".
+    - "The back touches the heads from where the touch found it up to the shoulder line
+      without a break": the skin runs from the bottom of the track (the scan's start, y ≈ 148
+      mm, is "the glutes of the tallest body") to the shoulder line, flat, so it never moves
+      between samples (at most 4.5 mm allowed).
+    - "The tissue is 0.6-1.6 × the reference on the back ... and its skin lies within the
+      depth's reach: 0-78 mm from the heads' home": back_stiffness 1.0 (the reference tissue),
+      the skin at back_depth_mm = 6 mm.
+    - "An empty seat: the load stays 0 everywhere."
+
+    The arm contact stays the switch's: closed on the back only, open above the shoulder line,
+    "the neck included".
+    """
 
     seated: bool = True
     shoulder_mm: float = 800.0
     back_depth_mm: float = 6.0  # heads protruding further than this press the back
+    neck: bool = False  # a neck above the shoulder line (the contour scan's body)
+    neck_mm: float = 120.0  # how far the neck reaches above the shoulder line
+    back_stiffness: float = 1.0  # × the reference tissue (the document: 0.6-1.6 on a back)
+    neck_stiffness: float = 0.3  # × the back's (the document's emulator: 0.3)
 
     def pressed_mm(self, carriage_mm: float, depth_mm: float) -> float:
+        """How far the heads press the back (not the neck): the arm contact's."""
         if not self.seated or carriage_mm > self.shoulder_mm:
+            return 0.0
+        return max(0.0, depth_mm - self.back_depth_mm)
+
+    def stiffness(self, carriage_mm: float) -> float:
+        """The tissue's stiffness at the heads (× the reference); 0 where there is none."""
+        if not self.seated:
+            return 0.0
+        if carriage_mm <= self.shoulder_mm:
+            return self.back_stiffness
+        if self.neck and carriage_mm <= self.shoulder_mm + self.neck_mm:
+            return self.neck_stiffness * self.back_stiffness
+        return 0.0
+
+    def touch_mm(self, carriage_mm: float, depth_mm: float) -> float:
+        """How far the heads press past the skin, back or neck (0 where they touch nothing)."""
+        if self.stiffness(carriage_mm) == 0.0:
             return 0.0
         return max(0.0, depth_mm - self.back_depth_mm)
 
@@ -271,7 +326,7 @@ class Body:
 class Chair:
     carriage: Axis = field(default_factory=lambda: Axis("carriage", 0, 1200, 100, 3000, 0.4, 1.2))
     width: Axis = field(default_factory=lambda: Axis("width", 90, 170, 40, 1000, 0.2, 0.8))
-    depth: Axis = field(default_factory=lambda: Axis("depth", 0, 40, 20, 500, 0.2, 0.6))
+    depth: Axis = field(default_factory=lambda: Axis("depth", 0, 80, 20, 500, 0.2, 0.6))
     kneading: Motor = field(default_factory=lambda: Motor(-60, 60, 600, 60, 1.2))
     tapping: Motor = field(default_factory=lambda: Motor(0, 12, 240, 12, 1.2))
     pad: Pad = field(default_factory=Pad)
@@ -284,10 +339,24 @@ class Chair:
     def contact(self) -> bool:
         return self.body.pressed_mm(self.carriage.pos, self.depth.pos) > 0.0
 
+    def depth_load(self, energised: bool) -> float:
+        """What pressing the body adds to the depth drive's current (A), net of its own.
+
+        STATUS offset 46 and "The contour" (step 4): the load is "proportional to how far the
+        heads press past the skin — c · k · press, 0 when they do not touch", c the config's
+        `contour.load_a_per_mm` (LOAD_A_PER_MM, 0.03 A per mm: the reference chair's drive),
+        k the tissue's stiffness where the heads are (Body.stiffness: the back, or the softer
+        neck when the body has one). "0 when nothing presses and with the drives off."
+        Unfiltered (the document allows up to 5 ms), sent in mA (a resolution of 1 mA).
+        """
+        if not energised:
+            return 0.0
+        y = self.carriage.pos
+        return LOAD_A_PER_MM * self.body.stiffness(y) * self.body.touch_mm(y, self.depth.pos)
+
     def currents(self, energised: bool) -> list[float]:
         amps = [axis.amps(energised) for axis in self.axes()]
-        if energised:
-            amps[2] += 0.04 * self.body.pressed_mm(self.carriage.pos, self.depth.pos)
+        amps[2] += self.depth_load(energised)
         return [*amps, self.kneading.amps(energised), self.tapping.amps(energised)]
 
 
@@ -312,8 +381,13 @@ def log(event: str, **data: object) -> None:
 
 
 class Board:
-    def __init__(self, chair: Chair) -> None:
+    def __init__(self, chair: Chair, depth_load: bool = False) -> None:
         self.chair = chair
+        # DEPTH_LOAD: a promise for the whole run (every connection), never changed on the way.
+        # Off by default: the document allows a board that does not measure the load (flag
+        # clear, the sentinel in every STATUS; the controller then scans with the arm's switch).
+        # With --depth-load the chair's body has the neck the contour scan assumes (Body).
+        self.measures_load = depth_load
         self.decoder = Decoder()
         self.state = SAFE
         self.echo = 0
@@ -327,6 +401,7 @@ class Board:
         self.overcurrent = False
         self.outbox: list[bytes] = []
         self.contact = False
+        self.touching = False  # the load above 0: the heads on the skin, back or neck
         self.moving = False
         self.motors = False
         self.path_mm = 0.0
@@ -366,10 +441,12 @@ class Board:
             self._go(SAFE, "hello")
         self.echo = 0
         self.version_ok = version == PROTOCOL_VERSION
-        # flags 0: DEPTH_LOAD clear, this board does not measure the depth drive's load (its
-        # chair has no skin to press); every STATUS then carries that field's sentinel
+        # DEPTH_LOAD clear (default): this board does not report the depth drive's load, every
+        # STATUS carries that field's sentinel. Set with --depth-load: the load of the skin the
+        # heads press (Body), LOAD_A_PER_MM per mm. Bits 1-15 reserved: 0.
+        flags = FLAG_DEPTH_LOAD if self.measures_load else 0
         ack = HELLO_ACK_FMT.pack(
-            PROTOCOL_VERSION, WATCHDOG_MS, nonce, STATUS_PERIOD_US, 0, BOARD_ID
+            PROTOCOL_VERSION, WATCHDOG_MS, nonce, STATUS_PERIOD_US, flags, BOARD_ID
         )
         self._send(HELLO_ACK, ack)
 
@@ -459,6 +536,17 @@ class Board:
                 depth_mm=self._mm(2),
                 carriage_mm_s=round(chair.carriage.vel, 1),
             )
+        if self.measures_load:
+            load_a = chair.depth_load(self.state == ON)
+            if (load_a > 0.0) != self.touching:
+                self.touching = load_a > 0.0
+                log(
+                    "touch",
+                    touching=self.touching,
+                    carriage_mm=self._mm(0),
+                    depth_mm=self._mm(2),
+                    stiffness=chair.body.stiffness(chair.carriage.pos),
+                )
         moving = max(abs(axis.vel) for axis in chair.axes()) > 0.5
         if moving != self.moving:
             self.moving = moving
@@ -481,6 +569,10 @@ class Board:
         faults = (self.state == TRIPPED) << 0 | self.overcurrent << 1 | self.overtemp << 2
         amps = chair.currents(energised)
         supply_v = 24.0 - 0.15 * sum(amps)
+        if self.measures_load:
+            load = sat(chair.depth_load(energised) * 1000, 0, U16_MAX)
+        else:
+            load = U16_SENTINEL  # not measured (HELLO_ACK flag DEPTH_LOAD clear): always
         payload = STATUS_FMT.pack(
             self.echo,
             (now_ns // 1000) & 0xFFFFFFFF,
@@ -493,7 +585,7 @@ class Board:
             switches,
             outputs,
             faults,
-            U16_SENTINEL,  # the depth load: not measured (HELLO_ACK flag DEPTH_LOAD clear)
+            load,
         )
         self._send(STATUS, payload)
 
@@ -507,6 +599,7 @@ class Board:
             "pad_c": round(c.pad.sensor_c, 2),
             "heater": self.heater_powered,
             "contact": self.contact,
+            "depth_load_a": round(c.depth_load(self.state == ON), 3),
             "path_mm": round(self.path_mm, 1),
             "watchdog_trips": self.watchdog_trips,
             "echo": self.echo,
@@ -619,6 +712,22 @@ class Server:
         self.listener.close()
 
 
+RT_PRIORITY = 70  # the emulator's; the controller's link thread asks for 60, its core for 80
+
+
+def go_realtime() -> bool:
+    """SCHED_FIFO for the loop, where permitted ("The simulated board": the emulator asks for
+    SCHED_FIFO priority 70, "as a real board's firmware is real-time"; where that is not
+    permitted it runs as a normal process). Beside the controller's real-time threads and other
+    real-time processes a normal one can miss its STATUS for 100 ms: the controller's link_lost.
+    """
+    try:
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(RT_PRIORITY))
+    except (AttributeError, OSError):
+        return False
+    return True
+
+
 def parse_pose(text: str) -> tuple[float, float, float]:
     c, w, d = (float(part) for part in text.split(","))
     return c, w, d
@@ -632,6 +741,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--shoulder-mm", type=float, default=800.0)
     parser.add_argument("--empty", action="store_true", help="nobody seated")
+    parser.add_argument(
+        "--depth-load",
+        action="store_true",
+        help="report the depth drive's load (HELLO_ACK flag DEPTH_LOAD; default: the sentinel)"
+        " and seat a body with a neck above the shoulder line, as the contour scan assumes",
+    )
     args = parser.parse_args(argv)
 
     chair = Chair()
@@ -639,8 +754,8 @@ def main(argv: list[str] | None = None) -> int:
         if not axis.lo <= mm <= axis.hi:
             parser.error(f"--start-pose: {axis.name} {mm} mm is outside {axis.lo}…{axis.hi}")
         axis.pos = mm
-    chair.body = Body(seated=not args.empty, shoulder_mm=args.shoulder_mm)
-    board = Board(chair)
+    chair.body = Body(seated=not args.empty, shoulder_mm=args.shoulder_mm, neck=args.depth_load)
+    board = Board(chair, depth_load=args.depth_load)
     server = Server(board, args.tcp)
 
     def stop(signum: int, _frame: object) -> None:
@@ -649,7 +764,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     print(server.port, flush=True)
-    log("listening", port=server.port, pose_mm=list(args.start_pose))
+    log("listening", port=server.port, pose_mm=list(args.start_pose), sched_fifo=go_realtime())
     server.run()
     log("exit", **board.summary(), counters={**board.decoder.counters, **board.counts})
     return 0
