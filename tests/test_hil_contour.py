@@ -56,11 +56,21 @@ async def test_the_contour_scan_and_pressing_relative_over_the_board_link(tmp_pa
             surface = session.surface
             assert surface is not None  # pressing relative to the scanned surface
 
+            on_back: list[Telemetry] = []
+            taken = 0
+
             def strokes() -> list[Telemetry]:
-                return [
-                    r for r in tel
+                # only the records since the last look: this runs in the controller's own event
+                # loop, and going over every record of the session (1 kHz, 100 000 and more)
+                # ten times a second kept that loop from feeding the core on a loaded machine
+                # (controller_stalled, fresh-clone run 11)
+                nonlocal taken
+                new, taken = tel[taken:], len(tel)
+                on_back.extend(
+                    r for r in new
                     if abs(r.v_mm_s) > 1.0 and r.press_mm > 1.0 and r.y_meas_mm <= shoulder
-                ]  # fmt: skip
+                )  # fmt: skip
+                return on_back
 
             # 4 s of pressing strokes on the back
             await until(lambda: len(strokes()) > 4_000, 90, "4 s of pressing strokes", 0.1, ctl)
@@ -68,7 +78,7 @@ async def test_the_contour_scan_and_pressing_relative_over_the_board_link(tmp_pa
             await ctl.wait_session()
     assert ctl.last_result is not None and ctl.last_result.faults == []
     assert ctl.last_result.end_reason == "stopped"
-    on_back = strokes()
+    strokes()
     follow = [r.depth_meas_mm - surface.at(r.y_meas_mm) - r.press_mm for r in on_back]
     deeper = [r.depth_meas_mm - truth.true_surface_mm(r.y_meas_mm) - r.press_mm for r in on_back]
     loads = [r.depth_load_a for r in on_back]
