@@ -26,6 +26,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from chair.cli.common import EXIT_OK, EXIT_USAGE, UsageError
+from chair.mqtt.settings import add_broker_arguments, settings_from_args
 
 T = TypeVar("T")
 
@@ -45,7 +46,7 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         description="Collect every chair's session records and faults into the database, "
         "raise fault alerts; several instances on one database share the load.",
     )
-    _broker_arguments(s)
+    add_broker_arguments(s, one_chair=False)
     g = s.add_argument_group("service")
     g.add_argument(
         "--instance",
@@ -96,7 +97,7 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     )
     st.add_argument("--timeout", type=float, default=10.0, metavar="S", help="reply wait")
     st.add_argument("--json", action="store_true", help="print the order as JSON")
-    _broker_arguments(st)
+    add_broker_arguments(st, one_chair=False)
     _db_argument(st)
     st.set_defaults(handler=handle_start)
 
@@ -110,38 +111,12 @@ def _db_argument(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
     )
 
 
-def _broker_arguments(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("broker")
-    g.add_argument("--broker", metavar="URL", help="mqtt://host:port or mqtts://host:port")
-    g.add_argument("--username", metavar="U")
-    pw = g.add_mutually_exclusive_group()
-    pw.add_argument("--password", metavar="P", help="prefer --password-file or $CHAIR_PASSWORD")
-    pw.add_argument("--password-file", metavar="F", help="file whose first line is the password")
-    g.add_argument("--ca-file", metavar="PATH", help="CA bundle to verify a TLS broker")
-    g.add_argument("--cert-file", metavar="PATH", help="client certificate (TLS)")
-    g.add_argument("--key-file", metavar="PATH", help="client key (TLS)")
-    g.add_argument("--prefix", metavar="P", help="the chairs' topic prefix (default massagechair)")
-    g.add_argument("--config-file", metavar="TOML", help="MQTT settings file ([mqtt] table)")
-
-
 def _mqtt_settings(args: argparse.Namespace) -> Any:
     """The broker settings (flags over ``CHAIR_*`` environment over file), always MQTT 5."""
-    from chair.mqtt.settings import load_settings
-
-    overrides = {
-        "broker": args.broker,
-        "username": args.username,
-        "password": args.password,
-        "password_file": args.password_file,
-        "ca_file": args.ca_file,
-        "cert_file": args.cert_file,
-        "key_file": args.key_file,
-        "prefix": args.prefix,
-        "protocol": "5",  # shared subscriptions, session expiry, request/response
-        "chair_id": "fleet",  # not a chair: keeps a stray $CHAIR_ID from mattering
-    }
     try:
-        return load_settings(args.config_file, overrides=overrides)
+        # MQTT 5 for shared subscriptions, session expiry and request/response; "fleet": not a
+        # chair, so a stray $CHAIR_ID does not matter
+        return settings_from_args(args, protocol="5", chair_id="fleet")
     except ValueError as e:
         raise UsageError(str(e)) from None
 

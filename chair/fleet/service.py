@@ -49,7 +49,6 @@ import collections
 import contextlib
 import json
 import logging
-import random
 import re
 import socket
 import ssl
@@ -64,6 +63,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from chair.fleet.records import Fault, Records, RecordsError, valid_id
+from chair.mqtt.reconnect import keep_connected
 from chair.mqtt.settings import MqttSettings
 from chair.mqtt.topics import Topics
 from chair.store import now_iso
@@ -259,34 +259,14 @@ class FleetService:
     async def run(self) -> None:
         s = self.settings.mqtt
         tls = s.ssl_context()  # a bad certificate or key fails here, once, clearly
-        failures = 0
-        while not self._stopping.is_set():
-            attempt = asyncio.create_task(self._connection(tls, failures))
-            stopping = asyncio.create_task(self._stopping.wait())
-            try:
-                await asyncio.wait({attempt, stopping}, return_when=asyncio.FIRST_COMPLETED)
-            except asyncio.CancelledError:
-                attempt.cancel()
-                raise
-            finally:
-                stopping.cancel()
-            if not attempt.done() and not self.connected.is_set():
-                attempt.cancel()  # still connecting: nothing to say goodbye to
-            try:
-                up_s = await attempt
-            except asyncio.CancelledError:
-                if not self._stopping.is_set():
-                    raise
-                break
-            if self._stopping.is_set():
-                break
-            if up_s is not None and up_s > 10.0:
-                failures = 0  # a long-lived connection ends the back-off streak
-            delay = min(s.reconnect_max_s, s.reconnect_min_s * 2.0**failures)
-            failures += 1
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), delay * random.uniform(0.8, 1.0))
-        log.info("stopped")
+        await keep_connected(
+            lambda failures: self._connection(tls, failures),
+            stopping=self._stopping,
+            connected=self.connected,
+            reconnect_min_s=s.reconnect_min_s,
+            reconnect_max_s=s.reconnect_max_s,
+            log=log,
+        )
 
     async def _connection(self, tls: ssl.SSLContext | None, failures: int) -> float | None:
         """One connection, from connect to loss; how long it was up (None: never)."""

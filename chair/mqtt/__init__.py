@@ -8,7 +8,9 @@ One idea per module:
   `settings_from_args`).
 - `chair.mqtt.topics` — `Topics`, the topic tree of one chair.
 - `chair.mqtt.discovery` — `discovery_config`, the Home Assistant device-discovery message.
-- `chair.mqtt.bridge` — `MqttBridge`: connection life, reconnection, replies, state, telemetry
+- `chair.mqtt.reconnect` — `keep_connected`: connect, serve, back off and retry (the bridge and
+  the fleet service).
+- `chair.mqtt.bridge` — `MqttBridge`: connection life, replies, state, telemetry
   and events.
 
 Commands are parsed and executed by `chair.commands` (shared with the web remote).

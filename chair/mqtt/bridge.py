@@ -21,7 +21,6 @@ import asyncio
 import collections
 import contextlib
 import logging
-import random
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -35,6 +34,7 @@ from chair.api import CommandError, ControllerAPI
 from chair.commands.desk import CommandDesk, Reply
 from chair.commands.feed import StatePacer, dumps, telemetry_samples
 from chair.mqtt.discovery import discovery_config
+from chair.mqtt.reconnect import keep_connected
 from chair.mqtt.settings import MqttSettings
 from chair.requests import short_repr
 from core_rt.config import ChairConfig
@@ -123,36 +123,16 @@ class MqttBridge:
         will = aiomqtt.Will(self.topics.availability, b"offline", qos=1, retain=True)
         identifier = s.client_id or f"{s.prefix.replace('/', '-')}-{s.chair_id}"
         tls_context = s.ssl_context()  # a bad certificate or key fails here, once, clearly
-        failures = 0
-        while not self._stopping.is_set():
-            attempt = asyncio.create_task(
-                self._connection(s.client(identifier, will, tls_context=tls_context), failures)
-            )
-            stopping = asyncio.create_task(self._stopping.wait())
-            try:
-                await asyncio.wait({attempt, stopping}, return_when=asyncio.FIRST_COMPLETED)
-            except asyncio.CancelledError:  # run() itself cancelled: take the attempt along
-                attempt.cancel()
-                raise
-            finally:
-                stopping.cancel()
-            if not attempt.done() and not self.connected.is_set():
-                attempt.cancel()  # still connecting: nothing to say goodbye to
-            try:
-                up_s = await attempt
-            except asyncio.CancelledError:
-                if not self._stopping.is_set():
-                    raise
-                break
-            if self._stopping.is_set():
-                break
-            if up_s is not None and up_s > 10.0:
-                failures = 0  # a long-lived connection ends the back-off streak
-            delay = min(s.reconnect_max_s, s.reconnect_min_s * 2.0**failures)
-            failures += 1
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), delay * random.uniform(0.8, 1.0))
-        log.info("stopped")
+        await keep_connected(
+            lambda failures: self._connection(
+                s.client(identifier, will, tls_context=tls_context), failures
+            ),
+            stopping=self._stopping,
+            connected=self.connected,
+            reconnect_min_s=s.reconnect_min_s,
+            reconnect_max_s=s.reconnect_max_s,
+            log=log,
+        )
 
     async def _connection(self, client: aiomqtt.Client, failures: int) -> float | None:
         """One connection, from connect to loss; how long it was up (None: never)."""

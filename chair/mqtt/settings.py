@@ -250,8 +250,10 @@ def _validation_message(e: ValidationError) -> str:
     return "; ".join(parts)
 
 
-def add_broker_arguments(parser: argparse.ArgumentParser) -> None:
-    """The broker options shared by ``chair serve`` and ``chair remote``."""
+def add_broker_arguments(parser: argparse.ArgumentParser, *, one_chair: bool = True) -> None:
+    """The broker options shared by ``chair serve``, ``chair remote`` and (``one_chair=False``:
+    no ``--chair-id``, no ``--mqtt-version``, as they speak for many chairs in MQTT 5)
+    ``chair fleet``."""
     g = parser.add_argument_group("broker")
     g.add_argument("--broker", metavar="URL", help="mqtt://host:port or mqtts://host:port")
     g.add_argument("--username", metavar="U")
@@ -261,14 +263,20 @@ def add_broker_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--ca-file", metavar="PATH", help="CA bundle to verify a TLS broker")
     g.add_argument("--cert-file", metavar="PATH", help="client certificate (TLS)")
     g.add_argument("--key-file", metavar="PATH", help="client key (TLS)")
-    g.add_argument("--chair-id", metavar="ID", help="this chair's topic level (default chair1)")
-    g.add_argument("--prefix", metavar="P", help="topic prefix (default massagechair)")
-    g.add_argument("--mqtt-version", choices=("5", "3.1.1"), help="protocol (default 5)")
+    if one_chair:
+        g.add_argument("--chair-id", metavar="ID", help="this chair's topic level (default chair1)")
+        g.add_argument("--prefix", metavar="P", help="topic prefix (default massagechair)")
+        g.add_argument("--mqtt-version", choices=("5", "3.1.1"), help="protocol (default 5)")
+    else:
+        g.add_argument(
+            "--prefix", metavar="P", help="the chairs' topic prefix (default massagechair)"
+        )
     g.add_argument("--config-file", metavar="TOML", help="MQTT settings file ([mqtt] table)")
 
 
 def settings_from_args(args: argparse.Namespace, **extra: Any) -> MqttSettings:
-    """Settings for a parsed command line (flags over environment over file)."""
+    """Settings for a parsed command line (flags over environment over file); `extra` overrides
+    the flags (``chair fleet`` fixes ``chair_id`` and ``protocol``: it has no such flags)."""
     overrides = {
         "broker": args.broker,
         "username": args.username,
@@ -277,9 +285,9 @@ def settings_from_args(args: argparse.Namespace, **extra: Any) -> MqttSettings:
         "ca_file": args.ca_file,
         "cert_file": args.cert_file,
         "key_file": args.key_file,
-        "chair_id": args.chair_id,
+        "chair_id": getattr(args, "chair_id", None),
         "prefix": args.prefix,
-        "protocol": args.mqtt_version,
+        "protocol": getattr(args, "mqtt_version", None),
         **extra,
     }
     return load_settings(args.config_file, overrides=overrides)
