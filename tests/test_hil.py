@@ -103,9 +103,54 @@ async def controller(b: Board, config: ChairConfig | None = None) -> AsyncIterat
             # the loop has ticked: its epoch maps core time to mono
             await until(lambda: ctl.core.core_time_ns() > 0, 5, "the core's first tick")
             w.offset_ns = mono_ns() - ctl.core.core_time_ns()
-            yield w
+            try:
+                yield w
+            except BaseException:
+                print_link_diagnosis(b, ctl)
+                raise
     finally:
         ctl.hardware.close()
+
+
+def print_link_diagnosis(b: Board, ctl: Controller) -> None:
+    """On a failed HIL test, say which side of the link was late (pytest shows it with the
+    failure): the board's loop (its longest gap between two turns, its scheduling), the link's
+    I/O thread (the longest gaps between STATUS frames and between SETPOINTs it sent, stale
+    episodes) and the core's loop (missed ticks, worst wake-up latency)."""
+    with contextlib.suppress(Exception):
+        st = b.state()
+        c = st["counters"]
+        print(
+            "board: sched_fifo",
+            st["sched_fifo"],
+            "max_loop_gap_ms",
+            round(c["max_loop_gap_ms"], 2),
+            "overruns",
+            c.get("overruns"),
+            "ticks",
+            c.get("ticks"),
+        )
+    with contextlib.suppress(Exception):
+        r = ctl.hardware.report()  # type: ignore[attr-defined]
+        print(
+            "link: sched_fifo",
+            r["sched_fifo"],
+            "status_gap_ms",
+            r["status_gap_ms"],
+            "setpoint_gap_ms",
+            r["setpoint_gap_ms"],
+            "rtt_ms",
+            r["rtt_ms"],
+            "stale_episodes",
+            r["stale_episodes"],
+            "drops",
+            r["drops"],
+        )
+    with contextlib.suppress(Exception):
+        ls = ctl.core.loop_stats()
+        print(
+            "core loop:", {k: ls[k] for k in ("cycles", "missed", "latency_max_us", "exec_max_us")}
+        )
 
 
 async def until(

@@ -238,6 +238,10 @@ async def test_bad_input_changes_nothing_and_never_disturbs_a_session(
 
 async def test_idempotent_by_id(chair: Chair) -> None:
     obs, ctl = chair.obs, chair.ctl
+    # the clock held from the start: at speed 600 the program's default minutes pass in about a
+    # wall second, less than three round trips take on a loaded machine (fresh-clone run: "still
+    # idle after 30 s" — the session had ended before `advance_until`)
+    await hold(ctl)
     mark = obs.mark()
     first = await obs.cmd("start", id="same-1", program=ctl.programs()[0])
     assert first["ok"]
@@ -345,6 +349,7 @@ async def test_busy_is_transient_and_estop_is_never_busy(chair_factory: ChairFac
 
     assert (await obs.cmd("start", program=ctl.programs()[0], minutes=30))["ok"]
     await obs.wait_state("running")
+    await hold(ctl)  # the session's 30 minutes are 3 wall seconds at speed 600: keep it running
     ctl.pause = slow_pause
     m = obs.mark()
     await obs.send('{"id":"p1","action":"pause"}')
