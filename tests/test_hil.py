@@ -202,9 +202,13 @@ def start_motion(ctl: Controller, heat_c: float = 0.0) -> None:
         core.heat(heat_c)
 
 
-async def wait_moving(b: Board) -> None:
+async def wait_moving(b: Board, ctl: Controller | None = None) -> None:
     await until(
-        lambda: abs(b.state()["plant"]["vel_mm_s"][0]) > 50.0, 5.0, "carriage at speed", step_s=0.02
+        lambda: abs(b.state()["plant"]["vel_mm_s"][0]) > 50.0,
+        5.0,
+        "carriage at speed",
+        step_s=0.02,
+        ctl=ctl,
     )
 
 
@@ -416,7 +420,7 @@ async def test_fault_during_motion_is_detected_in_time_stopped_safely_reported_a
         async with controller(b, cfg) as w:
             ctl = w.ctl
             start_motion(ctl, 0.0 if case.heat_after_inject else case.heat_c)
-            await wait_moving(b)
+            await wait_moving(b, ctl)
             t_inject = b.cmd(case.inject)["t_ns"]
             if case.heat_after_inject:
                 ctl.core.heat(case.heat_c)
@@ -462,7 +466,7 @@ async def test_reset_while_the_fault_persists_faults_again(tmp_path: Path) -> No
         async with controller(b) as w:
             ctl = w.ctl
             start_motion(ctl)
-            await wait_moving(b)
+            await wait_moving(b, ctl)
             b.cmd("fault overcurrent:carriage")
             await reach(ctl, "fault", 10, "the over-current fault")
             await until(lambda: not ctl.moving(), 3, "the brake")
@@ -479,7 +483,7 @@ async def test_link_cut_stops_both_sides_within_100ms_and_nothing_resumes(tmp_pa
         async with controller(b) as w:
             ctl = w.ctl
             start_motion(ctl, heat_c=45.0)
-            await wait_moving(b)
+            await wait_moving(b, ctl)
             assert b.state()["plant"]["heater_w"] > 0
             t_cut = b.cmd("link cut 600ms")["t_ns"]
             await reach(ctl, "fault", 10, "link_lost")
@@ -529,7 +533,7 @@ async def test_after_a_link_cut_and_a_reset_the_chair_moves_again(tmp_path: Path
         async with controller(b) as w:
             ctl = w.ctl
             start_motion(ctl)
-            await wait_moving(b)
+            await wait_moving(b, ctl)
             b.cmd("link cut 300ms")
             await reach(ctl, "fault", 10, "link_lost")
             await until(lambda: not ctl.moving(), 3, "the core's brake")
