@@ -41,7 +41,8 @@ async def test_a_database_locked_by_another_process(
         other.execute("BEGIN EXCLUSIVE")  # another writer holds the lock and keeps it
         await _run_one(ctl)
         summary = ctl.last_summary
-        assert summary is not None and summary["completed"] and summary["safety"]["ok"]
+        assert summary is not None and summary["completed"], summary
+        assert summary["safety"]["ok"], summary["safety"]
         history = ctl.state()["history"]
         assert history["on"] is False and "locked" in history["error"]
         await _run_one(ctl)  # and the next one too, without waiting for the lock again
@@ -83,7 +84,8 @@ async def test_a_full_database(tmp_path: Path, caplog: pytest.LogCaptureFixture)
         assert "full" in await _fill_with_records(ctl.store)  # not one more record fits
         await _run_one(ctl)
         summary = ctl.last_summary
-        assert summary is not None and summary["completed"] and summary["safety"]["ok"]
+        assert summary is not None and summary["completed"], summary
+        assert summary["safety"]["ok"], summary["safety"]
         history = ctl.state()["history"]
         assert history["on"] is False and "full" in history["error"]
     finally:
