@@ -121,31 +121,20 @@ def print_link_diagnosis(b: Board, ctl: Controller) -> None:
         st = b.state()
         c = st["counters"]
         print(
-            "board: sched_fifo",
-            st["sched_fifo"],
-            "max_loop_gap_ms",
-            round(c["max_loop_gap_ms"], 2),
-            "overruns",
-            c.get("overruns"),
-            "ticks",
-            c.get("ticks"),
+            f"board: sched_fifo {st['sched_fifo']} max_loop_gap_ms {c['max_loop_gap_ms']:.2f} "
+            f"overruns {c.get('overruns')} ticks {c.get('ticks')}"
         )
     with contextlib.suppress(Exception):
-        r = ctl.hardware.report()  # type: ignore[attr-defined]
-        print(
-            "link: sched_fifo",
-            r["sched_fifo"],
+        r = ctl.link_report() or {}
+        keys = (
+            "sched_fifo",
             "status_gap_ms",
-            r["status_gap_ms"],
             "setpoint_gap_ms",
-            r["setpoint_gap_ms"],
             "rtt_ms",
-            r["rtt_ms"],
             "stale_episodes",
-            r["stale_episodes"],
             "drops",
-            r["drops"],
         )
+        print("link:", {k: r.get(k) for k in keys})
     with contextlib.suppress(Exception):
         ls = ctl.core.loop_stats()
         print(
