@@ -132,6 +132,8 @@ def print_link_diagnosis(b: Board, ctl: Controller) -> None:
             "setpoint_gap_ms",
             "rtt_ms",
             "stale_episodes",
+            "late_sends",
+            "stale_core_setpoints",
             "drops",
         )
         print("link:", {k: r.get(k) for k in keys})

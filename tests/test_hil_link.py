@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from chair.controller import Controller
 from core_rt.config import ChairConfig
 from tests.board_helpers import ROOT, Board, board, child_env, read_first_line
 from tests.test_hil import MS, controller, observe, reach, start_motion, until
@@ -30,7 +31,7 @@ LINK_DEADLINE_MS = ChairConfig().link.deadline_ms
 """docs/chair.md §6: a lost link stops the chair within 100 ms."""
 
 
-async def at_full_speed(b: Board) -> float:
+async def at_full_speed(b: Board, ctl: Controller) -> float:
     """Wait until the board is commanded at the carriage's top speed (cruising); returns it."""
     v_max = ChairConfig().carriage.limits.v_max
 
@@ -39,7 +40,7 @@ async def at_full_speed(b: Board) -> float:
         v = max((s["max_speed_mm_s"] for s in sps if s["enable"]), default=0.0)
         return v if v >= v_max - 0.05 else None  # cruising: no more acceleration
 
-    return float(await until(fast, 5.0, "the carriage at full speed", step_s=0.01))
+    return float(await until(fast, 5.0, "the carriage at full speed", step_s=0.01, ctl=ctl))
 
 
 def after_loss(b: Board, t_loss: int) -> tuple[float, float, list[dict[str, Any]]]:
@@ -64,7 +65,7 @@ async def test_board_silent_or_deaf_mid_stroke_drives_off_within_100ms(
         async with controller(b) as w:
             ctl = w.ctl
             start_motion(ctl, heat_c=45.0)
-            v_loss = await at_full_speed(b)
+            v_loss = await at_full_speed(b, ctl)
             t_loss = b.cmd(f"link {how}")["t_ns"]
             await reach(ctl, "fault", 5, "link_lost")
             ev = w.fault_event()
@@ -99,7 +100,7 @@ async def test_board_hangs_up_mid_stroke_the_link_is_lost_within_100ms(tmp_path:
         async with controller(b) as w:
             ctl = w.ctl
             start_motion(ctl)
-            await at_full_speed(b)
+            await at_full_speed(b, ctl)
             t_drop = b.cmd("link drop")["t_ns"]
             await reach(ctl, "fault", 5, "link_lost")
             ev = w.fault_event()

@@ -306,6 +306,8 @@ class BoardLink(LinkHardware):
                 "max": ms(c["max_status_gap_ms"]),
             },
             "stale_episodes": c["tick"]["stale_episodes"],
+            "late_sends": c["late_sends"],
+            "stale_core_setpoints": c["stale_core_setpoints"],
             "connects": c["connects"],
             "disconnects": c["disconnects"],
             "engages": c["engages"],
