@@ -5,7 +5,7 @@ VPY     := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
 SOURCES := $(shell find core_rt sim -name '*.pyx' -o -name '*.pxd' -o -name '*.h') setup.py pyproject.toml
 
-.PHONY: run test bench soak lint install clean mosquitto rt-tests chromium postgresql fmt
+.PHONY: run test bench soak lint install clean mosquitto rt-tests chromium postgresql fmt fleet-bench
 
 $(VPY):
 	$(PY) -m venv $(VENV)
@@ -69,6 +69,10 @@ test: $(STAMP) mosquitto chromium postgresql
 
 bench: $(STAMP) rt-tests mosquitto chromium
 	$(VENV)/bin/chair bench
+
+# How many simulated chairs this machine holds (docs/fleet-sim.md, Benchmark): about 10 minutes.
+fleet-bench: $(STAMP) mosquitto
+	$(VENV)/bin/chair bench --only fleet
 
 # The board link's soak (docs/board-protocol.md, Measured): SESSIONS whole real-time sessions of
 # MINUTES against `chair board`, one after another (50 x 5 min: about 4.5 hours).

@@ -25,7 +25,7 @@ from typing import Any, ClassVar
 
 from chair.api import CommandError
 from chair.checker import check_session
-from chair.driver import CoreDriver, Pacing
+from chair.driver import PACE_GRANULARITY_S, CoreDriver, Pacing
 from chair.lifecycle import IN_SESSION, LATCHED, SessionEvent, SessionState
 from chair.manual_session import ManualSession
 from chair.programs.manual import MANUAL, ManualSettings
@@ -102,6 +102,12 @@ class Controller:
         self.telemetry_sinks = driver.telemetry_sinks
         self._latest_record: tuple[Telemetry, SessionState] | None = None
         """The chair's last telemetry record and state, made a sample when asked for."""
+        self.keep_telemetry = True
+        """Sessions keep their telemetry for the independent checker (off: the summary carries
+        the guard's verdict alone, `safety.checked` false; `chair fleet-sim`'s chairs)."""
+        self.idle_step_ns = IDLE_STEP_NS
+        """Between sessions the state is read afresh this often (`chair fleet-sim`'s chairs: less
+        often); a command or a core event wakes the runner at once whatever it is."""
         self.session_faults: list[tuple[float, str]] = []
         # the chair's database (docs/chair.md §9): None without one, or once it failed
         self.db_path: Path | None = None
@@ -133,6 +139,8 @@ class Controller:
         start_pose_mm: tuple[float, float, float] | None = None,
         db: str | Path | None = None,
         back: str | None = None,
+        pace_granularity_s: float = PACE_GRANULARITY_S,
+        keep_telemetry: bool = True,
     ) -> Controller:
         """Build a controller. `speed` = virtual time paced at that factor (tests, demos);
         None = the real-time core against the wall clock (`pacing` may override).
@@ -140,7 +148,9 @@ class Controller:
         park); the core takes it from the encoders like any other pose (docs/core.md).
         `db`: the chair's database (user profiles, history, outbox; None: none).
         `back`: the simulated back's curve family (`sim.back.BACK_SHAPES`; None: the flat back,
-        docs/simulator.md)."""
+        docs/simulator.md). `pace_granularity_s`: the paced clock's shortest sleep (coarser for
+        `chair fleet-sim`'s many chairs in one event loop). `keep_telemetry`: whether sessions
+        keep their telemetry for the independent checker (`Controller.keep_telemetry`)."""
         if pacing is None:
             pacing = "realtime" if speed is None else "paced"
         session_faults: list[tuple[float, str]] = []
@@ -181,8 +191,11 @@ class Controller:
 
             hw = open_board_link(hardware, config)
         core = Core(config, hw, telemetry_hz=telemetry_hz)
-        driver = cls.driver_class(core, config, pacing, speed or 60.0)
+        driver = cls.driver_class(
+            core, config, pacing, speed or 60.0, pace_granularity_s=pace_granularity_s
+        )
         c = cls(config, core, driver, hw)
+        c.keep_telemetry = keep_telemetry
         c.session_faults = session_faults
         c.db_path = None if db is None else Path(db)
         driver.telemetry_sinks.append(c._on_telemetry)
@@ -403,7 +416,7 @@ class Controller:
                 with contextlib.suppress(Exception):
                     await self._run_session(self.session)
                 continue
-            events = await self.driver.advance(self.driver.now_ns() + IDLE_STEP_NS)
+            events = await self.driver.advance(self.driver.now_ns() + self.idle_step_ns)
             self._idle_events(events)
             self._changed()
 
@@ -857,6 +870,7 @@ class Controller:
             session = ManualSession(self.config, self.driver, settings, **kw)
         else:
             session = Session(self.config, self.driver, prog, **kw)
+        session.keep_telemetry = self.keep_telemetry
         self.session_faults = []
         self._intensity = self._heat = None  # a `set` between sessions is for one session
         self._zone_intensity = {}

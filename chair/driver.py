@@ -27,7 +27,10 @@ from core_rt.core import Core, CoreEvent, Telemetry
 Pacing = Literal["fast", "paced", "realtime"]
 PACE_GRANULARITY_S = 0.002
 """Shortest wall-clock sleep of the paced clock: at high speeds it runs the core in chunks of
-at least this much wall time rather than spinning tick by tick."""
+at least this much wall time rather than spinning tick by tick. A driver may be given a coarser
+one (`CoreDriver(pace_granularity_s=...)`): `chair fleet-sim` runs hundreds of chairs in one
+event loop and wakes each every 100 ms, not every 2 ms; the core still runs every tick of the
+virtual time, and a command still interrupts the sleep at once (docs/fleet-sim.md)."""
 YIELD_EVERY_CHUNKS = 64
 """A virtual-time run gives the event loop a turn at least every this many chunks of ticks."""
 
@@ -36,6 +39,9 @@ YIELD_EVERY_CHUNKS = 64
 class DriverStats:
     advances: int = 0
     chunks: int = 0
+    lag_max_ns: int = 0
+    """Paced: the most core time owed to the wall clock when the driver took the core up (the
+    sleep's granularity plus any lateness of the event loop); whoever reads it may reset it."""
 
 
 def keep_off_rt_cpu(config: ChairConfig) -> None:
@@ -59,13 +65,17 @@ class CoreDriver:
         pacing: Pacing = "fast",
         speed: float = 60.0,
         rt_priority: int | None = None,
+        pace_granularity_s: float = PACE_GRANULARITY_S,
     ) -> None:
         if pacing == "paced" and not (0 < speed <= 1e6):
             raise ValueError(f"speed must be in (0, 1e6], got {speed}")
+        if not 0 < pace_granularity_s <= 1.0:
+            raise ValueError(f"pace_granularity_s must be in (0, 1], got {pace_granularity_s}")
         self.core = core
         self.config = config
         self.pacing: Pacing = pacing
         self.speed = speed
+        self.pace_granularity_s = pace_granularity_s
         self.rt_priority = rt_priority or config.loop.rt_priority
         self.heartbeat_ns = int(config.loop.heartbeat_ms * 1e6)
         self.period_ns = core.period_ns
@@ -164,7 +174,10 @@ class CoreDriver:
             if self._timers:
                 target = min(target, max(self._timers[0][0], now + 1))
             if self.pacing == "paced":
-                target = min(target, self._clock_limit_ns())
+                limit = self._clock_limit_ns()
+                if limit - now > self.stats.lag_max_ns:
+                    self.stats.lag_max_ns = limit - now
+                target = min(target, limit)
                 if target <= now:
                     # the next tick is not due yet: sleep until it is, or until interrupted
                     self._wake.clear()
@@ -203,13 +216,22 @@ class CoreDriver:
         return c0 + int((wall - w0) * self.speed * 1e9)
 
     def _due_in_s(self, now_ns: int) -> float | None:
-        """Wall seconds until the tick after `now_ns` is due, at least `PACE_GRANULARITY_S`
+        """Wall seconds until the tick after `now_ns` is due, at least the pace's granularity
         (None: only an interrupt moves the clock on)."""
         if self._pace_origin is None:
-            return PACE_GRANULARITY_S
+            return self.pace_granularity_s
         w0, c0 = self._pace_origin
         due = w0 + (now_ns + self.period_ns - c0) / (self.speed * 1e9)
-        return max(PACE_GRANULARITY_S, due - time.monotonic())
+        return max(self.pace_granularity_s, due - time.monotonic())
+
+    def lag_ns(self) -> int:
+        """Paced: how far core time trails the wall clock's schedule at this moment (0 before
+        the pace is anchored). Up to the pace's granularity is the design; more is lateness."""
+        if self._pace_origin is None:
+            return 0
+        w0, c0 = self._pace_origin
+        ahead = c0 + int((time.monotonic() - w0) * self.speed * 1e9)
+        return max(0, ahead - int(self.core.now_ns))
 
     def re_anchor(self) -> None:
         """Pace from here on without catching up on the wall time that passed (after a hold)."""

@@ -18,6 +18,7 @@ from chair.cli import (
     board,
     board_check,
     fleet,
+    fleet_sim,
     programs,
     provision,
     remote,
@@ -27,7 +28,19 @@ from chair.cli import (
 )
 from chair.cli.common import EXIT_USAGE, UsageError
 
-COMMANDS = (programs, run, serve, remote, users, board, board_check, bench, fleet, provision)
+COMMANDS = (
+    programs,
+    run,
+    serve,
+    remote,
+    users,
+    board,
+    board_check,
+    bench,
+    fleet,
+    fleet_sim,
+    provision,
+)
 """Each registers one or more subcommands (`programs` registers programs/show/schema/validate,
 `users` registers users and history)."""
 

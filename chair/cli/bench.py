@@ -8,7 +8,7 @@ from typing import Any
 
 from chair.cli.common import UsageError, chair_config
 
-SECTIONS = ("planner", "sim", "jitter", "mqtt", "web", "store", "hil")
+SECTIONS = ("planner", "sim", "jitter", "mqtt", "web", "store", "hil", "fleet")
 
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:
@@ -38,7 +38,7 @@ def _run(args: argparse.Namespace) -> int:
         from chair.bench.jitter import find_cyclictest
 
         find_cyclictest()
-    if "mqtt" in only or "store" in only or "web" in only:
+    if only & {"mqtt", "store", "web", "fleet"}:
         from chair.bench.mqtt import find_mosquitto
 
         find_mosquitto()
@@ -88,6 +88,10 @@ def _run(args: argparse.Namespace) -> int:
         from chair.bench.hil import run as hil
 
         out["hil"] = hil(quick=args.quick)
+    if "fleet" in only:
+        from chair.bench.fleet import run as fleet
+
+        out["fleet"] = fleet(quick=args.quick, config_path=getattr(args, "config", None))
     if args.json:
         print(json.dumps(out, indent=2))
     else:

@@ -163,6 +163,24 @@ async def _main(
         controller = Controller.create(config, hardware=hardware, speed=speed, db=db)
     except (ValueError, OSError) as e:  # a board link that cannot be opened, say
         raise UsageError(f"--hardware {hardware}: {e}") from None
+    return await serve_chair(controller, settings, config, web=web)
+
+
+async def serve_chair(
+    controller: Any,
+    settings: MqttSettings,
+    config: ChairConfig,
+    *,
+    web: WebOptions | None = None,
+    stop: asyncio.Event | None = None,
+    signals: bool = True,
+    on_bridge: Callable[[MqttBridge], None] | None = None,
+) -> int:
+    """One chair as `chair serve` runs it, from a `Controller` not yet opened: open it (core and
+    hardware), start its runner, log its board link, serve the web remote when `web` says so,
+    and serve it over MQTT until SIGTERM/SIGINT or `stop` (see `serve`); close it on the way
+    out. Several chairs may share one event loop (`chair fleet-sim`, docs/fleet-sim.md): each
+    with its own `stop`, none with `signals`."""
     async with controller:  # opens the core and the hardware; closes them on the way out
         controller.serve()  # the runner that idles the core between sessions
         watch = None
@@ -181,7 +199,15 @@ async def _main(
             port = web_socket.getsockname()[1]
             print_pairing(pairing_url(web.host, port, token), sys.stdout)
         try:
-            return await serve(controller, settings, config, web=(web_socket, token))
+            return await serve(
+                controller,
+                settings,
+                config,
+                stop=stop,
+                web=(web_socket, token),
+                signals=signals,
+                on_bridge=on_bridge,
+            )
         finally:
             if watch is not None:
                 watch.cancel()
@@ -268,19 +294,24 @@ async def serve(
     *,
     stop: asyncio.Event | None = None,
     web: tuple[socket.socket | None, str | None] = (None, None),
+    signals: bool = True,
+    on_bridge: Callable[[MqttBridge], None] | None = None,
 ) -> int:
     """Serve `controller` over MQTT (and the web remote on `web`'s listening socket with its
     pairing token) until SIGTERM/SIGINT (or `stop` is set); then settle a session in progress,
-    publish ``offline`` and return 0."""
+    publish ``offline`` and return 0. Without `signals` only `stop` ends it (the signals are the
+    caller's); `on_bridge` is handed the chair's `MqttBridge` once made (its counters)."""
     loop = asyncio.get_running_loop()
     stop = stop or asyncio.Event()
     installed = []
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    for sig in (signal.SIGTERM, signal.SIGINT) if signals else ():
         with contextlib.suppress(NotImplementedError, RuntimeError):  # not the main thread
             loop.add_signal_handler(sig, stop.set)
             installed.append(sig)
     desk = CommandDesk(controller, config)
     bridge = MqttBridge(controller, settings, config=config, desk=desk)
+    if on_bridge is not None:
+        on_bridge(bridge)
     bridge_task = asyncio.create_task(bridge.run(), name="mqtt-bridge")
     web_task = None
     web_socket, token = web

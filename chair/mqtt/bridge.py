@@ -82,6 +82,8 @@ class MqttBridge:
         """Successful connections so far (1 + reconnects)."""
         self.failed_attempts = 0
         """Connection attempts that never connected (broker down, refused, TLS or auth)."""
+        self.published = 0
+        """Messages handed to the broker so far (QoS 1: acknowledged), every topic."""
         self._attempts = asyncio.Condition()
         self._client: aiomqtt.Client | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -208,6 +210,7 @@ class MqttBridge:
         await self._refresh_users()
         for item in self._announcement():
             await client.publish(item.topic, item.payload, item.qos, item.retain)
+            self.published += 1
         self.connected.set()
         tasks = [
             asyncio.create_task(self._read(client), name="mqtt-read"),
@@ -382,6 +385,7 @@ class MqttBridge:
                 # (an outbox event stays in the outbox: sent again after the next connect)
                 log.warning("publish to %s failed: %s", item.topic, e)
             else:
+                self.published += 1
                 if item.outbox_id is not None:  # QoS 1: publish returned on the PUBACK
                     await self._outbox_done(item.outbox_id)
             if not self._out:
