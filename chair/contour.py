@@ -94,15 +94,15 @@ def in_contact(s: SurfaceSample, contour: Contour) -> bool:
 
 
 def _fit(
-    near: Sequence[SurfaceSample], y_mm: float, w: float, c: float, spread_min: float
+    arr: np.ndarray, y_mm: float, w: float, c: float, spread_min: float
 ) -> tuple[float, float] | None:
-    """``depth = a + b·dy + e·dy² + q·load`` over `near`: (rms residual in A of load, q), or
-    None when the loads are too alike, the samples too few, or the tissue implausible. The
-    residual is in load, not in mm: a load's noise is the same on any tissue, while in mm it
-    grows on soft tissue (mm = q · A), and the fits of different windows must compare alike."""
-    if len(near) < 6:
+    """``depth = a + b·dy + e·dy² + q·load`` over the samples `arr` (rows of y_mm, depth_mm,
+    load_a): (rms residual in A of load, q), or None when the loads are too alike, the samples
+    too few, or the tissue implausible. The residual is in load, not in mm: a load's noise is
+    the same on any tissue, while in mm it grows on soft tissue (mm = q · A), and the fits of
+    different windows must compare alike."""
+    if len(arr) < 6:
         return None
-    arr = np.array([(n.y_mm, n.depth_mm, n.load_a) for n in near])
     loads = arr[:, 2]
     if loads.max() - loads.min() < spread_min:
         return None
@@ -140,6 +140,9 @@ def skin_points(samples: Sequence[SurfaceSample], contour: Contour) -> BackConto
     ys = [s.y_mm for s in touched]
     w = contour.fit_half_window_mm
     spread_min = 0.1 * (contour.touch_press_mm[1] - contour.touch_press_mm[0]) * c
+    # the samples as one array, each window a slice of it: building a small array per window
+    # cost as much as its fit (three windows a sample, every few samples while the scan walks)
+    arr = np.array([(s.y_mm, s.depth_mm, s.load_a) for s in touched]).reshape(-1, 3)
     fits: list[float | None] = []
     for s in touched:
         # the centred window, and the one below and above it: at an edge of the tissue (the
@@ -148,7 +151,7 @@ def skin_points(samples: Sequence[SurfaceSample], contour: Contour) -> BackConto
         for lo_mm, hi_mm in ((-w, w), (-2 * w, 0.0), (0.0, 2 * w)):
             lo = bisect.bisect_left(ys, s.y_mm + lo_mm)
             hi = bisect.bisect_right(ys, s.y_mm + hi_mm)
-            fit = _fit(touched[lo:hi], s.y_mm, w, c, spread_min)
+            fit = _fit(arr[lo:hi], s.y_mm, w, c, spread_min)
             if fit is not None and (best is None or fit[0] < best[0]):
                 best = fit
         fits.append(None if best is None else best[1])
