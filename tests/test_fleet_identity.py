@@ -752,6 +752,7 @@ def test_cli_errors_are_one_line_and_change_nothing(
         "chair_id '..': not usable as a file name": ["..", "--ca", ca],
         "chair_id '" + "x" * 65: ["x" * 65, "--ca", ca],
         "chair_id 'bad/id'": ["--revoke", "bad/id", "--ca", ca],
+        "chair_id 'chair-fleet-fleet-a': reserved": ["chair-fleet-fleet-a", "--ca", ca],
         f"'{SERVICE}' is the fleet's service identity": [SERVICE, "--ca", ca],
         f"CA directory {not_a_ca}: not a fleet CA": ["A", "--ca", str(not_a_ca)],
         "--days 0: must be 1..3650": ["A", "--ca", str(missing), "--days", "0"],

@@ -11,6 +11,7 @@ import asyncio
 import json
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 import aiomqtt
@@ -107,6 +108,13 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         help="sessions keep their telemetry for the independent checker (memory!)",
     )
     c.add_argument("--state-dir", metavar="DIR", help="a database per chair here (default: none)")
+    c.add_argument(
+        "--identities",
+        metavar="DIR",
+        help="each chair logs in with its own certificate and key as `chair provision` issues "
+        "them, DIR/<chair id>/<chair id>.crt and .key (e.g. the CA's chairs/ directory); the "
+        "broker options' certificate, user name and password are then the operator's alone",
+    )
     c.add_argument("--log-level", default="warning", choices=("debug", "info", "warning", "error"))
     c.add_argument(
         "--profile", metavar="PATH", help="cProfile each worker into PATH.<worker> (debugging)"
@@ -154,6 +162,10 @@ def options_from_args(args: argparse.Namespace) -> Any:
         raise UsageError(f"--session-minutes: {e.message}") from None
     if args.state_dir is not None:
         os.makedirs(args.state_dir, exist_ok=True)
+    if args.identities is not None:
+        _check_identities(
+            Path(args.identities), [f"{args.id_prefix}{k}" for k in range(args.chairs)]
+        )
     ramp_s = args.ramp_s
     if ramp_s is None:  # steady state: sessions start as often as a busy fleet starts them
         ramp_s = (args.session_minutes or default_minutes) * 60.0 + CYCLE_EXTRA_S + args.gap_s
@@ -175,11 +187,27 @@ def options_from_args(args: argparse.Namespace) -> Any:
         seed=args.seed,
         config_path=getattr(args, "config", None),
         state_dir=args.state_dir,
+        identities=args.identities,
         discovery=args.discovery,
         keep_telemetry=args.check,
         log_level=args.log_level,
         profile=args.profile,
     )
+
+
+def _check_identities(directory: Path, chair_ids: list[str]) -> None:
+    """Every chair's certificate and key are there (UsageError naming the first missing)."""
+    from chair.fleet.sim import identity_files
+
+    if not directory.is_dir():
+        raise UsageError(f"--identities {directory}: not a directory")
+    for chair_id in chair_ids:
+        for path in identity_files(directory, chair_id):
+            if not path.is_file():
+                raise UsageError(
+                    f"--identities {directory}: no {path.name} for chair {chair_id} ({path}; "
+                    f"issue it with `chair provision {chair_id} --ca CA --out {path.parent}`)"
+                )
 
 
 def run(args: argparse.Namespace) -> int:

@@ -43,6 +43,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from chair.fleet import CLIENT_ID_PREFIX
+
 CA_KEY, CA_CERT, CRL, INDEX = "ca.key", "ca.crt", "crl.pem", "index.json"
 CA_CN = "massage-chair fleet CA"
 CA_DAYS = 3650
@@ -421,6 +423,11 @@ def issue_client(
     commands into ``CA/dynsec/NAME.json``. A name already issued gets a new key and a new
     serial; its earlier certificates stay valid until revoked."""
     check_name(name, prefix)
+    if kind == "chair" and name.startswith(CLIENT_ID_PREFIX):
+        raise IdentityError(
+            f"chair_id {name!r}: reserved (the operator's service's client ids begin "
+            f"{CLIENT_ID_PREFIX!r})"
+        )
     _check_days(days)
     _check_out(out_dir)
     with _open_ca(ca_dir, create=True) as ca:

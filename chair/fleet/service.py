@@ -62,6 +62,7 @@ import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from chair.fleet import CLIENT_ID_PREFIX
 from chair.fleet.records import Fault, Records, RecordsError, valid_id
 from chair.mqtt.reconnect import keep_connected
 from chair.mqtt.settings import MqttSettings
@@ -123,7 +124,7 @@ class FleetSettings:
         return self.fleet_topic or f"{self.mqtt.prefix}-fleet"
 
     def client_id(self, instance: str | None = None) -> str:
-        return f"chair-fleet-{self.group}-{instance or self.instance}"
+        return f"{CLIENT_ID_PREFIX}{self.group}-{instance or self.instance}"
 
     def status_topic(self, instance: str | None = None) -> str:
         return f"{self.root}/service/{self.group}/{instance or self.instance}"
@@ -627,7 +628,7 @@ async def start_session(
     order_id = order_id or uuid.uuid4().hex
     check_start(chair_id, order_id)
     topics = Topics.for_chair(mqtt.prefix, chair_id)
-    client_id = f"chair-fleet-start-{uuid.uuid4().hex[:12]}"
+    client_id = f"{CLIENT_ID_PREFIX}start-{uuid.uuid4().hex[:12]}"
     response_topic = f"{topics.reply}/{client_id}"
     command: dict[str, Any] = {"id": order_id, "action": "start", "program": program}
     if minutes is not None:

@@ -88,6 +88,9 @@ class FleetOptions:
     seed: int = 0
     config_path: str | None = None
     state_dir: str | None = None
+    identities: str | None = None
+    """Each chair's own certificate and key here (`identity_files`); None: the broker
+    options' credentials for every chair."""
     discovery: bool = False
     keep_telemetry: bool = False
     drain_s: float = 300.0
@@ -116,6 +119,13 @@ class FleetOptions:
 
     def chair_id(self, k: int) -> str:
         return f"{self.id_prefix}{k}"
+
+
+def identity_files(directory: str | Path, chair_id: str) -> tuple[Path, Path]:
+    """A chair's certificate and key as `chair provision CHAIR_ID --out DIR/CHAIR_ID` writes
+    them (its default `--out` is the CA's ``chairs/CHAIR_ID``): ``DIR/<id>/<id>.crt``, ``.key``."""
+    d = Path(directory) / chair_id
+    return d / f"{chair_id}.crt", d / f"{chair_id}.key"
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -298,6 +308,7 @@ class FleetSim:
                 "heartbeat_s": opt.heartbeat_s,
                 "discovery": opt.discovery,
                 "state_dir": opt.state_dir,
+                "identities": opt.identities,
                 "keep_telemetry": opt.keep_telemetry,
                 "ramp_s": opt.chair_ramp_s,
                 "report_s": REPORT_S,

@@ -59,6 +59,9 @@ class WorkerSpec(BaseModel):
     heartbeat_s: float = Field(default=30.0, ge=0, le=60)
     discovery: bool = False
     state_dir: str | None = None
+    identities: str | None = None
+    """Each chair's own certificate and key here (`chair.fleet.sim.identity_files`), and no
+    user name or password: the broker options' are the operator's."""
     keep_telemetry: bool = False
     ramp_s: float = Field(default=0.0, ge=0)
     """The chairs start evenly spread over this many seconds."""
@@ -90,6 +93,7 @@ class Worker:
         """Start the chairs, evenly spread over the ramp (connections, first announcements)."""
         from chair.cli.serve import serve_chair
         from chair.controller import Controller
+        from chair.fleet.sim import identity_files
         from chair.mqtt.settings import MqttSettings
         from core_rt.config import load_config
 
@@ -109,10 +113,15 @@ class Worker:
             rng = random.Random(seed)
             body = config.body
             db = None if spec.state_dir is None else Path(spec.state_dir) / f"{chair_id}.db"
+            own: dict[str, Any] = {}
+            if spec.identities is not None:
+                cert, key = identity_files(spec.identities, chair_id)
+                own = {"cert_file": cert, "key_file": key, "username": None, "password": None}
             try:
                 settings = MqttSettings.model_validate(
                     {
                         **spec.mqtt,
+                        **own,
                         "chair_id": chair_id,
                         "client_id": None,
                         "telemetry_hz": spec.telemetry_hz,
