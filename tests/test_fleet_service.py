@@ -158,8 +158,14 @@ class Watcher:
     """Subscribed to every chair's events and availability and to the service's topics,
     recording all; sends commands as `chair remote` does."""
 
-    def __init__(self, broker: Mosquitto) -> None:
-        self.settings = MqttSettings(broker=broker.url)
+    def __init__(
+        self, broker: Mosquitto | None = None, settings: MqttSettings | None = None
+    ) -> None:
+        """On `broker` without credentials, or as `settings` say (a TLS listener, say)."""
+        if settings is None:
+            assert broker is not None, "give a broker or settings"
+            settings = MqttSettings(broker=broker.url)
+        self.settings = settings
         self.messages: list[Msg] = []
         self._new = asyncio.Event()
         self._client: aiomqtt.Client | None = None
