@@ -41,6 +41,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
+from chair.mqtt.reconnect import keep_connected
 from chair.mqtt.settings import MqttSettings
 
 log = logging.getLogger("chair.fleet.sim")
@@ -191,6 +192,10 @@ class FleetSim:
         """chair id → the session it runs now (from its `start` reply)."""
         self._seq = itertools.count(1)
         self._client: aiomqtt.Client | None = None
+        """The operator's connection while it is up (None between connections)."""
+        self._operator_up = asyncio.Event()
+        self._closing = asyncio.Event()
+        self.operator_connections = 0
         self._t0 = 0.0
         self._deadline = 0.0
         self._end_early = asyncio.Event()
@@ -207,21 +212,29 @@ class FleetSim:
                 loop.add_signal_handler(sig, self._interrupt)
                 installed.append(sig)
         cpu0, children0 = _own_cpu(), _cpu(resource.RUSAGE_CHILDREN)
+        s = self.settings
+        link = asyncio.create_task(
+            keep_connected(
+                self._connection,
+                stopping=self._closing,
+                connected=self._operator_up,
+                reconnect_min_s=s.reconnect_min_s,
+                reconnect_max_s=s.reconnect_max_s,
+                log=log,
+            ),
+            name="fleet-operator",
+        )
         try:
-            async with self._operator_client() as client:
-                self._client = client
-                options = SubscribeOptions(
-                    qos=1, noLocal=True, retainHandling=SubscribeOptions.RETAIN_DO_NOT_SEND
-                )
-                await client.subscribe(f"{self.prefix}/+/#", options=options)
-                reader = asyncio.create_task(self._read(client), name="fleet-read")
-                try:
-                    report = await self._run()
-                finally:
-                    reader.cancel()
-                    with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
-                        await reader
+            up = asyncio.create_task(self._operator_up.wait())
+            await asyncio.wait({link, up}, return_when=asyncio.FIRST_COMPLETED)
+            up.cancel()
+            if link.done():
+                link.result()  # the first connection failed: MqttError, before any chair starts
+            report = await self._run()
         finally:
+            self._closing.set()
+            with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError, TimeoutError):
+                await asyncio.wait_for(link, 10.0)
             await self._kill_workers()
             for sig in installed:
                 loop.remove_signal_handler(sig)
@@ -396,6 +409,45 @@ class FleetSim:
         client.pending_calls_threshold = 1_000_000
         return client
 
+    async def _connection(self, failures: int) -> float | None:
+        """One connection of the operator's, from connect to loss (`keep_connected` makes the
+        next): subscribed to every chair's topics, reading until the connection is lost or the
+        run is over; how long it was up. The first one failing raises (a broker not to be
+        reached ends the run before any chair starts); a later one lost is made again with the
+        chairs' back-off: a broker restart costs the operator what was said while it was away
+        (and the commands sent meanwhile, counted lost), not the run."""
+        client = self._operator_client()
+        up_since: float | None = None
+        try:
+            async with client:
+                up_since = time.monotonic()
+                options = SubscribeOptions(
+                    qos=1, noLocal=True, retainHandling=SubscribeOptions.RETAIN_DO_NOT_SEND
+                )
+                await client.subscribe(f"{self.prefix}/+/#", options=options)
+                if self.operator_connections:
+                    log.warning("the operator is back on the broker (after %d failures)", failures)
+                self.operator_connections += 1
+                self._client = client
+                self._operator_up.set()
+                reader = asyncio.create_task(self._read(client), name="fleet-read")
+                closing = asyncio.create_task(self._closing.wait())
+                try:
+                    await asyncio.wait({reader, closing}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    self._client = None
+                    self._operator_up.clear()
+                    for task in (reader, closing):
+                        task.cancel()
+                    await asyncio.gather(reader, closing, return_exceptions=True)
+                if reader.done() and not reader.cancelled() and reader.exception() is not None:
+                    raise reader.exception()  # type: ignore[misc]
+        except aiomqtt.MqttError as e:
+            if not self.operator_connections:
+                raise
+            log.warning("the operator lost the broker (%s); connecting again", e)
+        return None if up_since is None else time.monotonic() - up_since
+
     async def _read(self, client: aiomqtt.Client) -> None:
         cut = len(self.prefix) + 1
         async for msg in client.messages:
@@ -451,7 +503,10 @@ class FleetSim:
     async def command(self, chair_id: str, action: str, **fields: Any) -> dict[str, Any] | None:
         """Send one command as an operator does (MQTT 5, a response topic of ours, correlation
         data) and wait for its reply; None when none came (counted lost)."""
-        assert self._client is not None
+        client = self._client
+        if client is None:  # between two connections of the operator's: lost, as on the wire
+            self.lost += 1
+            return None
         cmd_id = f"{self.client_id}-{next(self._seq)}"
         base = f"{self.prefix}/{chair_id}"
         props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
@@ -462,7 +517,7 @@ class FleetSim:
         record = _Command(time.monotonic(), action)
         self._pending[cmd_id] = (fut, record)
         try:
-            await self._client.publish(f"{base}/cmd", payload, qos=1, properties=props)
+            await client.publish(f"{base}/cmd", payload, qos=1, properties=props)
             t, data = await asyncio.wait_for(fut, REPLY_TIMEOUT_S)
         except (TimeoutError, aiomqtt.MqttError):
             self.lost += 1
