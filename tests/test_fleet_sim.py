@@ -191,3 +191,38 @@ async def test_a_fleet_chair_answers_like_chair_serve(broker: Mosquitto, tmp_pat
                 with contextlib.suppress(ProcessLookupError):
                     p.kill()
                 await p.wait()
+
+
+def test_identities_must_all_be_there(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`--identities DIR`: a chair whose certificate (or key) `chair provision` never wrote
+    stops the run before anything starts, with one line naming it (docs/fleet-sim.md,
+    Identity)."""
+    from chair.cli import main
+
+    ca = tmp_path / "ca"
+    for chair_id in ("sim-0", "sim-2"):
+        assert main(["provision", chair_id, "--ca", str(ca)]) == 0
+    (ca / "chairs" / "sim-2" / "sim-2.key").unlink()
+    capsys.readouterr()
+    base = ["fleet-sim", "--broker", "mqtts://127.0.0.1:1", "--json"]
+    cases = {
+        "3": f"no sim-1.crt for chair sim-1 ({ca / 'chairs' / 'sim-1' / 'sim-1.crt'}; issue it "
+        f"with `chair provision sim-1 --ca CA --out {ca / 'chairs' / 'sim-1'}`)",
+        "1": None,  # sim-0 alone is all there: the run goes on to the (absent) broker
+    }
+    for chairs, expected in cases.items():
+        rc = main([*base, "--chairs", chairs, "--identities", str(ca / "chairs")])
+        out, err = capsys.readouterr()
+        assert rc == 1 and out == "", (chairs, out, err)
+        lines = err.splitlines()
+        assert len(lines) == 1 and lines[0].startswith("chair fleet-sim: error: "), lines
+        if expected is not None:
+            assert lines[0].endswith(expected), lines[0]
+        else:
+            assert "--identities" not in lines[0] and "broker" in lines[0], lines[0]
+    (ca / "chairs" / "sim-1").mkdir()
+    (ca / "chairs" / "sim-1" / "sim-1.crt").write_text("")
+    assert main([*base, "--chairs", "3", "--identities", str(ca / "chairs")]) == 1
+    assert "no sim-1.key for chair sim-1" in capsys.readouterr().err
+    assert main([*base, "--chairs", "1", "--identities", str(tmp_path / "none")]) == 1
+    assert capsys.readouterr().err.strip().endswith(f"{tmp_path / 'none'}: not a directory")
