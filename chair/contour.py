@@ -117,23 +117,38 @@ def _fit(
     return (float(np.sqrt(np.mean(res * res))) / q, q)
 
 
-def neck_reached(samples: Sequence[SurfaceSample], lowest_mm: float, contour: Contour) -> bool:
+FitMemo = dict[tuple[bytes, float, float, float, float], tuple[float, float] | None]
+"""The window fits made so far in one scan, by their inputs (the window's samples as bytes, its
+centre, the fit's constants): the neck checks every few samples refit mostly the windows the
+check before fitted, and the scan's final contour all of them again (`neck_reached`,
+`skin_points`). A fit is a pure function of these, so a memo changes no result."""
+
+
+def neck_reached(
+    samples: Sequence[SurfaceSample],
+    lowest_mm: float,
+    contour: Contour,
+    memo: FitMemo | None = None,
+) -> bool:
     """While the scan walks: the samples of the last `NECK_LOOKBACK_MM` already show a neck
     above `lowest_mm` (`find_shoulder` on them finds one): the walk may stop, the shoulder is
-    below. Cheap enough to ask every few samples."""
+    below. Cheap enough to ask every few samples, the more so with the scan's `memo`."""
     if not samples or samples[-1].y_mm < lowest_mm:
         return False
     y_from = samples[-1].y_mm - NECK_LOOKBACK_MM
     recent = [s for s in samples if s.y_mm >= y_from]
-    return find_shoulder(skin_points(recent, contour), lowest_mm, contour) is not None
+    return find_shoulder(skin_points(recent, contour, memo), lowest_mm, contour) is not None
 
 
 NECK_LOOKBACK_MM = 120.0
 """`neck_reached` looks this far back down the track (a neck and the shoulder's level below)."""
 
 
-def skin_points(samples: Sequence[SurfaceSample], contour: Contour) -> BackContour:
-    """The skin at every sample in contact, its tissue's stiffness fitted from its neighbours."""
+def skin_points(
+    samples: Sequence[SurfaceSample], contour: Contour, memo: FitMemo | None = None
+) -> BackContour:
+    """The skin at every sample in contact, its tissue's stiffness fitted from its neighbours
+    (the fits looked up in, and added to, `memo` when one is given: `FitMemo`)."""
     c = contour.load_a_per_mm
     touched = [s for s in samples if in_contact(s, contour)]
     touched.sort(key=lambda s: s.y_mm)
@@ -151,7 +166,13 @@ def skin_points(samples: Sequence[SurfaceSample], contour: Contour) -> BackConto
         for lo_mm, hi_mm in ((-w, w), (-2 * w, 0.0), (0.0, 2 * w)):
             lo = bisect.bisect_left(ys, s.y_mm + lo_mm)
             hi = bisect.bisect_right(ys, s.y_mm + hi_mm)
-            fit = _fit(arr[lo:hi], s.y_mm, w, c, spread_min)
+            if memo is None:
+                fit = _fit(arr[lo:hi], s.y_mm, w, c, spread_min)
+            else:
+                key = (arr[lo:hi].tobytes(), s.y_mm, w, c, spread_min)
+                if key not in memo:
+                    memo[key] = _fit(arr[lo:hi], s.y_mm, w, c, spread_min)
+                fit = memo[key]
             if fit is not None and (best is None or fit[0] < best[0]):
                 best = fit
         fits.append(None if best is None else best[1])

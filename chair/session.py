@@ -25,6 +25,7 @@ from typing import Any
 
 from chair.contour import (
     BackContour,
+    FitMemo,
     find_shoulder,
     in_contact,
     neck_reached,
@@ -636,6 +637,7 @@ class Session:
         samples: list[SurfaceSample] = []
         step_ns = round(k.sample_mm / k.speed_mm_s * S)
         checks = 0
+        memo: FitMemo = {}  # the window fits so far: each neck check refits mostly the same
         touched_y = start_y  # the last place the heads touched the skin
         await self._wait(self.driver.now_ns() + 2 * self.driver.period_ns)
         while self._busy({"carriage"}):
@@ -650,13 +652,13 @@ class Session:
             checks += len(new)
             if checks >= NECK_CHECK_SAMPLES:
                 checks = 0
-                if neck_reached(samples, lowest, k):
+                if neck_reached(samples, lowest, k, memo):
                     break
         core.brake()  # ends the following too
         # a fault or an e-stop that ended the walk ends the session: it is no scan to judge
         await self._wait(self.driver.now_ns() + 2 * self.driver.period_ns)
         samples += core.drain_surface()
-        self.contour = skin_points(samples, k)
+        self.contour = skin_points(samples, k, memo)
         shoulder = find_shoulder(self.contour, lowest, k) if self.contour else None
         problem = scan_problem(samples, top if shoulder is None else shoulder, k)
         if problem is not None:
