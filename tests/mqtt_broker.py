@@ -20,6 +20,17 @@ MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 MOSQUITTO_PASSWD = shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd"
 
 
+LOGGING = (
+    "log_dest stderr",
+    "log_type error",
+    "log_type warning",
+    "log_type notice",
+    "log_type information",
+    "connection_messages true",
+)
+"""What the tests' brokers log: connections and their ends, not every message."""
+
+
 def have_mosquitto() -> bool:
     return os.access(MOSQUITTO, os.X_OK)
 
@@ -86,12 +97,7 @@ class Mosquitto:
             "persistence false",
             # mosquitto started as root drops to user "mosquitto", who cannot read our files
             f"user {getpass.getuser()}",
-            "log_dest stderr",
-            "log_type error",
-            "log_type warning",
-            "log_type notice",
-            "log_type information",
-            "connection_messages true",
+            *LOGGING,
             # As docs/mqtt.md recommends: without it, mosquitto's Nagle holds a message behind
             # the last one until the client's delayed ACK (~40 ms): slow tests, slow commands.
             "set_tcp_nodelay true",

@@ -52,10 +52,10 @@ import pytest
 from chair.fleet.records import Records
 from chair.fleet.service import start_session
 from chair.mqtt.settings import MqttSettings
-from tests.mqtt_broker import MOSQUITTO, free_port, have_mosquitto
+from tests.mqtt_broker import LOGGING, MOSQUITTO, free_port, have_mosquitto
 from tests.postgres_server import PostgresServer, why_not
 from tests.test_fleet_identity import doc_block
-from tests.test_fleet_service import Watcher, _child_env, until
+from tests.test_fleet_service import Watcher, _child_env, stop_processes, until
 
 pytestmark = [pytest.mark.broker, pytest.mark.serial]
 
@@ -149,12 +149,7 @@ class TwoListenerBroker:
             f"persistence_location {state}/",
             "autosave_interval 1",
             f"user {getpass.getuser()}",  # as root: no drop to a user who cannot read our files
-            "log_dest stderr",
-            "log_type error",
-            "log_type warning",
-            "log_type notice",
-            "log_type information",
-            "connection_messages true",
+            *LOGGING,
         ]
         self.conf = directory / "mosquitto.conf"
         self.conf.write_text("\n".join(test_only) + "\n" + conf)
@@ -291,15 +286,7 @@ class Procs:
         return path.read_text(errors="replace") if path.exists() else ""
 
     def stop_all(self) -> None:
-        for p in self.procs.values():
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in self.procs.values():
-            try:
-                p.wait(60)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+        stop_processes(self.procs.values(), 60)
         self.procs.clear()
 
 

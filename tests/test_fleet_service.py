@@ -23,7 +23,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -58,6 +58,21 @@ async def until(cond: Callable[[], Any], timeout: float, what: str) -> None:
             return
         assert time.monotonic() < deadline, f"{what}: not within {timeout} s"
         await asyncio.sleep(0.05)
+
+
+def stop_processes(procs: Iterable[subprocess.Popen[bytes]], timeout_s: float) -> None:
+    """SIGTERM to every one still running (they stop together), then each is waited for up to
+    `timeout_s`, and killed after that."""
+    procs = list(procs)
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    for p in procs:
+        try:
+            p.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
 
 
 def _child_env(**extra: str) -> dict[str, str]:
@@ -101,14 +116,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
             log.close()
         yield f
     finally:
-        for p in f.chairs.values():
-            p.send_signal(signal.SIGTERM)
-        for p in f.chairs.values():
-            try:
-                p.wait(20)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+        stop_processes(f.chairs.values(), 20)
         broker.stop()
 
 

@@ -17,6 +17,7 @@ from typing import Any
 import aiomqtt
 
 from chair.cli.common import EXIT_OK, EXIT_USAGE, UsageError, chair_config
+from chair.fleet.sim import FleetOptions, identity_files
 from chair.mqtt.settings import add_broker_arguments, settings_from_args
 
 MAX_CHAIRS = 100_000
@@ -38,29 +39,17 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     )
     g = p.add_argument_group("the fleet")
     g.add_argument("--chairs", type=int, required=True, metavar="N", help="how many chairs")
-    g.add_argument(
-        "--minutes", type=float, default=5.0, metavar="M", help="how long it runs (default 5)"
-    )
-    g.add_argument(
-        "--workers", type=int, default=0, metavar="W", help="worker processes (default: CPUs)"
-    )
-    g.add_argument("--id-prefix", default="sim-", metavar="P", help="chair ids P0, P1, ...")
+    _number(g, "--minutes", "M", "how long it runs")
+    _number(g, "--workers", "W", "worker processes (0: the CPU count)", kind=int)
+    _text(g, "--id-prefix", "P", "chair ids P0, P1, ...")
     g.add_argument("--json", action="store_true", help="the report as JSON, no progress display")
     s = p.add_argument_group("sessions (what the operator does)")
-    s.add_argument("--program", default="relax", help="every session's program (default relax)")
+    _text(s, "--program", "NAME", "every session's program")
     s.add_argument(
         "--session-minutes", type=float, metavar="S", help="session length (default: program's)"
     )
-    s.add_argument(
-        "--busy",
-        type=float,
-        default=1.0,
-        metavar="F",
-        help="share of the chairs that run sessions, 0..1 (the rest idle; default 1)",
-    )
-    s.add_argument(
-        "--gap-s", type=float, default=10.0, metavar="S", help="pause between sessions (±50%%)"
-    )
+    _number(s, "--busy", "F", "share of the chairs that run sessions, 0..1 (the rest idle)")
+    _number(s, "--gap-s", "S", "pause between sessions (±50%%)")
     s.add_argument(
         "--ramp-s",
         type=float,
@@ -68,39 +57,19 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         help="the first sessions start spread over S seconds (default: one session's cycle, "
         "its minutes + 100 s + the gap: the rate at which a fleet of busy chairs starts them)",
     )
-    s.add_argument(
-        "--probe-s",
-        type=float,
-        default=10.0,
-        metavar="S",
-        help="ask each chair its status every S seconds (0: never; default 10)",
-    )
-    s.add_argument("--seed", type=int, default=0, help="chairs' bodies and the schedule")
+    _number(s, "--probe-s", "S", "ask each chair its status every S seconds (0: never)")
+    _number(s, "--seed", "N", "chairs' bodies and the schedule", kind=int)
     c = p.add_argument_group("the chairs")
-    c.add_argument(
-        "--speed",
-        type=float,
-        default=1.0,
-        metavar="X",
-        help="simulated seconds per second (default 1: the wall clock)",
-    )
-    c.add_argument(
+    _number(c, "--speed", "X", "simulated seconds per second (1: the wall clock)")
+    _number(
+        c,
         "--pace-ms",
-        type=float,
-        default=100.0,
-        metavar="MS",
-        help="a chair's clock runs in chunks of this much wall time (default 100)",
+        "MS",
+        "a chair's clock runs in chunks of this much wall time",
+        default=FleetOptions.pace_s * 1000.0,
     )
-    c.add_argument(
-        "--telemetry-hz", type=float, default=1.0, metavar="N", help="in a session (default 1)"
-    )
-    c.add_argument(
-        "--heartbeat-s",
-        type=float,
-        default=30.0,
-        metavar="S",
-        help="the state at least this often between changes (default 30)",
-    )
+    _number(c, "--telemetry-hz", "N", "telemetry in a session")
+    _number(c, "--heartbeat-s", "S", "the state at least this often between changes")
     c.add_argument("--discovery", action="store_true", help="Home Assistant discovery (off)")
     c.add_argument(
         "--check",
@@ -123,10 +92,32 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     p.set_defaults(handler=run)
 
 
+def _number(
+    group: argparse._ArgumentGroup,
+    flag: str,
+    metavar: str,
+    what: str,
+    *,
+    kind: type[int] | type[float] = float,
+    default: float | None = None,
+) -> None:
+    """A numeric option whose default is `FleetOptions`' field of the same name (one owner)."""
+    if default is None:
+        default = getattr(FleetOptions, flag.removeprefix("--").replace("-", "_"))
+    group.add_argument(
+        flag, type=kind, default=default, metavar=metavar, help=f"{what} (default {default:g})"
+    )
+
+
+def _text(group: argparse._ArgumentGroup, flag: str, metavar: str, what: str) -> None:
+    """A text option whose default is `FleetOptions`' field of the same name."""
+    default = getattr(FleetOptions, flag.removeprefix("--").replace("-", "_"))
+    group.add_argument(flag, default=default, metavar=metavar, help=f"{what} (default {default})")
+
+
 def options_from_args(args: argparse.Namespace) -> Any:
     """The run's options, checked (UsageError naming what is wrong)."""
     from chair.api import CommandError
-    from chair.fleet.sim import FleetOptions
     from chair.programs.manual import MANUAL
     from chair.programs.model import ProgramError, load_program
     from chair.requests import StartRequest, parse_request
@@ -197,8 +188,6 @@ def options_from_args(args: argparse.Namespace) -> Any:
 
 def _check_identities(directory: Path, chair_ids: list[str]) -> None:
     """Every chair's certificate and key are there (UsageError naming the first missing)."""
-    from chair.fleet.sim import identity_files
-
     if not directory.is_dir():
         raise UsageError(f"--identities {directory}: not a directory")
     for chair_id in chair_ids:
