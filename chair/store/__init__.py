@@ -134,10 +134,11 @@ def outcome_of(end_reason: str) -> str:
 
 
 def now_iso() -> str:
-    return (
-        time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
-        + f".{int(time.time() * 1000) % 1000:03d}Z"
-    )
+    """Now, UTC, to the millisecond (``2026-12-04T05:15:40.151Z``), from one reading of the
+    clock: the seconds and the milliseconds read apart could straddle a second's turn and say a
+    time up to a second early."""
+    t = time.time()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t * 1000) % 1000:03d}Z"
 
 
 FULL_BELOW_BYTES = 64 * 1024
