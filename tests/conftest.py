@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import pytest
 
+import chair  # noqa: F401  (first: the chair's one BLAS thread, chair/__init__.py, before any numpy)
+
 
 @pytest.fixture(autouse=True)
 def _a_database_of_its_own(
