@@ -52,6 +52,7 @@ import pytest
 from chair.fleet.records import Records
 from chair.fleet.service import start_session
 from chair.mqtt.settings import MqttSettings
+from chair.store import Store
 from tests.mqtt_broker import LOGGING, MOSQUITTO, free_port, have_mosquitto
 from tests.postgres_server import PostgresServer, why_not
 from tests.test_fleet_identity import doc_block
@@ -513,7 +514,23 @@ async def test_every_session_of_a_fleet_recorded_once_through_crashes_and_a_cut(
             "lag_max_ms", "wall_s", "close_s")}))  # fmt: skip
         assert report["connected"] == report["chairs"] == len(fleet_ids)
         assert report["chairs_failed"] == 0
-        phase("fleet-sim stopped")
+        procs.stop_all()  # the two `chair serve` chairs and the instance left
+        phase("fleet-sim and the rest stopped")
+
+        # 9. the chairs' own records say the same, and none holds an event unacknowledged
+        own: dict[str, tuple[str, str]] = {}
+        for chair_id in chair_ids:
+            store = await Store.open(state / f"{chair_id}.db")
+            try:
+                history = await store.history()
+                assert len(history) == 1, (chair_id, history)
+                own[chair_id] = (history[0]["session_id"], history[0]["outcome"])
+                topic = f"massagechair/{chair_id}/event"
+                assert await store.outbox(topic) == [], (chair_id, await store.outbox(topic))
+            finally:
+                await store.close()
+        assert own == {c: (r["session_id"], r["outcome"]) for c, r in by_chair.items()}
+        phase(f"the {CHAIRS} chairs' own records are the service's; their outboxes empty")
     finally:
         await records.close()
         procs.stop_all()
