@@ -157,12 +157,15 @@ def _mosquitto_user() -> tuple[int, int] | None:
 class FleetBroker:
     """mosquitto with setup 1 (`dynsec`) or setup 2 (`acl`) of docs/fleet.md."""
 
-    def __init__(self, fleet: Fleet, setup: str) -> None:
+    def __init__(self, fleet: Fleet, setup: str, service_ca: Path | None = None) -> None:
+        """`service_ca`: with setup 1, the service's own listener too (its CA's files)."""
         self.fleet = fleet
         self.setup = setup
+        self.service_ca = service_ca
         self.dir = Path(tempfile.mkdtemp(prefix="fleet-broker-"))
         self.dir.chmod(0o755)
         self.port, self.admin_port = free_port(), free_port()
+        self.service_port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = self.dir / "mosquitto.log"
         try:
@@ -203,6 +206,18 @@ class FleetBroker:
             acl = doc_block("# /etc/mosquitto/fleet/acl")
             (etc / "acl").write_text(acl, encoding="utf-8")
             (etc / "acl").chmod(0o644)
+        if self.service_ca is not None:  # the service's listener: its CA's files
+            (etc / "service").mkdir(mode=0o755)
+            (etc / "service").chmod(0o755)
+            svc = self.service_ca
+            for src in (svc / "broker" / "ca.crt", svc / "broker" / "server.crt", svc / "crl.pem"):
+                self.install(src, etc / "service" / src.name, 0o644)
+            self.install(
+                svc / "broker" / "server.key", etc / "service" / "server.key", 0o600, owner
+            )
+            doc += doc_block("# /etc/mosquitto/conf.d/fleet-service-listener.conf").replace(
+                "\nlistener 8884\n", f"\nlistener {self.service_port} 127.0.0.1\n"
+            )
         conf = (
             doc.replace("/etc/mosquitto/fleet/", f"{etc}/")
             .replace("/var/lib/mosquitto/", f"{state}/")
@@ -229,6 +244,7 @@ class FleetBroker:
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen([MOSQUITTO, "-c", str(self.conf)], stdout=log, stderr=log)
         ports = [self.port] + ([self.admin_port] if self.setup == "dynsec" else [])
+        ports += [self.service_port] if self.service_ca is not None else []
         for port in ports:
 
             def up(port: int = port) -> bool:
@@ -298,15 +314,15 @@ def wait_until(cond: Callable[[], bool], what: str, timeout_s: float = WAIT_S) -
 
 
 @pytest.fixture
-def brokers(fleet: Fleet) -> Iterator[Callable[[str], FleetBroker]]:
+def brokers(fleet: Fleet) -> Iterator[Callable[..., FleetBroker]]:
     made: list[FleetBroker] = []
 
-    def make(setup: str) -> FleetBroker:
+    def make(setup: str, service_ca: Path | None = None) -> FleetBroker:
         if not have_mosquitto():
             pytest.skip("mosquitto is not installed")
         if setup == "dynsec" and not (DYNSEC_PLUGIN.exists() and os.access(MOSQUITTO_RR, os.X_OK)):
             pytest.skip("mosquitto's dynamic-security plugin or mosquitto_rr is not installed")
-        b = FleetBroker(fleet, setup)
+        b = FleetBroker(fleet, setup, service_ca)
         made.append(b)
         b.start()
         return b
@@ -675,6 +691,51 @@ def test_revoked_chair_is_refused_and_the_others_are_not(
     assert c2.subscribe("massagechair/C/#") == GRANTED_QOS1
     assert c2.publish("massagechair/C/state", b"c-again") == SUCCESS
     c2.wait_message(b"c-again")
+
+
+def test_dynsec_service_listener_keeps_the_services_client_ids(
+    tmp_path: Path, fleet: Fleet, brokers: Callable[..., FleetBroker], peers: Callable[..., Peer]
+) -> None:
+    """docs/fleet.md, The service on a listener of its own, beside setup 1: certificates from a
+    second CA (the service's) log in there and keep the client id they ask for (so a live
+    instance can take over a dead one's session: its drain), and hear the chairs through the
+    shared subscription; neither CA's certificates log in on the other's listener."""
+    from chair.cli import main
+
+    svc_dir = tmp_path / "service-ca"
+    for argv in (["fleet-a", "--service"], ["fleet-b", "--service"], ["--broker", "localhost"]):
+        assert main(["provision", *argv, "--ca", str(svc_dir)]) == 0
+    service = Fleet(svc_dir, svc_dir / "ca.crt")
+    broker = brokers("dynsec", service_ca=svc_dir)
+    broker.apply(fleet.rules("A"))
+    for name in ("fleet-a", "fleet-b"):
+        broker.apply(service.rules(name))
+    a = peers(broker.port, fleet.chair("A"))
+    assert a.connect() == SUCCESS
+    drained_id = "chair-fleet-fleet-fleet-b"  # instance fleet-b's (chair.fleet.service)
+    first = Peer(service, broker.service_port, service.service("fleet-b"), drained_id)
+    drainer = Peer(service, broker.service_port, service.service("fleet-a"), drained_id)
+    try:
+        assert first.connect() == SUCCESS
+        assert first.subscribe("$share/fleet/massagechair/+/event") == GRANTED_QOS1
+        assert a.publish("massagechair/A/event", b"a-event") == SUCCESS
+        assert first.wait_message(b"a-event") == "massagechair/A/event"
+        # fleet-a under fleet-b's client id: the broker takes the id as given and hands it the
+        # connection (on the chairs' listener it would have been fleet-a's own CN)
+        assert drainer.connect() == SUCCESS
+        assert first.disconnected.wait(WAIT_S)
+        first.close()
+        assert drainer.subscribe("$share/fleet/massagechair/+/event") == GRANTED_QOS1
+        assert a.publish("massagechair/A/event", b"a-again") == SUCCESS
+        drainer.wait_message(b"a-again")
+    finally:
+        first.close()
+        drainer.close()
+    chair_a, fleet_a = fleet.chair("A"), service.service("fleet-a")
+    refused = mqtt_attempt(broker.service_port, service.ca, chair_a.cert, chair_a.key)
+    assert refused.startswith("refused:") and "alert" in refused.lower(), refused
+    refused = mqtt_attempt(broker.port, fleet.ca, fleet_a.cert, fleet_a.key)
+    assert refused.startswith("refused:") and "alert" in refused.lower(), refused
 
 
 # ---- setup 2: the static ACL file -------------------------------------------------------------
