@@ -58,7 +58,13 @@ from tests.postgres_server import PostgresServer, why_not
 from tests.test_fleet_identity import doc_block
 from tests.test_fleet_service import Watcher, _child_env, stop_processes, until
 
-pytestmark = [pytest.mark.broker, pytest.mark.serial]
+pytestmark = [
+    pytest.mark.broker,
+    pytest.mark.serial,
+    # it keeps both cores busy for most of a minute: in `make test` it takes its turn on the
+    # worker of the HIL tests (tests/conftest.py), never beside a board process
+    pytest.mark.xdist_group("hil"),
+]
 
 ROOT = Path(__file__).resolve().parents[1]
 CHAIRS = int(os.environ.get("CHAIR_TEST_FLEET_PROOF_CHAIRS", "200"))
