@@ -32,12 +32,15 @@ def _a_database_of_its_own(
 
 SERIAL_MARKS = ("realtime", "hil", "broker")
 SERIAL_FILES = ("test_mqtt", "test_hil", "test_rtloop", "test_web", "test_doc_web")
+WITH_THE_HIL_TESTS = ("test_fleet_proof.py",)
+"""Wall-clock tests that load both cores for most of a minute (200 chairs): on the HIL tests'
+worker, in turn with them, never beside a board process."""
 ALONE_FILES = ("test_rtloop.py", "test_core.py")
 """Their wall-clock tests measure the real-time loop itself (its rate, latency, pinning)."""
 
 
 def pytest_itemcollected(item: pytest.Item) -> None:
-    if item.get_closest_marker("hil"):
+    if item.get_closest_marker("hil") or item.path.name in WITH_THE_HIL_TESTS:
         # one board process at a time: a board runs its 1 kHz loop at SCHED_FIFO, and two of
         # them beside two controllers starve a 2-core machine (link_lost, stall). Marked as each
         # test is collected: xdist reads the group into the node ids in its own
