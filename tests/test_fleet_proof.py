@@ -363,10 +363,9 @@ async def test_every_session_of_a_fleet_recorded_once_through_crashes_and_a_cut(
     phase(f"provisioned {CHAIRS} chairs and 5 services (two CAs); {engine} ready")
 
     broker = TwoListenerBroker(tmp_path / "broker", fleet_ca, service_ca)
-    broker.start()
     relay = CutRelay(broker.chair_port)
-    await relay.start()
     procs = Procs(tmp_path)
+    records: Records | None = None
     short = tmp_path / "short.toml"
     short.write_text(f"[session]\nmin_minutes = {SESSION_MINUTES}\n")
     state = tmp_path / "chairs"
@@ -388,8 +387,10 @@ async def test_every_session_of_a_fleet_recorded_once_through_crashes_and_a_cut(
 
     watch = service_settings(service_ca, "watcher", broker.service_url)
     payments = service_settings(service_ca, "payments", broker.service_url)
-    records = await Records.open(db)
     try:
+        broker.start()
+        await relay.start()
+        records = await Records.open(db)
         for name in INSTANCES:
             serve_instance(name)
         procs.start("fleet-sim", [
@@ -547,7 +548,8 @@ async def test_every_session_of_a_fleet_recorded_once_through_crashes_and_a_cut(
         assert own == {c: (r["session_id"], r["outcome"]) for c, r in by_chair.items()}
         phase(f"the {CHAIRS} chairs' own records are the service's; their outboxes empty")
     finally:
-        await records.close()
+        if records is not None:
+            await records.close()
         procs.stop_all()
         await relay.close()
         broker.stop()
