@@ -56,6 +56,7 @@ CONNECT_TIMEOUT_S = 60.0
 WORKER_EXIT_S = 180.0
 """Longest wait for a worker to stop its chairs (each settles its session first) and exit."""
 REPORT_S = 1.0
+"""How often each worker reports its figures (and the operator samples the lag), s."""
 
 
 @dataclass(frozen=True)

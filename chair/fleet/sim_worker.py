@@ -33,6 +33,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from chair.fleet.sim import REPORT_S, FleetOptions, identity_files
 from chair.lifecycle import MOVING
 
 log = logging.getLogger("chair.fleet.sim")
@@ -50,23 +51,23 @@ class WorkerSpec(BaseModel):
     """`MqttSettings` fields shared by the chairs (the password in clear: a pipe, not argv)."""
     config: str | None = None
     """The chair config (TOML) path; None: the reference chair."""
-    speed: float = Field(default=1.0, gt=0)
-    pace_s: float = Field(default=0.1, gt=0, le=1.0)
+    speed: float = Field(default=FleetOptions.speed, gt=0)
+    pace_s: float = Field(default=FleetOptions.pace_s, gt=0, le=1.0)
     idle_step_s: float = Field(default=1.0, gt=0, le=10.0)
     """Between sessions a chair reads its state afresh this often (`chair serve`: 0.1 s);
     commands and core events still wake it at once."""
-    telemetry_hz: float = Field(default=1.0, ge=0, le=100)
-    heartbeat_s: float = Field(default=30.0, ge=0, le=60)
-    discovery: bool = False
+    telemetry_hz: float = Field(default=FleetOptions.telemetry_hz, ge=0, le=100)
+    heartbeat_s: float = Field(default=FleetOptions.heartbeat_s, ge=0, le=60)
+    discovery: bool = FleetOptions.discovery
     state_dir: str | None = None
     identities: str | None = None
     """Each chair's own certificate and key here (`chair.fleet.sim.identity_files`), and no
     user name or password: the broker options' are the operator's."""
-    keep_telemetry: bool = False
+    keep_telemetry: bool = FleetOptions.keep_telemetry
     ramp_s: float = Field(default=0.0, ge=0)
     """The chairs start evenly spread over this many seconds."""
-    report_s: float = Field(default=1.0, gt=0)
-    log_level: str = "warning"
+    report_s: float = Field(default=REPORT_S, gt=0)
+    log_level: str = FleetOptions.log_level
     profile: str | None = None
     """Profile the worker (cProfile) and write its statistics to this path + ``.<worker>``."""
 
@@ -93,7 +94,6 @@ class Worker:
         """Start the chairs, evenly spread over the ramp (connections, first announcements)."""
         from chair.cli.serve import serve_chair
         from chair.controller import Controller
-        from chair.fleet.sim import identity_files
         from chair.mqtt.settings import MqttSettings
         from core_rt.config import load_config
 
