@@ -696,7 +696,8 @@ class Controller:
             await self._history_off(e)
 
     async def outbox_pending(self) -> list[tuple[int, dict[str, Any]]]:
-        """The events not yet acknowledged by the broker, oldest first."""
+        """The events not yet acknowledged (by the broker, or by the fleet's service), oldest
+        first."""
         if self.store is None or self._outbox_topic is None:
             return []
         try:
@@ -713,6 +714,17 @@ class Controller:
             await self.store.outbox_done(outbox_id)
         except StoreError as e:
             await self._history_off(e)
+
+    async def outbox_received(self, session_id: str) -> bool:
+        """The operator's service has the record of `session_id` in its database: forget its
+        event (docs/fleet-service.md); whether there was one."""
+        if self.store is None or self._outbox_topic is None:
+            return False
+        try:
+            return await self.store.outbox_received(self._outbox_topic, session_id)
+        except StoreError as e:
+            await self._history_off(e)
+            return False
 
     async def _summary(
         self, session: Session, result: SessionResult, wall_seconds: float

@@ -19,6 +19,7 @@ import json
 import os
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -109,7 +110,8 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
             f.chairs[chair_id] = subprocess.Popen(
                 [sys.executable, "-m", "chair", "serve", "--broker", broker.url,
                  "--chair-id", chair_id, "--db", str(f.chair_db(chair_id)), "--speed", SPEED,
-                 "--telemetry-hz", "1", "--no-discovery", "--log-level", "warning"],
+                 "--telemetry-hz", "1", "--no-discovery", "--log-level", "warning",
+                 "--outbox-until", "service"],
                 stdout=log, stderr=subprocess.STDOUT,
                 env=_child_env(XDG_STATE_HOME=str(state)),
             )  # fmt: skip
@@ -517,6 +519,22 @@ async def test_fleet_collects_every_session_once(
     assert report == expected, (report, expected)
     assert report["sessions"] == 7 and report["faults"] == 1 and report["chairs"] == 3
     phase("report matches the chairs' own history")
+
+    # the chairs keep each record until the service acknowledges it (--outbox-until service):
+    # every one of them was, so no outbox holds anything
+    def outboxes() -> dict[str, int]:
+        out = {}
+        for chair_id in CHAIRS:
+            uri = f"file:{fleet.chair_db(chair_id)}?mode=ro"
+            with contextlib.closing(sqlite3.connect(uri, uri=True, timeout=5)) as conn:
+                out[chair_id] = int(conn.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
+        return out
+
+    deadline = time.monotonic() + 30
+    while any(outboxes().values()):
+        assert time.monotonic() < deadline, f"records never acknowledged: {outboxes()}"
+        await asyncio.sleep(0.1)
+    phase("every chair's outbox empty: the service acknowledged each record")
     print("chair fleet report --json:", json.dumps(report))
 
 

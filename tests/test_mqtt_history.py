@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import os
 import signal
@@ -316,3 +317,137 @@ def test_bench_store_quick(broker: Mosquitto, tmp_path: Path) -> None:
                  "broker_puback"):  # fmt: skip
         assert 0 < r[f"{name}_p50_ms"] <= r[f"{name}_p99_ms"]
     assert not list(scratch.iterdir())  # its scratch files are gone
+
+
+# ---- a chair in a fleet: the record stays until the service has it ----------------------------
+
+
+def _finished(sid: str) -> Callable[[Any], bool]:
+    def pred(m: Any) -> bool:
+        doc = m.json()
+        return bool(doc.get("event") == "session_finished" and doc.get("session_id") == sid)
+
+    return pred
+
+
+async def test_in_a_fleet_the_record_stays_until_the_service_acknowledges_it(
+    chair_factory: ChairFactory, db_controller: TestingController, tmp_path: Path
+) -> None:
+    """``outbox_until = "service"`` (docs/mqtt.md): the broker's PUBACK does not end the record's
+    stay in the outbox. It is sent again `outbox_resend_s` after its PUBACK, the wait doubling up
+    to `outbox_resend_max_s`, until an acknowledgement on ``<base>/ack`` names its session;
+    acknowledgements that are not one change nothing."""
+    ctl, db = db_controller, tmp_path / "chair.db"
+    chair = await chair_factory(
+        ctl=ctl, outbox_until="service", outbox_resend_s=0.2, outbox_resend_max_s=0.4
+    )
+    obs = chair.obs
+    mark = obs.mark()
+    r = await obs.cmd("start", program="quick", minutes=5)
+    assert r["ok"], r
+    sid = r["state"]["session_id"]
+    sends = [await obs.wait_for("event", _finished(sid), since=mark, timeout=30)]
+    for _ in range(3):  # the same record again and again: 0.2 s, 0.4 s, 0.4 s (capped) apart
+        since = obs.messages.index(sends[-1]) + 1
+        sends.append(await obs.wait_for("event", _finished(sid), since=since, timeout=10))
+    gaps = [b.t - a.t for a, b in itertools.pairwise(sends)]
+    assert gaps[0] >= 0.2 - 0.02 and gaps[1] >= 0.4 - 0.02 and gaps[2] >= 0.4 - 0.02, gaps
+    assert all(s.json() == sends[0].json() for s in sends)  # the same record, unchanged
+    assert outbox_rows(db) == 1
+
+    # what is not an acknowledgement of this session is ignored
+    ack = f"{obs.base}/ack"
+    for bad in (
+        b"not json",
+        b"[]",
+        json.dumps({"session_id": 5}),
+        json.dumps({"session_id": ""}),
+        json.dumps({"session_id": "x" * 65}),
+        json.dumps({"session_id": "someone-else-1"}),
+        json.dumps({"session_id": sid, "pad": "x" * 1100}),  # over 1 KiB
+        b"\xff\xfe",
+    ):
+        await obs.publish(ack, bad)
+    since = obs.mark()
+    await obs.wait_for("event", _finished(sid), since=since, timeout=10)  # still sent again
+    assert outbox_rows(db) == 1 and chair.bridge.acks == 0
+    assert ctl.state()["state"] == "idle"  # nothing else changed either
+
+    await obs.publish(ack, json.dumps({"session_id": sid, "service": "a"}))
+    await until(lambda: outbox_rows(db) == 0, 10, "the acknowledged record forgotten")
+    await until(lambda: chair.bridge.acks == 1, 10, "the bridge counted it")
+    assert chair.bridge._unconfirmed == {}  # nothing left to send again
+    await obs.publish(ack, json.dumps({"session_id": sid}))  # a second ack: nothing to forget
+    r = await obs.cmd("status")  # (the ack before it is handled by now: one connection, in order)
+    assert r["ok"] and chair.bridge.acks == 1
+
+
+@pytest.mark.parametrize("outbox_until", ["broker", "service"])
+async def test_a_record_the_broker_acknowledged_and_lost_in_a_crash(
+    tmp_path: Path, chair_factory: ChairFactory, db_controller: TestingController,
+    broker: Mosquitto, outbox_until: str,
+) -> None:  # fmt: skip
+    """A broker acknowledges a record before it has delivered or saved it: SIGKILLed before its
+    next save, it comes back without it (docs/fleet-service.md measured 47 of 200). A chair that
+    forgets the record at the PUBACK (``broker``) has lost it; a chair that keeps it until the
+    service acknowledges it (``service``) sends it again after the reconnection."""
+    # a persistent broker that saves only when it stops cleanly (autosave every hour)
+    broker.stop()
+    broker.conf.write_text(
+        broker.conf.read_text()
+        .replace("autosave_interval 1\n", "autosave_interval 3600\n")
+        .replace("autosave_on_changes true", "autosave_on_changes false")
+    )
+    broker.start()
+    consumer = "the-service"
+    topic = "massagechair/chair1/event"
+
+    def client() -> aiomqtt.Client:
+        return aiomqtt.Client(
+            broker.host, broker.port, identifier=consumer, clean_session=False,
+            protocol=aiomqtt.ProtocolVersion.V311,
+        )  # fmt: skip
+
+    async with client() as c:  # the consumer's persistent session, then it goes away
+        await c.subscribe(topic, qos=1)
+    broker.stop()  # a clean stop saves that session
+    broker.start()
+
+    ctl = db_controller
+    chair = await chair_factory(ctl=ctl, outbox_until=outbox_until, outbox_resend_s=3600.0,
+                                outbox_resend_max_s=3600.0)  # fmt: skip
+    r = await chair.obs.cmd("start", program="quick", minutes=5)
+    assert r["ok"], r
+    sid = r["state"]["session_id"]
+    await ctl.wait_session()
+    await chair.obs.wait_for("event", _finished(sid), timeout=30)  # the broker has it: PUBACK
+    if outbox_until == "broker":
+        await until(lambda: outbox_rows(tmp_path / "chair.db") == 0, 10, "forgotten at PUBACK")
+    broker.stop(kill=True)  # before any save: what it held for the consumer is gone
+    await until(lambda: not chair.bridge.connected.is_set(), 10, "the chair saw it")
+    broker.start()
+    await asyncio.wait_for(chair.bridge.connected.wait(), 20)
+
+    got: list[dict[str, Any]] = []
+    async with client() as c:
+        await c.subscribe(topic, qos=1)
+        marker = json.dumps({"event": "marker"})
+        async with aiomqtt.Client(broker.host, broker.port) as other:
+            # once the chair's resend (if any) is on its way, a marker behind it
+            await asyncio.sleep(0)
+            if outbox_until == "service":
+                await until(lambda: chair.bridge._unconfirmed != {}, 10, "the record resent")
+            await other.publish(topic, marker, qos=1)
+        async with asyncio.timeout(20):
+            async for m in c.messages:
+                doc = json.loads(bytes(m.payload))  # type: ignore[arg-type]
+                if doc.get("event") == "marker":
+                    break
+                got.append(doc)
+    ids = [d.get("session_id") for d in got if d.get("event") == "session_finished"]
+    if outbox_until == "broker":
+        assert ids == [], ids  # lost: what the fleet's chairs must not do
+        assert outbox_rows(tmp_path / "chair.db") == 0
+    else:
+        assert ids == [sid], ids
+        assert outbox_rows(tmp_path / "chair.db") == 1  # until the service says it has it

@@ -18,7 +18,7 @@ import aiomqtt
 
 from chair.cli.common import EXIT_OK, EXIT_USAGE, UsageError, chair_config
 from chair.fleet.sim import FleetOptions, identity_files
-from chair.mqtt.settings import add_broker_arguments, settings_from_args
+from chair.mqtt.settings import add_broker_arguments, add_outbox_argument, settings_from_args
 
 MAX_CHAIRS = 100_000
 CYCLE_EXTRA_S = 100.0
@@ -77,6 +77,7 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         help="sessions keep their telemetry for the independent checker (memory!)",
     )
     c.add_argument("--state-dir", metavar="DIR", help="a database per chair here (default: none)")
+    add_outbox_argument(c)
     c.add_argument(
         "--identities",
         metavar="DIR",

@@ -27,7 +27,12 @@ from chair.cli.common import EXIT_OK, UsageError, add_db_argument
 from chair.commands.desk import CommandDesk
 from chair.lifecycle import SessionState
 from chair.mqtt.bridge import MqttBridge
-from chair.mqtt.settings import MqttSettings, add_broker_arguments, settings_from_args
+from chair.mqtt.settings import (
+    MqttSettings,
+    add_broker_arguments,
+    add_outbox_argument,
+    settings_from_args,
+)
 from core_rt.config import ChairConfig, load_config
 
 log = logging.getLogger("chair.serve")
@@ -82,6 +87,7 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     add_broker_arguments(p)
     g = p.add_argument_group("daemon")
     g.add_argument("--no-discovery", action="store_true", help="no Home Assistant discovery")
+    add_outbox_argument(g)
     g.add_argument(
         "--telemetry-hz", type=float, metavar="N", help="telemetry rate while moving (default 10)"
     )

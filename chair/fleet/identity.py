@@ -568,8 +568,8 @@ def dynsec_commands(name: str, kind: Kind, prefix: str = DEFAULT_PREFIX) -> dict
     subscribes and unsubscribes under ``<prefix>/<id>/#`` and nowhere else: every other
     publish and subscribe is refused with reason 0x87 (not merely left undelivered). A service
     instance reads every chair (directly or as the shared subscription ``$share/fleet/...``),
-    writes every chair's ``cmd``, and has the service's own topics ``<prefix>-fleet/#`` (its
-    status and last will, alerts: `chair.fleet.service`)."""
+    writes every chair's ``cmd`` and ``ack``, and has the service's own topics
+    ``<prefix>-fleet/#`` (its status and last will, alerts: `chair.fleet.service`)."""
     if kind == "chair":
         base = f"{prefix}/{name}/#"
         acls = [_acl(t, base) for t in ("publishClientSend", "subscribePattern")]
@@ -583,6 +583,7 @@ def dynsec_commands(name: str, kind: Kind, prefix: str = DEFAULT_PREFIX) -> dict
             _acl("unsubscribePattern", everything),
             _acl("unsubscribePattern", f"$share/{SHARE_GROUP}/{everything}"),
             _acl("publishClientSend", f"{prefix}/+/cmd"),
+            _acl("publishClientSend", f"{prefix}/+/ack"),
             _acl("publishClientSend", own),
             _acl("subscribePattern", own),
             _acl("unsubscribePattern", own),

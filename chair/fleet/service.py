@@ -431,6 +431,13 @@ class FleetService:
             else:
                 self.counts["duplicates"] += 1
                 log.info("session %s/%s arrived again: already recorded", chair_id, sid)
+            # the record is committed: the chair may forget it (docs/fleet-service.md); a
+            # duplicate is acknowledged again, as the chair sends it again when an ack is lost
+            ack_doc = {"session_id": sid, "service": self.settings.instance}
+            await client.publish(
+                f"{self._prefix}{chair_id}/ack", json.dumps(ack_doc), qos=1, timeout=10
+            )
+            self.counts["acks"] += 1
             await self._alert(client, recorded.to_alert)
         elif kind in ("fault", "estop"):
             await self._alert(

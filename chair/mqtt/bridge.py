@@ -11,8 +11,11 @@ publishes state, telemetry and events.
 
 A finished session's ``session_finished`` event is kept in the controller's database (the outbox,
 `Controller.outbox_attach`) until its QoS 1 publish has returned, i.e. the broker's PUBACK has
-come; it is queued again from there after every reconnect and every restart. So it may arrive
-twice, never not at all: consumers deduplicate by ``session_id`` (docs/mqtt.md).
+come — or, for a chair in a fleet (``outbox_until = "service"``), until the operator's service
+says on ``<base>/ack`` that the record is in its database, sent again meanwhile after a growing
+wait. It is queued again from there after every reconnect and every restart. So it may arrive
+twice, never not at all: consumers deduplicate by ``session_id`` (docs/mqtt.md,
+docs/fleet-service.md).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import json
 import logging
 import time
 from dataclasses import dataclass
@@ -42,6 +46,8 @@ from core_rt.config import ChairConfig
 log = logging.getLogger("chair.mqtt")  # the package's logger, one name for all of the bridge
 
 _OUT_QUEUE_MAX = 5000
+_ACK_MAX_BYTES = 1024
+"""An acknowledgement on ``<base>/ack`` is a small JSON object; anything larger is ignored."""
 
 
 @dataclass
@@ -52,7 +58,19 @@ class _Outgoing:
     retain: bool = False
     properties: Properties | None = None
     outbox_id: int | None = None
-    """An event kept in the outbox: forgotten there once the broker acknowledged it."""
+    """An event kept in the outbox: forgotten there once the broker (or the service) has it."""
+    session_id: str | None = None
+    """The session an outbox event records (what the service's acknowledgement names)."""
+
+
+@dataclass
+class _Unconfirmed:
+    """An outbox event the broker has, waiting for the service's acknowledgement."""
+
+    session_id: str | None
+    resend_at: float
+    """time.monotonic() at which it is sent again."""
+    resends: int = 0
 
 
 class MqttBridge:
@@ -99,6 +117,14 @@ class MqttBridge:
         self._telemetry_next: _Outgoing | None = None
         self._users: list[str] | None = None
         """The user profiles' names for discovery (None: the chair keeps none)."""
+        self._unconfirmed: dict[int, _Unconfirmed] = {}
+        """``outbox_until = "service"``: outbox id → its event's wait for the service's ack."""
+        self._unconfirmed_changed = asyncio.Event()
+        self._resends: dict[int, int] = {}
+        """outbox id → how often it was sent again (the wait doubles each time)."""
+        self.acks = 0
+        """Acknowledgements from the service that forgot an outbox event."""
+        self._acking: set[asyncio.Task[None]] = set()
         self._started = False
 
     # ---- life cycle ----------------------------------------------------------------------------
@@ -201,6 +227,8 @@ class MqttBridge:
             await client.subscribe(t.cmd, qos=1)
         if s.discovery:
             await client.subscribe(f"{s.discovery_prefix}/status", qos=1)
+        if s.outbox_until == "service":
+            await client.subscribe(t.ack, qos=1)
         self._client = client
         # Fresh announcement: whatever was queued for the last connection is stale except
         # replies and events.
@@ -219,6 +247,8 @@ class MqttBridge:
         ]
         if s.telemetry_hz > 0:
             tasks.append(asyncio.create_task(self._telemetry(), name="mqtt-telemetry"))
+        if s.outbox_until == "service":
+            tasks.append(asyncio.create_task(self._resend_unconfirmed(), name="mqtt-resend"))
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -245,7 +275,7 @@ class MqttBridge:
             return
         queued = {o.outbox_id for o in self._out if o.outbox_id is not None}
         items = [
-            _Outgoing(self.topics.event, dumps(event), 1, outbox_id=oid)
+            _Outgoing(self.topics.event, dumps(event), 1, outbox_id=oid, session_id=_sid(event))
             for oid, event in await pending()
             if oid not in queued
         ]
@@ -253,6 +283,56 @@ class MqttBridge:
             log.info("outbox: %d event(s) not yet acknowledged, sending them again", len(items))
             self._out.extendleft(reversed(items))
             self._out_drained.clear()
+
+    async def _resend_unconfirmed(self) -> None:
+        """``outbox_until = "service"``: send again every outbox event the broker has had for its
+        wait without the service's acknowledgement (the wait doubling per resend, up to
+        `outbox_resend_max_s`): a broker may lose what it acknowledged (a crash before it saved),
+        a queue for an absent service may overflow, a session may expire."""
+        while True:
+            now = time.monotonic()
+            due = [oid for oid, u in self._unconfirmed.items() if u.resend_at <= now]
+            if due:
+                pending = getattr(self.controller, "outbox_pending", None)
+                still = {oid: ev for oid, ev in await pending()} if pending is not None else {}
+                queued = {o.outbox_id for o in self._out if o.outbox_id is not None}
+                again = []
+                for oid in due:
+                    u = self._unconfirmed.pop(oid)
+                    if oid in still and oid not in queued:
+                        self._resends[oid] = u.resends + 1
+                        event = still[oid]
+                        again.append(
+                            _Outgoing(
+                                self.topics.event,
+                                dumps(event),
+                                1,
+                                outbox_id=oid,
+                                session_id=_sid(event),
+                            )
+                        )
+                if again:
+                    log.info("outbox: %d record(s) the service has not confirmed, sent again",
+                             len(again))  # fmt: skip
+                    for item in again:
+                        self._enqueue(item)
+                continue
+            wait = min((u.resend_at for u in self._unconfirmed.values()), default=None)
+            self._unconfirmed_changed.clear()
+            with contextlib.suppress(TimeoutError):
+                timeout = None if wait is None else max(0.0, wait - now)
+                await asyncio.wait_for(self._unconfirmed_changed.wait(), timeout)
+
+    def _sent_unconfirmed(self, item: _Outgoing) -> None:
+        """The broker has `item` (an outbox event): wait for the service's acknowledgement."""
+        assert item.outbox_id is not None
+        s = self.settings
+        resends = self._resends.get(item.outbox_id, 0)
+        wait = min(s.outbox_resend_s * 2.0**resends, s.outbox_resend_max_s)
+        self._unconfirmed[item.outbox_id] = _Unconfirmed(
+            item.session_id, time.monotonic() + wait, resends
+        )
+        self._unconfirmed_changed.set()
 
     async def _refresh_users(self) -> None:
         users = getattr(self.controller, "users", None)
@@ -285,6 +365,8 @@ class MqttBridge:
             try:
                 if topic == self.topics.cmd:
                     self._on_command(msg)
+                elif topic == self.topics.ack:
+                    self._on_ack(msg.payload)
                 elif topic == ha_status and msg.payload == b"online" and not msg.retain:
                     log.info("Home Assistant is online: discovery sent again")
                     for item in self._announcement():
@@ -305,6 +387,40 @@ class MqttBridge:
             future.add_done_callback(
                 lambda f: self._answered(f.result(), response_topic, correlation)
             )
+
+    def _on_ack(self, payload: Any) -> None:
+        """The operator's service has a session's record in its database: ``{"session_id":
+        ...}`` on ``<base>/ack``. Anything else is ignored and changes nothing."""
+        raw = payload if isinstance(payload, bytes) else str(payload).encode()
+        sid = None
+        if len(raw) <= _ACK_MAX_BYTES:
+            try:
+                doc = json.loads(raw)
+            except (ValueError, UnicodeDecodeError):
+                doc = None
+            if isinstance(doc, dict):
+                sid = _sid(doc)
+        if sid is None:
+            log.debug("ignored an acknowledgement that names no session: %s", short_repr(raw))
+            return
+        received = getattr(self.controller, "outbox_received", None)
+        if received is None:
+            return
+        for oid, u in list(self._unconfirmed.items()):
+            if u.session_id == sid:
+                del self._unconfirmed[oid]
+                self._resends.pop(oid, None)
+        task = asyncio.create_task(self._forget_received(received, sid), name="mqtt-ack")
+        self._acking.add(task)
+        task.add_done_callback(self._acking.discard)
+
+    async def _forget_received(self, received: Any, sid: str) -> None:
+        try:
+            if await received(sid):
+                self.acks += 1
+                log.info("outbox: the service has the record of session %s", sid)
+        except Exception:  # at worst the record is sent once more
+            log.exception("outbox: could not forget session %s", sid)
 
     def _answered(
         self, reply: Reply, response_topic: str | None, correlation: bytes | None
@@ -387,7 +503,10 @@ class MqttBridge:
             else:
                 self.published += 1
                 if item.outbox_id is not None:  # QoS 1: publish returned on the PUBACK
-                    await self._outbox_done(item.outbox_id)
+                    if self.settings.outbox_until == "service":
+                        self._sent_unconfirmed(item)
+                    else:
+                        await self._outbox_done(item.outbox_id)
             if not self._out:
                 self._out_drained.set()
 
@@ -399,7 +518,9 @@ class MqttBridge:
     def _event(self, event: dict[str, Any]) -> None:
         event = dict(event)
         oid = event.pop("outbox_id", None)
-        self._enqueue(_Outgoing(self.topics.event, dumps(event), 1, outbox_id=oid))
+        self._enqueue(
+            _Outgoing(self.topics.event, dumps(event), 1, outbox_id=oid, session_id=_sid(event))
+        )
 
     async def _outbox_done(self, outbox_id: int) -> None:
         done = getattr(self.controller, "outbox_done", None)
@@ -420,3 +541,9 @@ class MqttBridge:
                 # and a slow link drops samples rather than piling them up.
                 self._telemetry_next = _Outgoing(self.topics.telemetry, dumps(sample), 0)
                 self._out_ready.set()
+
+
+def _sid(doc: dict[str, Any]) -> str | None:
+    """A message's ``session_id`` when it is one (a string of 1-64 characters), else None."""
+    sid = doc.get("session_id")
+    return sid if isinstance(sid, str) and 0 < len(sid) <= 64 else None

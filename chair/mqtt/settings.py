@@ -61,6 +61,16 @@ class MqttSettings(BaseModel):
     keepalive_s: int = Field(default=30, ge=5, le=65535)
     reconnect_min_s: float = Field(default=0.1, gt=0.0, le=60.0)
     reconnect_max_s: float = Field(default=1.5, gt=0.0, le=600.0)
+    outbox_until: Literal["broker", "service"] = "broker"
+    """How long a finished session's record stays in the chair's outbox (docs/mqtt.md, Users and
+    session records): until the broker's PUBACK (``broker``: a chair on its own), or until the
+    operator's service acknowledges it on ``<base>/ack`` once it has the record in its database
+    (``service``: a chair in a fleet, docs/fleet-service.md), re-sent until then."""
+    outbox_resend_s: float = Field(default=30.0, gt=0.0, le=86400.0)
+    """With ``outbox_until = "service"``: a record not acknowledged this long after its PUBACK is
+    sent again, the wait doubling each time up to `outbox_resend_max_s` (and every record not
+    acknowledged is sent again after each reconnection)."""
+    outbox_resend_max_s: float = Field(default=3600.0, gt=0.0, le=86400.0)
 
     @model_validator(mode="before")
     @classmethod
@@ -94,6 +104,8 @@ class MqttSettings(BaseModel):
             )
         if self.reconnect_min_s > self.reconnect_max_s:
             raise ValueError("reconnect_min_s must not exceed reconnect_max_s")
+        if self.outbox_resend_s > self.outbox_resend_max_s:
+            raise ValueError("outbox_resend_s must not exceed outbox_resend_max_s")
         if self.key_file is not None and self.cert_file is None:
             raise ValueError("key_file needs cert_file")
         if (self.ca_file or self.cert_file) and not self.tls:
@@ -274,6 +286,16 @@ def add_broker_arguments(parser: argparse.ArgumentParser, *, one_chair: bool = T
     g.add_argument("--config-file", metavar="TOML", help="MQTT settings file ([mqtt] table)")
 
 
+def add_outbox_argument(parser: argparse.ArgumentParser) -> None:
+    """``--outbox-until``, for the commands that run chairs (`chair serve`, `chair fleet-sim`)."""
+    parser.add_argument(
+        "--outbox-until",
+        choices=("broker", "service"),
+        help="keep a finished session's record until the broker's PUBACK (default) or until the "
+        "fleet service acknowledges it (a chair in a fleet; docs/fleet-service.md)",
+    )
+
+
 def settings_from_args(args: argparse.Namespace, **extra: Any) -> MqttSettings:
     """Settings for a parsed command line (flags over environment over file); `extra` overrides
     the flags (``chair fleet`` fixes ``chair_id`` and ``protocol``: it has no such flags)."""
@@ -288,6 +310,7 @@ def settings_from_args(args: argparse.Namespace, **extra: Any) -> MqttSettings:
         "chair_id": getattr(args, "chair_id", None),
         "prefix": args.prefix,
         "protocol": getattr(args, "mqtt_version", None),
+        "outbox_until": getattr(args, "outbox_until", None),
         **extra,
     }
     return load_settings(args.config_file, overrides=overrides)

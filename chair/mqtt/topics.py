@@ -16,6 +16,8 @@ class Topics:
     event: str
     cmd: str
     reply: str
+    ack: str
+    """The operator's service acknowledges a session's record here (docs/fleet-service.md)."""
 
     @classmethod
     def for_chair(cls, prefix: str, chair_id: str) -> Topics:
@@ -28,4 +30,5 @@ class Topics:
             event=f"{base}/event",
             cmd=f"{base}/cmd",
             reply=f"{base}/reply",
+            ack=f"{base}/ack",
         )

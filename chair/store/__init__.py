@@ -515,9 +515,9 @@ class Store:
         )
 
     async def outbox(self, topic: str) -> list[tuple[int, dict[str, Any]]]:
-        """The events for `topic` not yet acknowledged by the broker, oldest first. An event
-        that no longer reads back is rebuilt from its session's record (without the summary);
-        one with no record either is left where it is, with a warning."""
+        """The events for `topic` not yet acknowledged (by the broker or the service), oldest
+        first. An event that no longer reads back is rebuilt from its session's record (without
+        the summary); one with no record either is left where it is, with a warning."""
         rows = await self._rows(
             "SELECT id, session_id, payload FROM outbox WHERE topic = ? ORDER BY id", (topic,)
         )
@@ -537,6 +537,12 @@ class Store:
 
     async def outbox_done(self, outbox_id: int) -> None:
         await self._write(("DELETE FROM outbox WHERE id = ?", (outbox_id,)))
+
+    async def outbox_received(self, topic: str, session_id: str) -> bool:
+        """The operator's service has the record of `session_id`: forget its event for `topic`;
+        whether there was one."""
+        sql = "DELETE FROM outbox WHERE topic = ? AND session_id = ?"
+        return await self._write((sql, (topic, session_id))) > 0
 
 
 __all__ = [
