@@ -32,15 +32,15 @@ def _a_database_of_its_own(
 
 SERIAL_MARKS = ("realtime", "hil", "broker")
 SERIAL_FILES = ("test_mqtt", "test_hil", "test_rtloop", "test_web", "test_doc_web")
-WITH_THE_HIL_TESTS = ("test_fleet_proof.py",)
-"""Wall-clock tests that load both cores for most of a minute (200 chairs): on the HIL tests'
-worker, in turn with them, never beside a board process."""
+EARLY_FILES = ("test_fleet_proof.py",)
+"""Long wall-clock tests of the other worker: started first, beside the HIL tests (the fleet
+proof's processes run niced, tests/test_fleet_proof.py)."""
 ALONE_FILES = ("test_rtloop.py", "test_core.py")
 """Their wall-clock tests measure the real-time loop itself (its rate, latency, pinning)."""
 
 
 def pytest_itemcollected(item: pytest.Item) -> None:
-    if item.get_closest_marker("hil") or item.path.name in WITH_THE_HIL_TESTS:
+    if item.get_closest_marker("hil"):
         # one board process at a time: a board runs its 1 kHz loop at SCHED_FIFO, and two of
         # them beside two controllers starve a 2-core machine (link_lost, stall). Marked as each
         # test is collected: xdist reads the group into the node ids in its own
@@ -58,7 +58,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                 item.add_marker(pytest.mark.alone)
     # the long HIL sessions first, so that two workers finish together (a stable sort: every
     # file keeps its own order)
-    items.sort(key=lambda item: 0 if item.get_closest_marker("hil") else 1)
+    items.sort(
+        key=lambda item: (
+            0 if item.get_closest_marker("hil") else 1 if item.path.name in EARLY_FILES else 2
+        )
+    )
 
 
 def pytest_xdist_node_collection_finished(node: object, ids: list[str]) -> None:
