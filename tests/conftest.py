@@ -32,9 +32,10 @@ def _a_database_of_its_own(
 
 SERIAL_MARKS = ("realtime", "hil", "broker")
 SERIAL_FILES = ("test_mqtt", "test_hil", "test_rtloop", "test_web", "test_doc_web")
-EARLY_FILES = ("test_fleet_proof.py",)
-"""Long wall-clock tests of the other worker: started first, beside the HIL tests (the fleet
-proof's processes run niced, tests/test_fleet_proof.py)."""
+HEAVY_FILES = ("test_fleet_proof.py",)
+"""Wall-clock tests that load both cores for most of a minute (the fleet proof: 200 chairs) and
+wait with generous ceilings: they run first in the CPU-bound part, never beside the HIL tests —
+beside them, its disk and CPU load stalled a board process for 178 ms (link_lost)."""
 ALONE_FILES = ("test_rtloop.py", "test_core.py")
 """Their wall-clock tests measure the real-time loop itself (its rate, latency, pinning)."""
 
@@ -52,15 +53,17 @@ def pytest_itemcollected(item: pytest.Item) -> None:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         name = item.path.name
+        if name in HEAVY_FILES:
+            continue
         if name.startswith(SERIAL_FILES) or any(item.get_closest_marker(m) for m in SERIAL_MARKS):
             item.add_marker(pytest.mark.serial)
             if name in ALONE_FILES:
                 item.add_marker(pytest.mark.alone)
-    # the long HIL sessions first, so that two workers finish together (a stable sort: every
-    # file keeps its own order)
+    # the longest first, so that two workers finish together: the heavy tests in the CPU-bound
+    # part, the HIL sessions in the wall-clock part (a stable sort: every file keeps its order)
     items.sort(
         key=lambda item: (
-            0 if item.get_closest_marker("hil") else 1 if item.path.name in EARLY_FILES else 2
+            0 if item.path.name in HEAVY_FILES else 1 if item.get_closest_marker("hil") else 2
         )
     )
 

@@ -59,10 +59,11 @@ from tests.postgres_server import PostgresServer, why_not
 from tests.test_fleet_identity import doc_block
 from tests.test_fleet_service import Watcher, _child_env, stop_processes, until
 
-pytestmark = [pytest.mark.broker, pytest.mark.serial]
-# It keeps both cores busy for most of a minute. In `make test` it runs beside the HIL tests
-# (the other worker of the wall-clock part), so its processes run at a lower priority (`NICE`):
-# it is then the CPU hog the wall-clock tests are made to pass beside, and takes what they leave.
+pytestmark = [pytest.mark.broker]  # not serial: tests/conftest.py, HEAVY_FILES
+# It keeps both cores busy for most of a minute. In `make test` it runs first in the CPU-bound
+# part (tests/conftest.py, HEAVY_FILES), never beside the HIL tests, with its processes at a
+# lower priority (`NICE`): the CPU-bound tests beside it keep their pace, it takes what they
+# leave (its waits have generous ceilings).
 
 ROOT = Path(__file__).resolve().parents[1]
 CHAIRS = int(os.environ.get("CHAIR_TEST_FLEET_PROOF_CHAIRS", "200"))
