@@ -48,7 +48,15 @@ from chair.requests import (
     parse_request,
 )
 from chair.session import CONTOUR_STATE_STEP_MM, Session, SessionResult, telemetry_sample
-from chair.store import USER_FIELDS, Store, StoreError, finished_event, now_iso, outcome_of
+from chair.store import (
+    USER_FIELDS,
+    Store,
+    StoreError,
+    finished_event,
+    minutes_run,
+    now_iso,
+    outcome_of,
+)
 from core_rt.config import AXES, ChairConfig
 from core_rt.core import FAULT_CODES, FAULT_MESSAGES, Core, CoreEvent, Telemetry, mono_ns
 
@@ -525,11 +533,13 @@ class Controller:
         """The session's record (docs/chair.md §9) as `chair history` and `session_finished`
         carry it."""
         faults = [] if summary is None else summary.get("faults", [])
+        seconds = round(session.program_seconds(), 3)
         return {
             **self._record_head(session),
             "outcome": outcome_of(end_reason),
             "end_reason": end_reason,
-            "seconds_run": round(session.program_seconds(), 3),
+            "seconds_run": seconds,
+            "minutes_run": minutes_run(seconds),
             "faults": faults,
             "safety_ok": None if summary is None else summary["safety"]["ok"],
             "zone_seconds": {}

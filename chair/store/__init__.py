@@ -93,6 +93,15 @@ def _decoded(text: Any, empty: Any) -> Any:
         return text
 
 
+def minutes_run(seconds_run: Any) -> float | None:
+    """A record's ``minutes_run``: its ``seconds_run`` / 60 to 0.001 (None when it is not a
+    number: changed behind the chair's back)."""
+    try:
+        return round(float(seconds_run or 0.0) / 60.0, 3)
+    except (TypeError, ValueError):
+        return None
+
+
 def finished_event(record: Mapping[str, Any]) -> dict[str, Any]:
     """The ``session_finished`` event of a record with no summary at hand (a session found
     interrupted, an outbox event that no longer reads back)."""
@@ -435,10 +444,7 @@ class Store:
         row["zone_seconds"] = _decoded(row.get("zone_seconds"), {})
         if row.get("safety_ok") is not None:
             row["safety_ok"] = bool(row["safety_ok"])
-        try:
-            row["minutes_run"] = round(float(row.get("seconds_run") or 0.0) / 60.0, 3)
-        except (TypeError, ValueError):  # not a number: changed behind the chair's back
-            row["minutes_run"] = None
+        row["minutes_run"] = minutes_run(row.get("seconds_run"))
         row.pop("seen_at", None)
         return row
 
@@ -553,4 +559,5 @@ __all__ = [
     "StoreError",
     "db_path",
     "finished_event",
+    "minutes_run",
 ]
