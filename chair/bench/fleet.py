@@ -4,7 +4,7 @@ until a step fails (then once between the last that held and it), beside a plain
 publisher's message rate to the same broker in the same run (the baseline).
 
 A step holds when every chair came online, no command went unanswered, every chair's virtual
-clock kept up with the wall clock (the worst lag seen under `LAG_LIMIT_MS`: the pace's 100 ms
+clock kept up with the wall clock (the worst lag seen under `LAG_LIMIT_MS`: the pace's 200 ms
 chunks plus the event loop's lateness) and command → reply p99 stayed under `P99_LIMIT_MS`.
 
 Each step is a fresh fleet of N chairs (chair ids ``n<N>-<k>``) on one private mosquitto, for
