@@ -15,6 +15,7 @@ tapping, with the heat on (`tests/data/hil_minute.toml`).
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import sys
 from pathlib import Path
@@ -105,16 +106,19 @@ async def test_a_whole_session_over_mqtt_with_the_board_on_the_link(tmp_path: Pa
         broker.stop()
 
     summary = finished["summary"]
-    assert finished["completed"], (
-        finished["end_reason"],
-        summary["faults"],
-        summary.get("link"),
-        summary.get("loop"),  # a late tick?
-        summary.get("commands"),  # a late session (its event loop held up)?
-        board_state["counters"],  # a late board loop (max_loop_gap_ms)?
+    diagnosis = {
+        "end_reason": finished["end_reason"],
+        "faults": summary["faults"],
+        "link": summary.get("link"),
+        "loop": summary.get("loop"),  # a late tick?
+        "commands": summary.get("commands"),  # a late session (its event loop held up)?
+        "board": board_state["counters"],  # a late board loop (max_loop_gap_ms)?
         # a frozen virtual machine (both sides late at once)?
-        {"steal_ms_per_cpu": [b - a for a, b in zip(steal_before, steal_ms(), strict=True)]},
-    )
+        "steal_ms_per_cpu": [b - a for a, b in zip(steal_before, steal_ms(), strict=True)],
+    }
+    if not finished["completed"]:  # whole, where pytest's repr of the assertion would cut it
+        print(json.dumps(diagnosis, indent=1, default=str))
+    assert finished["completed"], diagnosis["end_reason"]
     assert end_state is not None and end_state["state"] == "idle", end_state
     assert events[0] == "session_started" and "shoulder_detected" in events
     assert events.count("step_started") >= 1 and events[-1] == "session_finished"
