@@ -168,3 +168,17 @@ class Mosquitto:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
         except OSError:
             return ""
+
+
+def persistent_broker(directory: Path) -> Mosquitto:
+    """A mosquitto that keeps sessions (subscriptions, queued messages) across a SIGKILL: it
+    saves on every change."""
+    b = Mosquitto(directory)
+    b.conf.write_text(
+        b.conf.read_text().replace(
+            "persistence false",
+            f"persistence true\npersistence_location {directory}/\n"
+            "autosave_interval 1\nautosave_on_changes true",
+        )
+    )
+    return b

@@ -39,7 +39,7 @@ import pytest
 import pytest_asyncio
 
 from tests.doc_fleet_ack.consumer import Consumer
-from tests.mqtt_broker import Mosquitto, have_mosquitto
+from tests.mqtt_broker import Mosquitto, have_mosquitto, persistent_broker
 
 pytestmark = pytest.mark.broker
 
@@ -61,20 +61,6 @@ T = TypeVar("T")
 
 
 # --- the broker --------------------------------------------------------------------------------
-
-
-def persistent_broker(directory: Path) -> Mosquitto:
-    """A mosquitto with persistence on (as tests/test_mqtt_history.py's): docs/mqtt.md asks
-    for "a persistent session ... at QoS 1 on a broker with persistence"."""
-    b = Mosquitto(directory)
-    b.conf.write_text(
-        b.conf.read_text().replace(
-            "persistence false",
-            f"persistence true\npersistence_location {directory}/\n"
-            "autosave_interval 1\nautosave_on_changes true",
-        )
-    )
-    return b
 
 
 @pytest.fixture

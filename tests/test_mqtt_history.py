@@ -33,7 +33,7 @@ from chair.lifecycle import SessionState
 from chair.mqtt.discovery import NOBODY
 from chair.testing import TestingController
 from core_rt.config import ChairConfig
-from tests.mqtt_broker import Mosquitto, have_mosquitto
+from tests.mqtt_broker import Mosquitto, have_mosquitto, persistent_broker
 from tests.mqtt_helpers import ChairFactory, Observer
 
 pytest_plugins = ["tests.mqtt_fixtures"]
@@ -98,20 +98,6 @@ class Listener:
 
     def session_ids(self) -> set[str]:
         return {e["session_id"] for e in self.records}
-
-
-def persistent_broker(directory: Path) -> Mosquitto:
-    """A mosquitto that keeps sessions (subscriptions, queued messages) across a SIGKILL: it
-    saves on every change."""
-    b = Mosquitto(directory)
-    b.conf.write_text(
-        b.conf.read_text().replace(
-            "persistence false",
-            f"persistence true\npersistence_location {directory}/\n"
-            "autosave_interval 1\nautosave_on_changes true",
-        )
-    )
-    return b
 
 
 @pytest.fixture
