@@ -113,6 +113,8 @@ class Controller:
         self.keep_telemetry = True
         """Sessions keep their telemetry for the independent checker (off: the summary carries
         the guard's verdict alone, `safety.checked` false; `chair fleet-sim`'s chairs)."""
+        self.action_timeout_s = ACTION_TIMEOUT_S
+        """Longest wait for an action's outcome before it is reported as timed out."""
         self.idle_step_ns = IDLE_STEP_NS
         """Between sessions the state is read afresh this often (`chair fleet-sim`'s chairs: less
         often); a command or a core event wakes the runner at once whatever it is."""
@@ -322,12 +324,14 @@ class Controller:
         self,
         done: StatePredicate | Collection[SessionState],
         *,
-        timeout_s: float = ACTION_TIMEOUT_S,
+        timeout_s: float | None = None,
         what: str = "waiting",
     ) -> SessionState:
         """Wait until the chair is in a state for which `done` holds (or one of the states
         given); the state is checked now and at every transition, so none is missed. Raises
-        `CommandError("timeout")` when `timeout_s` runs out first."""
+        `CommandError("timeout")` when `timeout_s` (default: `action_timeout_s`) runs out first."""
+        if timeout_s is None:
+            timeout_s = self.action_timeout_s
         pred: StatePredicate = done if callable(done) else frozenset(done).__contains__
         name = self.state_name
         if pred(name):
@@ -914,11 +918,12 @@ class Controller:
     async def _requested(self, *acks: asyncio.Future[bool]) -> None:
         """Wait until the session has taken the requests (or ended without them)."""
         try:
-            async with asyncio.timeout(ACTION_TIMEOUT_S):
+            async with asyncio.timeout(self.action_timeout_s):
                 await asyncio.gather(*acks)
         except TimeoutError:
             raise CommandError(
-                "timeout", f"the session did not take the request within {ACTION_TIMEOUT_S:g} s"
+                "timeout",
+                f"the session did not take the request within {self.action_timeout_s:g} s",
             ) from None
 
     # ---- actions (ControllerAPI) -------------------------------------------------------------
@@ -938,7 +943,7 @@ class Controller:
             raise CommandError("busy", "a session is already starting")
         if self.session is not None:  # the last one has ended and is being summed up
             try:
-                async with asyncio.timeout(ACTION_TIMEOUT_S):
+                async with asyncio.timeout(self.action_timeout_s):
                     await self._session_done.wait()
             except TimeoutError:
                 raise CommandError("timeout", "the last session is still being closed") from None
@@ -957,10 +962,28 @@ class Controller:
         self._kick()
         self._changed()
         # answered as soon as the session has left idle (scanning), or if it could not start
-        await self.wait_for_state(
-            lambda s: s != SessionState.IDLE or self.session is not session,
-            what="start",
-        )
+        try:
+            await self.wait_for_state(
+                lambda s: s != SessionState.IDLE or self.session is not session,
+                what="start",
+            )
+        except CommandError as e:
+            if e.code != "timeout":
+                raise
+            # a start answered "timeout" never runs later (a paid start would be refused and
+            # then served): not yet taken by the runner, it is withdrawn; taken, it is stopped
+            if self._pending is session:
+                self._pending = None
+                self.session = None
+                self._changed()
+                raise CommandError("timeout", f"{e.message}; nothing was started") from None
+            if self.session is session:
+                session.request("stop")
+                self._kick()
+                raise CommandError(
+                    "timeout", f"{e.message}; the session is stopped before its program"
+                ) from None
+            raise
 
     async def pause(self) -> None:
         self._require(SessionState.RUNNING)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 from typing import Any
@@ -333,6 +334,57 @@ async def test_a_session_that_crashes_is_e_stopped_reported_and_the_daemon_serve
         await ctl.start(SHORT, minutes=5)
         await ctl.wait_for_state(lambda s: s == "scanning", timeout_s=10, what="a new session")
         await ctl.estop()
+
+
+async def test_a_start_that_times_out_never_runs_later() -> None:
+    """A start answered `timeout` is refused for good (a paid start refused and then served
+    would be paid for nothing or served for free): not yet taken by the runner, it is withdrawn
+    and the next start is the only session; taken but not yet scanning, it is stopped before its
+    program runs."""
+    ctl = Controller.create(ChairConfig(), hardware="sim", pacing="fast")
+    ctl.action_timeout_s = 0.3
+    events: list[dict[str, Any]] = []
+    ctl.on_event(events.append)
+    async with ctl:
+        # 1. no runner to take it (a chair too busy to): withdrawn
+        with pytest.raises(CommandError) as refused:
+            await ctl.start(SHORT, minutes=5)
+        assert refused.value.code == "timeout"
+        assert "nothing was started" in refused.value.message
+        assert ctl.state()["state"] == "idle" and ctl.session is None
+        ctl.serve()
+        ctl.action_timeout_s = 10.0
+        await ctl.start(SHORT, minutes=5)
+        await ctl.stop()
+        started = [e for e in events if e["event"] == "session_started"]
+        assert len(started) == 1, started
+
+        # 2. taken, its start held up (the database slow to open its record): stopped
+        await ctl.wait_for_state({SessionState.IDLE}, what="the first session's end")
+        ctl.action_timeout_s = 0.3
+        slow_db = asyncio.Event()
+        real_begin = ctl._history_begin
+
+        async def held_begin(session: Any) -> None:
+            await slow_db.wait()
+            await real_begin(session)
+
+        ctl._history_begin = held_begin  # type: ignore[method-assign]
+        events.clear()
+        with pytest.raises(CommandError) as refused:
+            await ctl.start(SHORT, minutes=5)
+        assert "stopped before its program" in refused.value.message
+        states: list[str] = []
+        ctl.on_change(lambda st: states.append(st["state"]))
+        finished = asyncio.Event()
+        ctl.on_event(lambda e: finished.set() if e["event"] == "session_finished" else None)
+        slow_db.set()
+        async with asyncio.timeout(30):
+            await finished.wait()
+        ends = [e for e in events if e["event"] == "session_finished"]
+        assert ends[-1]["end_reason"] == "stopped", ends
+        assert not [e for e in events if e["event"] == "step_started"], events
+        assert "running" not in states, states
 
 
 async def test_a_finished_session_takes_no_more_telemetry() -> None:
