@@ -106,6 +106,9 @@ class ControllerAPI(Protocol):
 
     async def adjust_shoulder(self, mm: float) -> None: ...
 
+    async def wait_session(self, timeout_s: float | None = None) -> None:
+        """Wait until no session is open (its `session_finished` out); CommandError("timeout")."""
+
     async def wait_for_state(
         self,
         done: Callable[[SessionState], bool] | Collection[SessionState],

@@ -1121,8 +1121,19 @@ class Controller:
         self._kick()
         await self._requested(ack)
 
-    async def wait_session(self) -> None:
-        await self._session_done.wait()
+    async def wait_session(self, timeout_s: float | None = None) -> None:
+        """Wait until the chair has no session open: the last one has ended, its summary is made
+        and `session_finished` is out (its state reads idle a moment before that). Returns at once
+        without a session; `timeout_s` None waits as long as the session lasts."""
+        if self.session is None:
+            return
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self._session_done.wait()
+        except TimeoutError:
+            raise CommandError(
+                "timeout", f"the session was still being closed after {timeout_s:g} s"
+            ) from None
 
 
 __all__ = ["Controller"]

@@ -387,6 +387,39 @@ async def test_a_start_that_times_out_never_runs_later() -> None:
         assert "running" not in states, states
 
 
+async def test_settling_before_exit_waits_until_the_session_is_closed() -> None:
+    """`chair serve` on SIGTERM (and every `chair fleet-sim` chair on `stop`) settles the session,
+    then publishes what is queued and `offline`. The session's state reads idle a moment before
+    its summary is made and `session_finished` sent: settling must wait for that too, or the
+    chair goes offline without it (a CI run saw a fleet-sim chair do so)."""
+    from chair.cli.serve import settle
+
+    ctl = Controller.create(ChairConfig(), hardware="sim", pacing="fast")
+    events: list[dict[str, Any]] = []
+    ctl.on_event(events.append)
+    async with ctl:
+        ctl.serve()
+        await ctl.start(SHORT, minutes=5)
+        summing_up = asyncio.Event()
+        real_summary = ctl._summary
+
+        async def slow_summary(*args: Any) -> Any:
+            await summing_up.wait()
+            return await real_summary(*args)
+
+        ctl._summary = slow_summary  # type: ignore[method-assign]
+        settling = asyncio.create_task(settle(ctl, timeout_s=30))
+        await ctl.wait_for_state({SessionState.IDLE}, what="the session's end")
+        for _ in range(20):  # let `settle` run on as far as it would
+            await asyncio.sleep(0)
+        assert not settling.done(), "settled before the session was closed"
+        assert not [e for e in events if e["event"] == "session_finished"]
+        summing_up.set()
+        async with asyncio.timeout(30):
+            await settling
+        assert [e for e in events if e["event"] == "session_finished"]
+
+
 async def test_a_finished_session_takes_no_more_telemetry() -> None:
     """A session's telemetry ends with it: the chair's telemetry afterwards (the daemon idles
     between sessions for days) is not appended to a past session's record, nor to the last

@@ -376,5 +376,8 @@ async def settle(controller: ControllerAPI, timeout_s: float = SETTLE_TIMEOUT_S)
             timeout_s=timeout_s,
             what="settle before exit",
         )
+        # and closed: its summary made and `session_finished` handed to the bridge, which
+        # publishes it before `offline` (the state reads idle a moment before)
+        await controller.wait_session(timeout_s)
     except CommandError as e:
         log.error("the session did not settle: %s", e.message)
