@@ -121,7 +121,7 @@ def _stall_witness() -> StallWitness | None:
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
     if _witness is not None:
-        _witness.stop()
+        _witness.stop(remove=True)
 
 
 @pytest.hookimpl(tryfirst=True)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -83,12 +84,15 @@ class StallWitness:
             self.stop()
         return self.available
 
-    def stop(self) -> None:
+    def stop(self, *, remove: bool = False) -> None:
+        """Stop the witnesses; `remove` also deletes their files (the reports keep what matters)."""
         for p in self.procs:
             p.terminate()
         for p in self.procs:
             p.wait(timeout=10)
         self.procs = []
+        if remove:
+            shutil.rmtree(self.directory, ignore_errors=True)
 
     def stalls(self, from_s: float, to_s: float, at_least_ms: float) -> list[Stall]:
         """The stalls of at least `at_least_ms` that overlap [from_s, to_s] (time.monotonic())."""
