@@ -824,6 +824,11 @@ async def test_a_flood_is_rate_limited_and_estop_still_stops(chair: Chair) -> No
         await page.send({"id": cid, "action": "status"})
         await asyncio.sleep(0)  # let the reader read meanwhile
     flood_s = time.monotonic() - began
+    # the session's telemetry goes on through the flood: at least one sample after it began
+    # (a flood sent in less than a telemetry period held none; a stall is the gaps' check)
+    await watcher.wait_for(
+        "telemetry", lambda s: s["state"] == "running", since=watch_mark, timeout=30
+    )
     estop_id = fresh_id()
     await page.send({"id": estop_id, "action": "estop"})
     estop_reply = await page.reply_to(estop_id, since=flood_mark, timeout=30)
