@@ -122,7 +122,8 @@ def print_link_diagnosis(b: Board, ctl: Controller) -> None:
         c = st["counters"]
         print(
             f"board: sched_fifo {st['sched_fifo']} max_loop_gap_ms {c['max_loop_gap_ms']:.2f} "
-            f"overruns {c.get('overruns')} ticks {c.get('ticks')}"
+            f"max_gc_pause_ms {c['max_gc_pause_ms']:.2f} overruns {c.get('overruns')} "
+            f"ticks {c.get('ticks')}"
         )
     with contextlib.suppress(Exception):
         r = ctl.link_report() or {}
