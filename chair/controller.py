@@ -942,11 +942,7 @@ class Controller:
         if self._pending is not None:
             raise CommandError("busy", "a session is already starting")
         if self.session is not None:  # the last one has ended and is being summed up
-            try:
-                async with asyncio.timeout(self.action_timeout_s):
-                    await self._session_done.wait()
-            except TimeoutError:
-                raise CommandError("timeout", "the last session is still being closed") from None
+            await self.wait_session(self.action_timeout_s)
             self._require(SessionState.IDLE)
             if self._pending is not None or self.session is not None:
                 raise CommandError("busy", "a session is already starting")
@@ -1025,13 +1021,7 @@ class Controller:
             # the latched session is still finishing (its summary, the checker): the reset goes
             # to the core once the controller, not the session, reads the core's events — else
             # the session would take the reset's answer with it
-            try:
-                async with asyncio.timeout(FINISH_TIMEOUT_S):
-                    await self._session_done.wait()
-            except TimeoutError:
-                raise CommandError(
-                    "timeout", f"the session did not finish within {FINISH_TIMEOUT_S:g} s"
-                ) from None
+            await self.wait_session(FINISH_TIMEOUT_S)
             self._require(*LATCHED)
         loop = asyncio.get_running_loop()
         self._reset_result = loop.create_future()

@@ -26,6 +26,7 @@ import pytest
 from _pytest.runner import runtestprotocol
 
 import chair  # noqa: F401  (first: the chair's one BLAS thread, chair/__init__.py, before any numpy)
+from core_rt.config import ChairConfig
 from tests.stall_witness import StallWitness
 
 pytest_plugins = ("pytester",)  # tests/test_stall_witness.py runs a suite of its own
@@ -101,8 +102,8 @@ def _loadgroup(node: object) -> bool:
     return config is not None and config.getvalue("dist") == "loadgroup"
 
 
-PLATFORM_STALL_MS = 50.0
-"""A CPU taken away this long (half the link's 100 ms deadline, docs/board-protocol.md) is the
+PLATFORM_STALL_MS = ChairConfig().link.deadline_ms / 2
+"""A CPU taken away this long (half the link's deadline, docs/board-protocol.md) is the
 platform's failure to serve a real-time test, not the product's."""
 HIL_ATTEMPTS = 3
 """A HIL test is run at most this often, and again only after a failure with a witnessed stall."""
