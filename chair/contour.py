@@ -120,28 +120,28 @@ def _fit(
 FitMemo = dict[tuple[bytes, float, float, float, float], tuple[float, float] | None]
 """The window fits made so far in one scan, by their inputs (the window's samples as bytes, its
 centre, the fit's constants): the neck checks every few samples refit mostly the windows the
-check before fitted, and the scan's final contour all of them again (`neck_reached`,
+check before fitted, and the scan's final contour all of them again (`neck_seen`,
 `skin_points`). A fit is a pure function of these, so a memo changes no result."""
 
 
-def neck_reached(
+def neck_seen(
     samples: Sequence[SurfaceSample],
     lowest_mm: float,
     contour: Contour,
     memo: FitMemo | None = None,
-) -> bool:
-    """While the scan walks: the samples of the last `NECK_LOOKBACK_MM` already show a neck
-    above `lowest_mm` (`find_shoulder` on them finds one): the walk may stop, the shoulder is
-    below. Cheap enough to ask every few samples, the more so with the scan's `memo`."""
+) -> float | None:
+    """While the scan walks: the shoulder below the neck that the samples of the last
+    `NECK_LOOKBACK_MM` already show above `lowest_mm` (`find_shoulder` on them), None while
+    they show none. Cheap enough to ask every few samples, the more so with the scan's `memo`."""
     if not samples or samples[-1].y_mm < lowest_mm:
-        return False
+        return None
     y_from = samples[-1].y_mm - NECK_LOOKBACK_MM
     recent = [s for s in samples if s.y_mm >= y_from]
-    return find_shoulder(skin_points(recent, contour, memo), lowest_mm, contour) is not None
+    return find_shoulder(skin_points(recent, contour, memo), lowest_mm, contour)
 
 
 NECK_LOOKBACK_MM = 120.0
-"""`neck_reached` looks this far back down the track (a neck and the shoulder's level below)."""
+"""`neck_seen` looks this far back down the track (a neck and the shoulder's level below)."""
 
 
 def skin_points(
@@ -225,14 +225,17 @@ def find_shoulder(back: BackContour, lowest_mm: float, contour: Contour) -> floa
         elif p.fitted:
             start = None
     if knee is None and start is not None and len(pts) - start >= 3:
-        knee = start  # the scan stopped on the neck (`neck_reached`): it lasts to the end
+        knee = start  # the scan stopped on the neck (`neck_seen`): it lasts to the end
     if knee is None:
         return None
     # how far the neck sits off the back below it: when it is well off, the points still at the
-    # neck's level (the heads reached it before its tissue fitted soft) are the neck's too
+    # neck's level (the heads reached it before its tissue fitted soft) are the neck's too. Its
+    # level is where it has curved away, its top-most soft points: the first ones may still be
+    # on the curve, whose foot can lie level with the back just below the shoulder (a lumbar
+    # curve's crest), and the walk down would go on along the back.
     y_neck = pts[knee].y_mm
     soft = [p.surface_mm for p in pts[knee:] if p.fitted and p.stiffness < contour.neck_stiffness]
-    neck_level = statistics.median(soft[:5])
+    neck_level = statistics.median(soft[-5:])
     below = [p.surface_mm for p in pts if y_neck - 80.0 <= p.y_mm <= y_neck - 40.0]
     recessed = bool(below) and neck_level - statistics.median(below) >= 2 * contour.knee_rise_mm
     while knee > 0 and pts[knee - 1].y_mm >= lowest_mm:

@@ -28,7 +28,7 @@ from chair.contour import (
     FitMemo,
     find_shoulder,
     in_contact,
-    neck_reached,
+    neck_seen,
     scan_problem,
     skin_points,
 )
@@ -639,6 +639,7 @@ class Session:
         checks = 0
         memo: FitMemo = {}  # the window fits so far: each neck check refits mostly the same
         touched_y = start_y  # the last place the heads touched the skin
+        walk_to: float | None = None  # once the neck is seen: where the walk ends
         await self._wait(self.driver.now_ns() + 2 * self.driver.period_ns)
         while self._busy({"carriage"}):
             await self._wait(self.driver.now_ns() + step_ns)
@@ -646,17 +647,32 @@ class Session:
             samples += new
             if not new:
                 continue
+            y = new[-1].y_mm
             touched_y = max([touched_y, *(s.y_mm for s in new if in_contact(s, k))])
-            if touched_y < lowest and new[-1].y_mm - touched_y > 2 * k.gap_max_mm:
+            if touched_y < lowest and y - touched_y > 2 * k.gap_max_mm:
                 break  # the back left the heads below any shoulder: no use walking on
+            if walk_to is not None:
+                if y >= walk_to:
+                    break
+                continue
             checks += len(new)
             if checks >= NECK_CHECK_SAMPLES:
                 checks = 0
-                if neck_reached(samples, lowest, k, memo):
-                    break
+                seen = neck_seen(samples, lowest, k, memo)
+                if seen is not None:
+                    # walk on a little, so that the fits where the neck begins have samples
+                    # above it too; never past the neck's top for this shoulder (_adjust keeps
+                    # that top above where the heads reached: the zones would move up), less a
+                    # sample's travel between two looks and the brake's
+                    neck_top = cfg.zones_for_shoulder(min(seen, top))["neck"][1]
+                    walk_to = min(y + k.neck_confirm_mm, neck_top - 2 * k.sample_mm)
+                    if y >= walk_to:
+                        break
         core.brake()  # ends the following too
-        # a fault or an e-stop that ended the walk ends the session: it is no scan to judge
-        await self._wait(self.driver.now_ns() + 2 * self.driver.period_ns)
+        # the scan is judged at rest: the depth, braking from the following (fast where the neck
+        # curves away), is not still on its way when a scan gone wrong lets the session settle.
+        # A fault or an e-stop that ended the walk ends the session: it is no scan to judge
+        await self._wait_idle(set(AXES))
         samples += core.drain_surface()
         self.contour = skin_points(samples, k, memo)
         shoulder = find_shoulder(self.contour, lowest, k) if self.contour else None

@@ -42,7 +42,7 @@ async def test_a_database_locked_by_another_process(
         await _run_one(ctl)
         summary = ctl.last_summary
         assert summary is not None and summary["completed"], summary
-        assert summary["safety"]["ok"], summary["safety"]
+        assert summary["safety"]["ok"], (summary["safety"]["violations"][:5], summary["faults"])
         history = ctl.state()["history"]
         assert history["on"] is False and "locked" in history["error"]
         await _run_one(ctl)  # and the next one too, without waiting for the lock again
@@ -85,7 +85,7 @@ async def test_a_full_database(tmp_path: Path, caplog: pytest.LogCaptureFixture)
         await _run_one(ctl)
         summary = ctl.last_summary
         assert summary is not None and summary["completed"], summary
-        assert summary["safety"]["ok"], summary["safety"]
+        assert summary["safety"]["ok"], (summary["safety"]["violations"][:5], summary["faults"])
         history = ctl.state()["history"]
         assert history["on"] is False and "full" in history["error"]
     finally:

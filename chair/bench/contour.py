@@ -13,7 +13,7 @@ heights and seeds:
   do not touch at all, how far they stray (mean and worst), how much deeper than intended they
   press at worst.
 
-    python -m chair.bench.contour [--seeds 3] [--json PATH]
+    python -m chair.bench.contour [--seeds 3] [--scan-seeds 40] [--json PATH]
 """
 
 from __future__ import annotations
@@ -76,11 +76,12 @@ def scan_accuracy(config: ChairConfig, seeds: int = 3) -> dict[str, Any]:
     back_err: list[float] = []
     neck_err: list[float] = []
     shoulder_err: list[float] = []
-    failed = 0
+    failed = violations = 0
     for back in FAMILIES:
         for height in HEIGHTS_CM:
             for seed in range(seeds):
-                result, _, plant, _ = _session(config, back, height, seed)
+                result, _, plant, bad = _session(config, back, height, seed)
+                violations += len(bad)
                 if result.contour is None:
                     failed += 1
                     continue
@@ -97,6 +98,9 @@ def scan_accuracy(config: ChairConfig, seeds: int = 3) -> dict[str, Any]:
         "neck_rms_mm": round(_rms(neck_err), 2),
         "shoulder_min_mm": round(min(shoulder_err), 1),
         "shoulder_max_mm": round(max(shoulder_err), 1),
+        # the tests' bound on the shoulder line (tests/test_contour.py)
+        "shoulder_off_10mm": sum(abs(e) > 10.0 for e in shoulder_err),
+        "checker_violations": violations,
     }
 
 
@@ -192,11 +196,14 @@ def every_program(config: ChairConfig, minutes: float = 5.0) -> dict[str, Any]:
 def main() -> None:
     ap = argparse.ArgumentParser(prog="python -m chair.bench.contour", description=__doc__)
     ap.add_argument("--seeds", type=int, default=3, help="seeds per family and height")
+    ap.add_argument(
+        "--scan-seeds", type=int, help="seeds per family and height for the scan (default --seeds)"
+    )
     ap.add_argument("--json", type=Path, help="write the figures here too")
     args = ap.parse_args()
     config = ChairConfig()
     report = {
-        "scan": scan_accuracy(config, args.seeds),
+        "scan": scan_accuracy(config, args.scan_seeds or args.seeds),
         "pressing": pressing(config, max(1, args.seeds - 1)),
         "every_program": every_program(config),
     }
