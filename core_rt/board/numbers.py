@@ -209,8 +209,10 @@ def board_numbers(config: ChairConfig) -> list[Row]:
             "contour scan: the shoulder line",
             f"where the neck begins: the first {_n(k.neck_min_mm)} mm of tissue softer than "
             f"{_n(k.neck_stiffness)} × the reference above y = "
-            f"{_n(c.seat_mm + b.shoulder_min_above_seat_mm)} mm",
-            "`contour.neck_stiffness`, `contour.neck_min_mm`",
+            f"{_n(c.seat_mm + b.shoulder_min_above_seat_mm)} mm; once it is seen the "
+            f"carriage walks on {_n(k.neck_confirm_mm)} mm more (never past the neck's top) "
+            "before it brakes",
+            "`contour.neck_stiffness`, `contour.neck_min_mm`, `contour.neck_confirm_mm`",
             "nothing of its own: the neck is the user's (a test body needs one, "
             "[The depth load and the contour scan](#the-depth-load-and-the-contour-scan))",
         ),
