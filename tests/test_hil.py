@@ -134,6 +134,7 @@ def print_link_diagnosis(b: Board, ctl: Controller) -> None:
             "rtt_ms",
             "stale_episodes",
             "late_sends",
+            "io_thread",
             "stale_core_setpoints",
             "drops",
         )

@@ -307,6 +307,15 @@ class BoardLink(LinkHardware):
             },
             "stale_episodes": c["tick"]["stale_episodes"],
             "late_sends": c["late_sends"],
+            # the I/O thread's own worst wake-up: how late, when (CLOCK_MONOTONIC ns), and the
+            # context switches across that wait (involuntary: preempted; voluntary: blocked)
+            "io_thread": {
+                "wake_late_max_ms": ms(c["max_wake_late_ms"]),
+                "wake_late_at_mono_ns": c["max_wake_late_at_ns"],
+                "wake_late_vcsw": c["max_wake_late_vcsw"],
+                "wake_late_ivcsw": c["max_wake_late_ivcsw"],
+                "turn_max_ms": ms(c["max_turn_ms"]),
+            },
             "stale_core_setpoints": c["stale_core_setpoints"],
             "connects": c["connects"],
             "disconnects": c["disconnects"],

@@ -63,6 +63,8 @@ cdef extern from "board_io.h" nogil:
         int64_t stale_core_setpoints, late_sends, engages, disengages, board_watchdog_seen
         int64_t forced_off, forced_off_setpoints, goodbyes, goodbyes_echoed, refusals
         int64_t max_setpoint_gap_ns, max_status_gap_ns
+        int64_t max_wake_late_ns, max_wake_late_at_ns, max_wake_late_vcsw, max_wake_late_ivcsw
+        int64_t max_turn_ns
     ctypedef struct bio_link:
         int64_t period_ns, hello_retry_ns, max_age_ns, force_off_ns, goodbye_ns
         double engage_tol_mm, engage_max_speed_mm_s, engage_max_rpm, engage_max_hz

@@ -258,6 +258,11 @@ cdef class LinkHardware(Hardware):
             "refusals": bio_load(&n.refusals),
             "max_setpoint_gap_ms": bio_load(&n.max_setpoint_gap_ns) / 1e6,
             "max_status_gap_ms": bio_load(&n.max_status_gap_ns) / 1e6,
+            "max_wake_late_ms": bio_load(&n.max_wake_late_ns) / 1e6,
+            "max_wake_late_at_ns": bio_load(&n.max_wake_late_at_ns),
+            "max_wake_late_vcsw": bio_load(&n.max_wake_late_vcsw),
+            "max_wake_late_ivcsw": bio_load(&n.max_wake_late_ivcsw),
+            "max_turn_ms": bio_load(&n.max_turn_ns) / 1e6,
         }
         # the decoder's totals of finished connections (the running one's are added at its end)
         out["rx"] = _rx_counters(r)

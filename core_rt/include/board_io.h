@@ -30,6 +30,7 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -56,6 +57,11 @@ typedef struct {
     int64_t stale_core_setpoints, late_sends, engages, disengages, board_watchdog_seen;
     int64_t forced_off, forced_off_setpoints, goodbyes, goodbyes_echoed, refusals;
     int64_t max_setpoint_gap_ns, max_status_gap_ns;
+    /* the thread's own lateness: its latest wake-up past a deadline (when, and the context
+       switches across that wait: involuntary = preempted, voluntary = blocked), and its longest
+       turn between two waits */
+    int64_t max_wake_late_ns, max_wake_late_at_ns, max_wake_late_vcsw, max_wake_late_ivcsw;
+    int64_t max_turn_ns;
 } bio_counters;
 
 typedef struct {
@@ -281,8 +287,21 @@ static inline int bio_run(bio_link *io, int fd) {
         if (wait < 0) wait = 0;
         struct timespec ts = {(time_t)(wait / 1000000000LL), (long)(wait % 1000000000LL)};
         struct pollfd p = {fd, POLLIN, 0};
+        struct rusage ru0, ru1;
+        int64_t turn_start = now, before = bio_now_ns();
+        BIO_MAX(io, max_turn_ns, before - turn_start);
+        getrusage(RUSAGE_THREAD, &ru0);
         int pr = ppoll(&p, 1, &ts, NULL);
         now = bio_now_ns();
+        if (now - (before + wait) > io->n.max_wake_late_ns) {
+            getrusage(RUSAGE_THREAD, &ru1);
+            __atomic_store_n(&io->n.max_wake_late_at_ns, now, __ATOMIC_RELAXED);
+            __atomic_store_n(&io->n.max_wake_late_vcsw, (int64_t)(ru1.ru_nvcsw - ru0.ru_nvcsw),
+                             __ATOMIC_RELAXED);
+            __atomic_store_n(&io->n.max_wake_late_ivcsw, (int64_t)(ru1.ru_nivcsw - ru0.ru_nivcsw),
+                             __ATOMIC_RELAXED);
+            __atomic_store_n(&io->n.max_wake_late_ns, now - (before + wait), __ATOMIC_RELAXED);
+        }
         if (pr < 0 && errno != EINTR) { io->last_errno = errno; rc = BIO_END_IO_ERROR; break; }
         if (pr > 0 && (p.revents & (POLLIN | POLLHUP | POLLERR))) {
             ssize_t r = io->is_socket ? recv(fd, rbuf, sizeof rbuf, MSG_DONTWAIT)
