@@ -453,6 +453,13 @@ class Controller:
         self.last_result = result
         self.last_telemetry = session.telemetry
         self.last_summary = await self._summary(session, result, time.perf_counter() - wall0)
+        # the daemon's log says how each session ended, and why when it did not complete
+        log.info(
+            "session %s ended: %s%s",
+            session.session_id,
+            result.end_reason,
+            "" if result.completed else f" ({'; '.join(result.notes) or 'no note'})",
+        )
         # the summary rides on the event, so remote tools can check a session like `chair run`
         await self._session_finished(
             session,

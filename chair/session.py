@@ -639,7 +639,8 @@ class Session:
         checks = 0
         memo: FitMemo = {}  # the window fits so far: each neck check refits mostly the same
         touched_y = start_y  # the last place the heads touched the skin
-        walk_to: float | None = None  # once the neck is seen: where the walk ends
+        walk_to: float | None = None  # once a neck is seen: where the walk looks again
+        confirmed: float | None = None  # the shoulder the walk stopped on
         await self._wait(self.driver.now_ns() + 2 * self.driver.period_ns)
         while self._busy({"carriage"}):
             await self._wait(self.driver.now_ns() + step_ns)
@@ -651,23 +652,29 @@ class Session:
             touched_y = max([touched_y, *(s.y_mm for s in new if in_contact(s, k))])
             if touched_y < lowest and y - touched_y > 2 * k.gap_max_mm:
                 break  # the back left the heads below any shoulder: no use walking on
-            if walk_to is not None:
-                if y >= walk_to:
-                    break
-                continue
-            checks += len(new)
-            if checks >= NECK_CHECK_SAMPLES:
+            if walk_to is None:
+                checks += len(new)
+                if checks < NECK_CHECK_SAMPLES:
+                    continue
                 checks = 0
                 seen = neck_seen(samples, lowest, k, memo)
-                if seen is not None:
-                    # walk on a little, so that the fits where the neck begins have samples
-                    # above it too; never past the neck's top for this shoulder (_adjust keeps
-                    # that top above where the heads reached: the zones would move up), less a
-                    # sample's travel between two looks and the brake's
-                    neck_top = cfg.zones_for_shoulder(min(seen, top))["neck"][1]
-                    walk_to = min(y + k.neck_confirm_mm, neck_top - 2 * k.sample_mm)
-                    if y >= walk_to:
-                        break
+                if seen is None:
+                    continue
+                # walk on a little, so that the fits where the neck begins have samples above
+                # it too; never past the neck's top for this shoulder (_adjust keeps that top
+                # above where the heads reached: the zones would move up), less a sample's
+                # travel between two looks and the brake's
+                neck_top = cfg.zones_for_shoulder(min(seen, top))["neck"][1]
+                walk_to = min(y + k.neck_confirm_mm, neck_top - 2 * k.sample_mm)
+            if y < walk_to:
+                continue
+            # look again over every sample, as the contour will: a neck that the samples above
+            # it no longer show soft was soft tissue of the back (a few stiffness fits near the
+            # threshold), and the walk goes on to the real one
+            confirmed = find_shoulder(skin_points(samples, k, memo), lowest, k)
+            if confirmed is not None:
+                break
+            walk_to = None
         core.brake()  # ends the following too
         # the scan is judged at rest: the depth, braking from the following (fast where the neck
         # curves away), is not still on its way when a scan gone wrong lets the session settle.
@@ -676,6 +683,8 @@ class Session:
         samples += core.drain_surface()
         self.contour = skin_points(samples, k, memo)
         shoulder = find_shoulder(self.contour, lowest, k) if self.contour else None
+        if shoulder is None:
+            shoulder = confirmed  # (the brake's last samples cannot take a confirmed neck away)
         problem = scan_problem(samples, top if shoulder is None else shoulder, k)
         if problem is not None:
             # a contour that cannot be trusted is not used: the session ends, the heads come

@@ -251,9 +251,10 @@ class Contour(_Model):
     neck_min_mm: float = Field(default=15.0, gt=0)
     """...once it lasts this long along the track (a single soft sample is not a neck)."""
     neck_confirm_mm: float = Field(default=20.0, ge=0)
-    """Once the neck is seen, the scan walks on this far (never past the neck's top for the
-    shoulder seen then): the fits at the neck's start need samples above it as well as below,
-    else where the tissue turns soft comes out 10-30 mm off on some backs."""
+    """Once a neck is seen, the scan walks on this far (never past the neck's top for the
+    shoulder seen then) and looks again over every sample: the fits at the neck's start need
+    samples above it as well as below, else where the tissue turns soft comes out 10-30 mm off
+    on some backs, and a stretch of the back fitted soft is taken for the neck."""
     gap_max_mm: float = Field(default=25.0, gt=0)
     """Below the shoulder, the heads off the skin for longer than this is a scan gone wrong (a
     user leaning forward): the session ends rather than trust it (a good scan: ≤ 10 mm)."""

@@ -212,14 +212,19 @@ async def test_many_sessions_through_broker_restarts_lose_no_record(
         assert chair.bridge.connections >= 1 + n // every
 
 
-def _serve(broker: Mosquitto, db: Path, speed: float) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "chair", "serve", "--broker", broker.url, "--db", str(db),
-         "--speed", str(speed), "--no-discovery", "--log-level", "warning"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env={**os.environ, "CHAIR_DB": str(db)},
-    )  # fmt: skip
+def _serve(
+    broker: Mosquitto, db: Path, speed: float, log: Path | None = None
+) -> subprocess.Popen[bytes]:
+    """`chair serve` on `db`; its log (info) appended to `log` if given."""
+    with contextlib.ExitStack() as files:
+        err = subprocess.DEVNULL if log is None else files.enter_context(log.open("ab"))
+        return subprocess.Popen(
+            [sys.executable, "-m", "chair", "serve", "--broker", broker.url, "--db", str(db),
+             "--speed", str(speed), "--no-discovery", "--log-level", "info"],
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            env={**os.environ, "CHAIR_DB": str(db)},
+        )  # fmt: skip
 
 
 def _db(db: Path, sql: str) -> list[Any]:
@@ -234,6 +239,7 @@ async def test_chair_serve_killed_before_the_ack_and_mid_session(
     broker: Mosquitto, tmp_path: Path
 ) -> None:
     db = tmp_path / "chair.db"
+    log = tmp_path / "serve.log"
     base = "massagechair/chair1"
     procs: list[subprocess.Popen[bytes]] = []
 
@@ -245,7 +251,7 @@ async def test_chair_serve_killed_before_the_ack_and_mid_session(
         async with Listener(broker, f"{base}/event") as listener:
             # 1. the session finishes while the broker is down; the daemon is killed before
             # any broker acknowledged its record
-            procs.append(_serve(broker, db, speed=300))
+            procs.append(_serve(broker, db, speed=300, log=log))
             async with Observer(broker.url, base) as obs:
                 await obs.wait_for("availability", lambda m: m.payload == b"online", timeout=20)
                 r = await obs.cmd("start", program="quick", minutes=5)
@@ -264,7 +270,7 @@ async def test_chair_serve_killed_before_the_ack_and_mid_session(
             kill(procs[-1])
             broker.start()
             # 2. restarted: the record goes out; a session is then cut off by SIGKILL
-            procs.append(_serve(broker, db, speed=30))
+            procs.append(_serve(broker, db, speed=30, log=log))
             await until(lambda: first in listener.session_ids(), 30, "the first record")
             async with Observer(broker.url, base) as obs:
                 r = await obs.cmd("start", program="quick", minutes=5, timeout=20)
@@ -280,11 +286,13 @@ async def test_chair_serve_killed_before_the_ack_and_mid_session(
             )  # fmt: skip
             kill(procs[-1])
             # 3. restarted: the cut-off session is closed as interrupted and reported
-            procs.append(_serve(broker, db, speed=300))
+            procs.append(_serve(broker, db, speed=300, log=log))
             await until(lambda: second in listener.session_ids(), 30, "the interrupted record")
             got = {e["session_id"]: e["record"] for e in listener.records}
-            assert got[first]["outcome"] == "completed"
-            assert got[second]["outcome"] == "interrupted" and got[second]["seconds_run"] > 0
+            said = log.read_text(errors="replace")[-4000:]  # the daemons' own account
+            assert got[first]["outcome"] == "completed", (got[first], said)
+            assert got[second]["outcome"] == "interrupted", (got[second], said)
+            assert got[second]["seconds_run"] > 0, got[second]
             await until(lambda: _db(db, "SELECT COUNT(*) FROM outbox")[0][0] == 0, 10, "acked")
     finally:
         for p in procs:
