@@ -144,6 +144,13 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
             seen = "; ".join(str(s) for s in stalls)
             excused.append(f"attempt {attempt} failed ({failed[0].when}) while {seen}")
         if not stalls or attempt == HIL_ATTEMPTS:
+            if failed and not stalls:
+                # the shorter stalls the witness saw (it writes down REPORT_MS and more): a
+                # failure beside them says which loops of the test's own were late with them
+                shorter = witness.stalls(began, time.monotonic(), 0.0)
+                said = "\n".join(str(x) for x in shorter) or "none"
+                for r in failed:
+                    r.sections.append(("stall witness (below the rerun threshold)", said))
             break
         item._initrequest()  # fresh fixtures for the next attempt
     if excused and not failed:
