@@ -108,6 +108,7 @@ cdef extern from "chair_core.h" nogil:
         int32_t seat_occupied
         uint32_t board_faults
         int32_t link_ok
+        int64_t link_stale_ns
         double depth_load_a
 
     ctypedef struct chair_axis_limits:

@@ -194,14 +194,19 @@ cdef int guard_measured(Guard* g, const chair_limits* L, const chair_status* st,
     cdef int i, z
     cdef const Axis* x
     cdef double err, cmd_d, enc_d, load, bound
+    cdef int64_t stale_ns
     # the link first: a stale status says nothing about the chair
     if not st.link_ok:
         if g.link_was_ok:
             g.link_was_ok = 0
             g.link_bad_ns = now
             g.report(g.ctx, CHAIR_EVT_LINK, 0, -1, 0, 0)
-        if rarely(now - g.link_bad_ns >= L.link_lost_ns):
-            _fault(g, CHAIR_FAULT_LINK_LOST, -1, (now - g.link_bad_ns) * 1e-6, 0)
+        # how long it has been stale: the link's own measure, on its clock, when it has one. The
+        # tick's `now` is its deadline, and a tick that ran late would count its own lateness as
+        # silence on the link (docs/core.md, link_lost)
+        stale_ns = st.link_stale_ns if st.link_stale_ns >= 0 else now - g.link_bad_ns
+        if rarely(stale_ns >= L.link_lost_ns):
+            _fault(g, CHAIR_FAULT_LINK_LOST, -1, stale_ns * 1e-6, L.link_lost_ns * 1e-6)
         return 0
     if not g.link_was_ok:
         g.link_was_ok = 1

@@ -13,4 +13,5 @@ cdef class Hardware:
     cdef int exchange(self, const chair_setpoint* sp, chair_status* st) noexcept nogil:
         memset(st, 0, sizeof(chair_status))
         st.t_ns = sp.t_ns
+        st.link_stale_ns = -1  # no link to say how long: the guard times it
         return 1

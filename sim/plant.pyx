@@ -451,6 +451,7 @@ cdef class SimPlant(Hardware):
         st.seat_occupied = self.occupied
         st.board_faults = 0
         st.link_ok = 1
+        st.link_stale_ns = 0
         st.depth_load_a = enf * (self.load_a + self.load_noise * _gauss(&self.load_rng))
         if self.load_lost:
             st.depth_load_a = NAN
@@ -684,6 +685,7 @@ cdef dict _status_dict(const chair_status* st):
         "seat_occupied": st.seat_occupied,
         "board_faults": st.board_faults,
         "link_ok": st.link_ok,
+        "link_stale_ns": st.link_stale_ns,
         "depth_load_a": st.depth_load_a,
     }
 

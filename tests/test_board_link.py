@@ -24,10 +24,11 @@ from core_rt.board.mailbox import (
 )
 from core_rt.board.protocol import FAULT_LINK_LOST, FAULT_WATCHDOG
 from core_rt.config import ChairConfig
-from core_rt.core import Core
+from core_rt.core import FAULT_CODES, Core
 from tests.board_helpers import board
 
 S = 1_000_000_000
+MS = 1_000_000
 
 STATUS = {
     "pos_mm": (600.0, 130.0, 16.0),
@@ -95,6 +96,46 @@ def test_stale_episodes_and_recoveries_are_counted_once_per_transition() -> None
     c = hw.link_counters()
     assert c["exchanges"] == 5 and c["stale_exchanges"] == 2
     assert c["stale_episodes"] == 1 and c["recoveries"] == 2
+
+
+def test_the_stale_time_the_tick_sees_is_measured_on_the_links_clock() -> None:
+    hw = LinkHardware(stale_ns=DEFAULT_STALE_NS)
+    before = now_ns()
+    hw.put_status(STATUS, before - DEFAULT_STALE_NS - 20 * MS)
+    _, st = exchange_once(hw)
+    assert st["link_ok"] == 0 and 20 * MS <= st["link_stale_ns"] <= now_ns() - before + 20 * MS
+    hw.put_status(STATUS, now_ns())
+    _, st = exchange_once(hw)
+    assert st["link_ok"] == 1 and st["link_stale_ns"] == 0
+
+
+def test_a_late_tick_does_not_count_its_own_lateness_as_silence_on_the_link() -> None:
+    """`link_lost` latches after stale time + `faults.link_lost_ms` without a round trip, as the
+    link measures it (docs/core.md, link_lost). The tick's time is its deadline: after a late
+    wake-up it lies in the past, and timed from there a CI run's core, 44 ms late, latched
+    `link_lost` 55 ms after the last round trip instead of 80. Here the core runs 450 ms of ticks
+    at once while the link has been silent for a fraction of that (a loss limit of 400 ms keeps
+    the wall clock out of the verdict: this test's own stalls would need 350 ms to matter)."""
+    lost_ms = 400.0
+    core = Core(ChairConfig(faults={"link_lost_ms": lost_ms}), hw := LinkHardware())
+    hw.put_status(STATUS, now_ns())
+    core.run_until(5 * MS, False)
+    assert not [e for e in core.drain_events() if e.kind in ("link", "fault")]
+    # the last round trip is stale time + 50 ms old; the core then runs 450 ms of ticks
+    hw.put_status(STATUS, now_ns() - DEFAULT_STALE_NS - 50 * MS)
+    core.run_until(core.core_time_ns() + int((lost_ms + 50) * MS), False)
+    events = [e for e in core.drain_events() if e.kind in ("link", "fault")]
+    assert [(e.kind, e.code) for e in events] == [("link", 0)], events
+    hw.put_status(STATUS, now_ns())  # a round trip: it comes back
+    core.run_until(core.core_time_ns() + 2 * MS, False)
+    events = [e for e in core.drain_events() if e.kind in ("link", "fault")]
+    assert [(e.kind, e.code) for e in events] == [("link", 1)], events
+    # silent as long as the limit: latched at once, with how long it was stale
+    hw.put_status(STATUS, now_ns() - DEFAULT_STALE_NS - int((lost_ms + 1) * MS))
+    core.run_until(core.core_time_ns() + 2 * MS, False)
+    faults = [e for e in core.drain_events() if e.kind == "fault"]
+    assert [FAULT_CODES[e.code] for e in faults] == ["link_lost"]
+    assert faults[0].value >= lost_ms + 1 and faults[0].limit == lost_ms
 
 
 def test_the_io_side_takes_the_latest_setpoint_the_tick_published() -> None:

@@ -93,11 +93,16 @@ cdef class LinkHardware(Hardware):
         fresh = self.cur.confirmed_ns > 0 and now - self.cur.confirmed_ns <= self.stale_ns
         if fresh:
             st.link_ok = 1
+            st.link_stale_ns = 0
             if not self.was_fresh:
                 self.was_fresh = 1
                 link_count(&self.n.recoveries)
             return 0
         st.link_ok = 0
+        # on this clock, not the tick's: a tick that runs late must not count its own lateness
+        # as silence on the link (docs/core.md, link_lost)
+        st.link_stale_ns = (now - self.cur.confirmed_ns - self.stale_ns
+                            if self.cur.confirmed_ns > 0 else -1)
         st.board_faults |= CHAIR_BOARD_LINK_LOST
         link_count(&self.n.stale)
         if self.was_fresh:
@@ -155,6 +160,7 @@ cdef class LinkHardware(Hardware):
         s.st.seat_occupied = 1 if seat else 0
         s.st.board_faults = <uint32_t>(int(faults) & 0xFFFFFFFF)
         s.st.link_ok = 1
+        s.st.link_stale_ns = 0
         # the depth drive's load, when the mapping carries it (a board that measures it)
         s.st.depth_load_a = (float(status["depth_load_a"])
                              if hasattr(status, "keys") and "depth_load_a" in status else NAN)
@@ -419,5 +425,5 @@ def exchange_once(LinkHardware hw, setpoint=None):
         "thermistor_c": st.thermistor_c, "supply_v": st.supply_v,
         "limit_low": st.limit_low, "limit_high": st.limit_high,
         "arm_contact": st.arm_contact, "seat_occupied": st.seat_occupied,
-        "board_faults": st.board_faults, "link_ok": st.link_ok, "t_ns": st.t_ns,
+        "board_faults": st.board_faults, "link_ok": st.link_ok, "link_stale_ns": st.link_stale_ns, "t_ns": st.t_ns,
     }

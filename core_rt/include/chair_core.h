@@ -69,6 +69,9 @@ typedef struct {
     int32_t seat_occupied;
     uint32_t board_faults; /* chair_board_fault_bits */
     int32_t link_ok;       /* 1 when the status is fresh (always 1 in-process) */
+    int64_t link_stale_ns; /* how long the status has been stale, on the link's own clock
+                              (0 when fresh; -1: the hardware cannot say, and the guard
+                              times it from its own ticks); docs/core.md, link_lost */
     double depth_load_a;   /* the depth drive's load: the current pressing against the body
                               draws, net of the drive's own (0 off the body, 0 with the drives
                               off); NaN: the board does not measure it (docs/simulator.md) */
