@@ -205,7 +205,10 @@ def test_chair_run_ends_with_a_goodbye_never_by_the_board_watchdog(
             assert report["link"]["goodbyes"] == 0  # counted as the link closes, after this
             assert report["link"]["board"]["version"] == 3
             if how != "fault":
-                assert report["end_reason"] == "stopped"
+                assert report["end_reason"] == "stopped", (
+                    f"faults {report['faults']}, notes {report['notes']}, link {report['link']}, "
+                    f"loop {report.get('loop')}, board events {b.state()['events'][-20:]}"
+                )
         finally:
             if proc.poll() is None:
                 proc.kill()
