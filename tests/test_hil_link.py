@@ -11,6 +11,7 @@ never by the board's watchdog (docs/board-protocol.md, Shutdown).
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import subprocess
 import sys
@@ -185,7 +186,7 @@ def test_chair_run_ends_with_a_goodbye_never_by_the_board_watchdog(
             t0 = time.monotonic_ns()
             deadline = time.monotonic() + 20
             while not b.state()["drives_on"] or not b.events("motion_on", t0):
-                assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+                assert proc.poll() is None, _ended_early(proc, summary)
                 assert time.monotonic() < deadline, "the session never got the chair moving"
                 time.sleep(0.02)
             if how == "fault":
@@ -199,8 +200,6 @@ def test_chair_run_ends_with_a_goodbye_never_by_the_board_watchdog(
             err = proc.stderr.read() if proc.stderr else ""
             assert rc == want, err
             board_after_goodbye(b, t0)
-            import json
-
             report = json.loads(summary.read_text())
             assert report["link"]["goodbyes"] == 0  # counted as the link closes, after this
             assert report["link"]["board"]["version"] == 3
@@ -216,6 +215,19 @@ def test_chair_run_ends_with_a_goodbye_never_by_the_board_watchdog(
             for f in (proc.stdout, proc.stderr):
                 if f is not None:
                     f.close()
+
+
+def _ended_early(proc: subprocess.Popen[str], summary: Path) -> str:
+    """Why a `chair run --quiet` ended before the test was done with it: its stderr, and the
+    summary's end, faults and link report when it wrote one."""
+    err = proc.stderr.read() if proc.stderr else ""
+    if not summary.exists():
+        return f"exit {proc.wait()}, no summary; stderr: {err}"
+    r = json.loads(summary.read_text())
+    return (
+        f"exit {proc.wait()}, {r['end_reason']}: faults {r['faults']}, notes {r['notes']}, "
+        f"link {r['link']}, loop {r.get('loop')}; stderr: {err}"
+    )
 
 
 async def test_a_stopped_session_and_a_closed_controller_leave_the_board_ready(
