@@ -915,7 +915,7 @@ cdef class Core:
         self.sp.enable = 0 if (self.deenergised or self.reseat_pending) else 1
         self.sp.seq = <int32_t>(self.ticks & 0x7fffffff)
         if self.hw.exchange(&self.sp, st) != 0:
-            if st.link_ok:  # failed, yet says fresh: how long it is stale, the guard times
+            if st.link_ok:  # failed yet claims fresh: its stale time is not trusted either
                 st.link_stale_ns = -1
             st.link_ok = 0
         # the commanded pose is not the chair's (the core has just started; or the link came back

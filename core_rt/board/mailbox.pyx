@@ -425,5 +425,6 @@ def exchange_once(LinkHardware hw, setpoint=None):
         "thermistor_c": st.thermistor_c, "supply_v": st.supply_v,
         "limit_low": st.limit_low, "limit_high": st.limit_high,
         "arm_contact": st.arm_contact, "seat_occupied": st.seat_occupied,
-        "board_faults": st.board_faults, "link_ok": st.link_ok, "link_stale_ns": st.link_stale_ns, "t_ns": st.t_ns,
+        "board_faults": st.board_faults, "link_ok": st.link_ok,
+        "link_stale_ns": st.link_stale_ns, "t_ns": st.t_ns,
     }
