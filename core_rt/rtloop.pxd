@@ -70,3 +70,4 @@ cdef extern from "rt_loop.h" nogil:
     double rt_hist_percentile(const int64_t* hist, int nbins, double bin_us, double q)
     int64_t rt_now_ns()
     int64_t rt_stat(const int64_t* p)
+    void rt_stat_set "rt_stat_set_"(int64_t* p, int64_t v)  # relaxed store, the loop's own rule

@@ -18,6 +18,12 @@ class Ring:
     def pop(self) -> bytes | None: ...
 
 class TimerLoop:
+    @property
+    def hz(self) -> int: ...
+    @property
+    def priority(self) -> int: ...
+    @property
+    def record_every(self) -> int: ...
     def __init__(
         self,
         hz: int = 1000,
@@ -25,6 +31,7 @@ class TimerLoop:
         eventfd: bool = False,
         record_every: int = 10,
         ring_capacity: int = 1024,
+        cpu: int = -1,
     ) -> None: ...
     @property
     def period_ns(self) -> int: ...

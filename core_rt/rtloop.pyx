@@ -31,7 +31,9 @@ from core_rt.rtloop cimport (
     rt_loop_init,
     rt_loop_start,
     rt_loop_stop,
+    rt_now_ns,
     rt_stat,
+    rt_stat_set,
     spsc_count,
     spsc_dropped,
     spsc_free,
@@ -225,10 +227,14 @@ cdef struct TimerCtx:
     int64_t ticks
     int64_t seq
     int64_t record_every
+    int64_t lag_max_ns   # how far a tick's time was behind the clock it ran on, at most
     int wake
 
 cdef int _timer_tick(void* arg, int64_t tick_ns) noexcept nogil:
     cdef TimerCtx* c = <TimerCtx*>arg
+    cdef int64_t lag = rt_now_ns() - tick_ns
+    if lag > rt_stat(&c.lag_max_ns):
+        rt_stat_set(&c.lag_max_ns, lag)
     c.ticks += 1
     if c.ticks % c.record_every != 0:
         return 0
@@ -258,7 +264,8 @@ cdef class TimerLoop:
 
     hz: 250..2000; priority: SCHED_FIFO priority 1..99 (falls back to SCHED_OTHER with a warning
     when refused); eventfd: create an eventfd woken every `record_every` ticks; ring_capacity:
-    records kept until drained (a power of two)."""
+    records kept until drained (a power of two); cpu: pin the loop thread to this CPU (-1: let the
+    scheduler pick)."""
 
     cdef rt_loop* _loop
     cdef spsc_ring _ring
@@ -269,7 +276,7 @@ cdef class TimerLoop:
     cdef readonly int record_every
 
     def __cinit__(self, int hz=1000, int priority=80, bint eventfd=False, int record_every=10,
-                  int ring_capacity=1024):
+                  int ring_capacity=1024, int cpu=-1):
         self._efd = -1
         check_rate(hz, priority)
         if record_every < 1:
@@ -289,6 +296,7 @@ cdef class TimerLoop:
         self._ctx.wake = 1 if self._efd >= 0 else 0
         rt_loop_init(self._loop, round(1e9 / hz), priority, _timer_tick, &self._ctx)
         self._loop.event_fd = self._efd
+        self._loop.cpu = cpu
 
     def __dealloc__(self):
         if self._loop != NULL:
@@ -318,6 +326,7 @@ cdef class TimerLoop:
             pass
         self._ctx.ticks = 0
         self._ctx.seq = 0
+        self._ctx.lag_max_ns = 0
         cdef int rc
         with nogil:
             rc = rt_loop_start(self._loop)
@@ -373,6 +382,7 @@ cdef class TimerLoop:
             "overruns": rt_stat(&L.overruns),
             "skipped": rt_stat(&L.skipped),
             "wakeups": rt_stat(&L.wakeups),
+            "tick_lag_max_us": rt_stat(&self._ctx.lag_max_ns) / 1000.0 if has else None,
             "latency_p50_us": _pct(L.lat_hist, RT_LAT_NBINS, LATENCY_BIN_US, 0.50, lat_max_us),
             "latency_p99_us": _pct(L.lat_hist, RT_LAT_NBINS, LATENCY_BIN_US, 0.99, lat_max_us),
             "latency_max_us": lat_max_us if has else None,
@@ -386,6 +396,7 @@ cdef class TimerLoop:
             "mlocked": L.mlocked != 0,
             "timer_slack": L.timer_slack != 0,
             "pm_qos": L.pm_qos != 0,
+            "pinned": L.pinned != 0,
             "sched_errno": L.sched_errno,
             "mlock_errno": L.mlock_errno,
             "warning": L.warning.decode("utf-8", "replace"),

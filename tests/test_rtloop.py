@@ -13,6 +13,7 @@ import shutil
 import struct
 import subprocess
 import sys
+import threading
 import time
 from collections import deque
 from pathlib import Path
@@ -220,6 +221,55 @@ def test_stats_are_readable_while_running_and_restart_starts_afresh() -> None:
     time.sleep(0.05)
     t.stop()
     assert 0 < t.stats()["cycles"] < total
+
+
+def _take_the_cpu(cpu: int, priority: int, ms: int, refused: list[OSError]) -> None:
+    """Run on `cpu` at SCHED_FIFO `priority` and spin for `ms`: the CPU taken away, as a stalled
+    machine takes it."""
+    try:
+        os.sched_setaffinity(0, {cpu})
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(priority))
+    except OSError as e:
+        refused.append(e)
+        return
+    end = time.monotonic_ns() + ms * 1_000_000
+    while time.monotonic_ns() < end:
+        pass
+
+
+def _wait_for_cycles(t: TimerLoop, n: int) -> None:
+    deadline = time.monotonic() + 10.0
+    while t.stats()["cycles"] < n:
+        assert time.monotonic() < deadline, f"the loop did not reach {n} ticks in 10 s"
+        time.sleep(0.005)
+
+
+@pytest.mark.realtime
+def test_a_tick_after_a_late_wake_up_runs_at_the_latest_passed_deadline() -> None:
+    # docs/core.md, The loop: the CPU taken away for 10 periods makes the loop wake up to 10 periods
+    # late. The deadlines in between are skipped before the tick, not after it: the tick runs with
+    # the latest deadline at or before its wake-up, so its time is never a period or more behind
+    # the clock (the guard's debounces measure time from it). Ticking the missed deadline instead
+    # gives a lag of as many periods.
+    cpu = max(os.sched_getaffinity(0))
+    t = TimerLoop(hz=1000, cpu=cpu)
+    refused: list[OSError] = []
+    with t:
+        _wait_for_cycles(t, 20)
+        before = t.stats()["cycles"]
+        taker = threading.Thread(target=_take_the_cpu, args=(cpu, t.priority + 10, 10, refused))
+        taker.start()
+        taker.join()
+        _wait_for_cycles(t, before + 20)
+    if refused:
+        pytest.skip(f"cannot take a CPU at SCHED_FIFO here: {refused[0]}")
+    s = t.stats()
+    if not (s["sched_fifo"] and s["pinned"]):
+        pytest.skip(f"the loop is not pinned at SCHED_FIFO here: {s['warning']}")
+    period_us = s["period_ns"] / 1000
+    assert s["latency_max_us"] >= 4 * period_us, s  # the loop did wake late ...
+    assert s["skipped"] >= 4, s  # ... and skipped the deadlines it missed
+    assert s["tick_lag_max_us"] < 2 * period_us, s  # but no tick ran with one of them
 
 
 @pytest.mark.realtime

@@ -5,12 +5,15 @@
  *   deadline k = start + k * period        (int64 ns, CLOCK_MONOTONIC)
  *   clock_nanosleep(TIMER_ABSTIME, deadline k)      -- retried on EINTR
  *   latency  = wake - deadline k           -> lat_hist   (1 us bins, 0..20 ms, + overflow)
- *   wake_asyncio = tick(ctx, deadline k)   -- the SCHEDULED time, so real-time ticks see the same
+ *   woke a period or more late: a miss. The deadlines passed in between are gone: skip to the
+ *   latest one at or before the wake-up (counting the skipped ones), so that a tick's time is
+ *   never a period or more behind the clock it runs on
+ *   wake_asyncio = tick(ctx, deadline)     -- the SCHEDULED time, so real-time ticks see the same
  *                                             grid as virtual-time ones
  *   exec     = tick end - wake             -> exec_hist  (0.1 us bins, 0..1 ms, + overflow)
  *   if wake_asyncio and event_fd >= 0: write(event_fd, 1)   (eventfd semantics)
- *   if the next deadline has already passed: a miss. Keep the phase: skip to the next deadline
- *   still in the future (start + m * period), counting the skipped ones.
+ *   if the next deadline has already passed (the tick overran): a miss. Keep the phase: skip to
+ *   the next deadline still in the future (start + m * period), counting the skipped ones.
  *
  * rt_loop_start tries, in order, and records each outcome (never pretends): mlockall(CURRENT|
  * FUTURE); a PM QoS request on /dev/cpu_dma_latency (as cyclictest does; optional); a thread with
@@ -85,8 +88,9 @@ typedef struct rt_loop {
     /* ---- statistics (read with rt_stat / rt_hist_percentile while running) ---- */
     int64_t start_ns;    /* deadline of the first tick */
     int64_t cycles;      /* ticks run */
-    int64_t missed;      /* ticks after which the next deadline had already passed */
-    int64_t overruns;    /* of those: woke in time, but the tick itself ran past the next deadline */
+    int64_t missed;      /* ticks that woke a period or more late, or after which the next
+                            deadline had already passed */
+    int64_t overruns;    /* of those: the tick itself ran past the next deadline */
     int64_t skipped;     /* deadlines skipped to keep the phase */
     int64_t wakeups;     /* eventfd writes */
     int64_t lat_max_ns, lat_sum_ns;
@@ -243,6 +247,17 @@ static void *rt_loop_main_(void *arg)
         int64_t lat = woke - next;
         if (lat < 0)
             lat = 0;
+        if (lat >= period) {
+            /* woke a period or more late (the CPU was taken away): tick at the latest deadline at
+               or before the wake-up, not at the one missed. The tick measures time from its
+               deadline (the guard's debounces, docs/core.md), and a tick that ran with a time
+               far in the past would count the loop's own lateness as time that had passed in
+               the chair. */
+            const int64_t behind = lat / period;
+            rt_stat_add_(&L->missed, 1);
+            rt_stat_add_(&L->skipped, behind);
+            next += behind * period;
+        }
 
         const int wake = L->tick(L->ctx, next);
         int64_t end = rt_now_ns();
@@ -267,11 +282,10 @@ static void *rt_loop_main_(void *arg)
 
         next += period;
         if (end >= next) {
-            /* missed: the next deadline is already behind us. Keep the phase. */
+            /* overran: the next deadline is already behind us. Keep the phase. */
             const int64_t behind = (end - next) / period + 1;
             rt_stat_add_(&L->missed, 1);
-            if (woke < next)
-                rt_stat_add_(&L->overruns, 1);
+            rt_stat_add_(&L->overruns, 1);
             rt_stat_add_(&L->skipped, behind);
             next += behind * period;
         }
