@@ -13,6 +13,7 @@ import pytest
 import pytest_asyncio
 from playwright.async_api import Browser, Page, ViewportSize, async_playwright, expect
 
+from chair.bench.web import launch_as_guest
 from tests.web_helpers import CuttableLink, Remote, chromium_path, until_state, web_remote
 
 PHONE: ViewportSize = {"width": 390, "height": 844}
@@ -27,7 +28,7 @@ T = 30_000
 async def browser() -> AsyncIterator[Browser]:
     path = chromium_path()
     async with async_playwright() as p:
-        b = await p.chromium.launch(executable_path=path, args=["--no-sandbox"])
+        b = await launch_as_guest(p, path)
         try:
             yield b
         finally:

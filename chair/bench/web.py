@@ -23,7 +23,10 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
+import shlex
 import shutil
+import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -40,7 +43,7 @@ from chair.web.server import WebRemote
 from core_rt.config import ChairConfig
 
 if TYPE_CHECKING:
-    from playwright.async_api import ViewportSize
+    from playwright.async_api import Browser, Playwright, ViewportSize
 
 PHONE: ViewportSize = {"width": 390, "height": 844}
 TELEMETRY_WINDOW_S = 5.0
@@ -103,6 +106,29 @@ def find_chromium() -> str:
     )
 
 
+async def launch_as_guest(playwright: Playwright, path: str) -> Browser:
+    """Headless Chromium at `path`, unable to raise the priority of its threads.
+
+    Chromium run as root sets its compositor and I/O threads to nice -8 (root may). Beside the
+    chair those threads then outrank the kernel's normal-priority workers, among them the one that
+    carries a serial port's or a pty's received bytes to their reader, and the board link waits
+    for that worker however high its own priority (docs/board-protocol.md, The host): traced, a
+    test's browser held it 80 ms and the chair stopped on `link_lost`. A browser is the chair's
+    guest (on a phone, not on the board), so as root it starts without CAP_SYS_NICE."""
+    setpriv = shutil.which("setpriv")
+    args = ["--no-sandbox"]
+    if os.geteuid() != 0 or setpriv is None:  # without the capability already, or no way to drop it
+        return await playwright.chromium.launch(executable_path=path, args=args)
+    with tempfile.TemporaryDirectory(prefix="chair-chromium-") as d:
+        launcher = Path(d) / "chromium"
+        launcher.write_text(
+            f"#!/bin/sh\nexec {shlex.quote(setpriv)} --inh-caps=-sys_nice "
+            f'--bounding-set=-sys_nice -- {shlex.quote(path)} "$@"\n'
+        )
+        launcher.chmod(0o755)
+        return await playwright.chromium.launch(executable_path=str(launcher), args=args)
+
+
 def run(clicks: int = 200, *, config: ChairConfig | None = None) -> dict[str, Any]:
     return asyncio.run(_run(clicks, config or ChairConfig()))
 
@@ -133,7 +159,7 @@ async def _run(clicks: int, config: ChairConfig) -> dict[str, Any]:
     from playwright.async_api import async_playwright
 
     async with _daemon(config) as (controller, settings, url), async_playwright() as p:
-        browser = await p.chromium.launch(executable_path=find_chromium(), args=["--no-sandbox"])
+        browser = await launch_as_guest(p, find_chromium())
         try:
             page = await browser.new_page(viewport=PHONE)
             await page.goto(url)
@@ -196,7 +222,7 @@ async def screenshot(path: Path, *, speed: float = 20.0) -> None:
         web = WebRemote(CommandDesk(controller, config), token)
         sock = WebRemote.listen("127.0.0.1", 0)
         task = asyncio.create_task(web.serve(sock))
-        browser = await p.chromium.launch(executable_path=find_chromium(), args=["--no-sandbox"])
+        browser = await launch_as_guest(p, find_chromium())
         try:
             page = await browser.new_page(viewport=PHONE, device_scale_factor=2)
             await page.goto(f"http://127.0.0.1:{sock.getsockname()[1]}/?token={token}")
