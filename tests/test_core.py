@@ -417,8 +417,14 @@ def test_real_time_and_virtual_time_give_the_same_setpoints() -> None:
     stats = real.core.loop_stats()
     assert len(real.telemetry) > 300
     assert not real.find("fault"), real.events
+    # A deadline the loop skipped (a CPU taken away) that was a move's start makes the move start
+    # at the next tick (docs/core.md, Misses): the setpoints are the same up to the first skip.
+    ticked = sorted(r.t_ns for r in real.telemetry)
+    skipped = [a + TICK for a, b in itertools.pairwise(ticked) if b - a > TICK]
     for r in real.telemetry:
         assert r.t_ns % TICK == 0 and r.t_ns in by_t, r.t_ns
+        if skipped and r.t_ns > skipped[0]:
+            continue
         v = by_t[r.t_ns]
         assert (r.y_mm, r.width_mm, r.depth_mm, r.knead_rpm) == (
             v.y_mm,
