@@ -107,23 +107,27 @@ def find_chromium() -> str:
 
 
 async def launch_as_guest(playwright: Playwright, path: str) -> Browser:
-    """Headless Chromium at `path`, unable to raise the priority of its threads.
+    """Headless Chromium at `path`, at nice 10 and unable to raise the priority of its threads.
 
     Chromium run as root sets its compositor and I/O threads to nice -8 (root may). Beside the
     chair those threads then outrank the kernel's normal-priority workers, among them the one that
     carries a serial port's or a pty's received bytes to their reader, and the board link waits
     for that worker however high its own priority (docs/board-protocol.md, The host): traced, a
     test's browser held it 80 ms and the chair stopped on `link_lost`. A browser is the chair's
-    guest (on a phone, not on the board), so as root it starts without CAP_SYS_NICE."""
+    guest (on a phone, not on the board): it starts at nice 10 and, as root, without
+    CAP_SYS_NICE, so no thread of it can come back above that."""
     setpriv = shutil.which("setpriv")
+    nice = shutil.which("nice")
     args = ["--no-sandbox"]
-    if os.geteuid() != 0 or setpriv is None:  # without the capability already, or no way to drop it
+    if nice is None:
         return await playwright.chromium.launch(executable_path=path, args=args)
+    drop = ""
+    if os.geteuid() == 0 and setpriv is not None:
+        drop = f"{shlex.quote(setpriv)} --inh-caps=-sys_nice --bounding-set=-sys_nice -- "
     with tempfile.TemporaryDirectory(prefix="chair-chromium-") as d:
         launcher = Path(d) / "chromium"
         launcher.write_text(
-            f"#!/bin/sh\nexec {shlex.quote(setpriv)} --inh-caps=-sys_nice "
-            f'--bounding-set=-sys_nice -- {shlex.quote(path)} "$@"\n'
+            f'#!/bin/sh\nexec {drop}{shlex.quote(nice)} -n 10 {shlex.quote(path)} "$@"\n'
         )
         launcher.chmod(0o755)
         return await playwright.chromium.launch(executable_path=str(launcher), args=args)
