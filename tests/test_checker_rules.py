@@ -127,3 +127,22 @@ def test_tapping_before_the_width_is_reached_is_caught() -> None:
     bad[i]["width_mm"] += 5.0  # the width still moving while the heads tap
     found = check_session(bad, summary, CONFIG)
     assert any("while the width moves" in v for v in found), found
+
+
+def test_a_surface_deeper_than_the_scan_is_caught_by_the_scans_accuracy_there() -> None:
+    # docs/chair.md §10: within 3 mm of the scanned contour on the back, 5 mm above the shoulder
+    # line (the scan's own accuracy on each)
+    run = _run()
+    shoulder = run.summary["body"]["shoulder_mm"]
+    with_surface = [i for i, s in enumerate(run.telemetry) if s.get("surface_mm") is not None]
+    back = next(i for i in with_surface if run.telemetry[i]["y_mm"] < shoulder - 50)
+    neck = next(i for i in with_surface if run.telemetry[i]["y_mm"] > shoulder + 5)
+
+    def deeper(i: int, mm: float) -> list[str]:
+        tlm = copy.deepcopy(run.telemetry)
+        tlm[i]["surface_mm"] += mm
+        return [v for v in check_session(tlm, run.summary, CONFIG) if "scanned contour" in v]
+
+    assert deeper(back, 4.0)
+    assert deeper(neck, 4.0) == []
+    assert deeper(neck, 6.0)
