@@ -163,14 +163,9 @@ def surface_from_contour(
     """The scanned skin as a surface: control points every `contour.sample_mm` from the scan's
     start to the shoulder line, fitted by least squares with `contour.surface_smoothing` on
     their second differences, kept inside the depth's range; and the zones' load bounds
-    (`load_bounds`). Above the shoulder line the surface is held flat, for the neck curves
-    (up to 15 mm over 3 cm) faster than the depth can follow a stroke up the back: at the
-    shoulder's level, or at the nearest skin scanned above the shoulder where that is nearer
-    (two more control points: the spline blends down to it over two `sample_mm`, at most a
-    sixth of the step deeper than it on the way). Over the neck the heads so press lighter than
-    their level, never deeper than the skin the scan saw there. A neck that curves away keeps
-    the shoulder's level; skin scanned nearer above the shoulder (the soft neck's noise, or
-    more back above a low shoulder) brings the hold to it."""
+    (`load_bounds`). Above the shoulder line the surface stays at the shoulder's level: the neck
+    curves away from the heads (up to 15 mm over 3 cm) faster than the depth can follow a stroke
+    up the back, so over it the heads press lighter than their level, never deeper."""
     k = config.contour
     h = k.sample_mm
     pts = tuple(p for p in contour.points if p.y_mm <= shoulder_mm) or contour.points[:1]
@@ -190,11 +185,8 @@ def surface_from_contour(
         lhs += k.surface_smoothing * d2.T @ d2
     ctl = np.linalg.lstsq(lhs, rows.T @ target, rcond=None)[0]
     lo, hi = config.depth.min_mm, config.depth.max_mm
-    control = [float(min(max(c, lo), hi)) for c in ctl]
-    above = [p.surface_mm for p in contour.points if p.y_mm > y1]
-    if above and min(above) < control[-1]:
-        control += [float(min(max(min(above), lo), hi))] * 2
-    return PressSurface(y0, h, tuple(control), load_bounds(contour, config, zones))
+    control = tuple(float(min(max(c, lo), hi)) for c in ctl)
+    return PressSurface(y0, h, control, load_bounds(contour, config, zones))
 
 
 def load_bounds(

@@ -10,7 +10,6 @@ import pytest
 
 from chair.contour import BackContour, SkinPoint, find_shoulder, skin_points
 from chair.session import Session
-from chair.surface import surface_from_contour
 from core_rt.config import ChairConfig
 from core_rt.core import Core
 from sim import PlantParams, SimPlant
@@ -195,30 +194,6 @@ def test_the_shoulder_is_where_the_neck_curves_away_from_the_back() -> None:
     flat_neck = [(900.0 + 5 * i, 10.0, 0.3) for i in range(8)]
     assert find_shoulder(_points(*back, *flat_neck), 700.0, k) == 900.0
     assert find_shoulder(_points(*back), 700.0, k) is None
-
-
-def test_over_the_neck_the_surface_is_never_deeper_than_the_skin_scanned_there() -> None:
-    """Above the shoulder line the surface is held flat (docs/chair.md §10): at the shoulder's
-    level over a neck that curves away, and at the nearest skin scanned above the shoulder where
-    that is nearer. Held at the shoulder's level over skin 3.3 mm nearer, the heads pressed 3.3 mm
-    deeper than their level on the neck (a 5-minute `quick` session, found by the checker)."""
-    h = CFG.contour.sample_mm
-    shoulder = 900.0
-    back = [(700.0 + h * i, 10.0, 1.1) for i in range(round((shoulder - 700.0) / h) + 1)]
-    zones = CFG.zones_for_shoulder(shoulder)
-    level = surface_from_contour(_points(*back), CFG, zones, shoulder).at(shoulder)
-    away = [(shoulder + h * i, 10.0 + 1.5 * i, 0.3) for i in range(1, 10)]
-    held = surface_from_contour(_points(*back, *away), CFG, zones, shoulder)
-    for y in (shoulder + 10.0, shoulder + 40.0, shoulder + 80.0):
-        assert held.at(y) == pytest.approx(level, abs=1e-9)  # lighter than the neck's skin
-    nearer = [(shoulder + h * i, 10.0 - 3.3 * min(i, 3) / 3, 0.3) for i in range(1, 10)]
-    surface = surface_from_contour(_points(*back, *nearer), CFG, zones, shoulder)
-    gap = level - min(s for _, s, _ in nearer)
-    for y, skin, _ in nearer:
-        # blended down over two samples, then at the nearest skin scanned there
-        assert surface.at(y) <= skin + gap / 6 + 1e-9, (y, surface.at(y), skin)
-    assert surface.at(shoulder + 200.0) == pytest.approx(10.0 - 3.3, abs=1e-9)
-    assert surface.at(800.0) == pytest.approx(held.at(800.0), abs=1e-6)  # the back is kept
 
 
 def test_a_nudge_down_never_puts_the_neck_top_below_where_the_scan_reached() -> None:
