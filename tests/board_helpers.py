@@ -1,5 +1,14 @@
 """`chair board` as a subprocess for the tests: the simulated board on a real pty or TCP port,
-driven through its control channel (`sim.board_control.ControlClient`)."""
+driven through its control channel (`sim.board_control.ControlClient`).
+
+The HIL sessions run over loopback TCP; a few tests run on the pty (`over="pty"`), as a USB serial
+adapter would be opened, and are marked `alone`. Every byte written to a pty reaches its reader
+through the kernel's flip-buffer work in a nice-0 kworker, and the reader waits for it in state D
+(docs/board-protocol.md, The host): beside a CPU hog and the other test worker, that kworker was
+held off both CPUs for 48-84 ms and the link was lost (50 ms), a defect of the test machine's
+pty, not of the controller or the board. Loopback TCP moves the bytes in the sender's own
+context (a SCHED_FIFO thread), so the sessions measure the product; the pty tests run by
+themselves, with a CPU free for the kworker."""
 
 from __future__ import annotations
 
@@ -12,11 +21,12 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from sim.board_control import ControlClient
 
 ROOT = Path(__file__).resolve().parents[1]
+Line = Literal["tcp", "pty"]
 
 
 def child_env() -> dict[str, str]:
@@ -29,9 +39,9 @@ def child_env() -> dict[str, str]:
 class Board:
     """`python -m chair board` as a subprocess with its control channel."""
 
-    def __init__(self, tmp: Path, *args: str, tcp: int | None = None) -> None:
+    def __init__(self, tmp: Path, *args: str, over: Line = "tcp", port: int = 0) -> None:
         self.sock = str(tmp / f"board-{time.monotonic_ns()}.sock")
-        where = ["--tcp", str(tcp)] if tcp is not None else ["--pty"]
+        where = ["--tcp", str(port)] if over == "tcp" else ["--pty"]
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "chair", "board", *where, "--control", self.sock, *args],
             stdout=subprocess.PIPE,
@@ -42,7 +52,7 @@ class Board:
         )
         first = read_first_line(self.proc, 15.0)
         self.where = first
-        self.spec = f"tcp:127.0.0.1:{first}" if tcp is not None else f"serial:{first}"
+        self.spec = f"tcp:127.0.0.1:{first}" if over == "tcp" else f"serial:{first}"
         self.ctl = ControlClient(self.sock)
 
     def cmd(self, line: str) -> dict[str, Any]:
@@ -85,9 +95,10 @@ def read_first_line(proc: subprocess.Popen[str], timeout_s: float) -> str:
 
 
 @contextlib.contextmanager
-def board(tmp: Path, *args: str, tcp: int | None = None) -> Iterator[Board]:
-    """A `chair board` for the block; it must exit 0 when stopped."""
-    b = Board(tmp, *args, tcp=tcp)
+def board(tmp: Path, *args: str, over: Line = "tcp", port: int = 0) -> Iterator[Board]:
+    """A `chair board` for the block, on loopback TCP (`port`, 0: a free one) or a pty; it must
+    exit 0 when stopped."""
+    b = Board(tmp, *args, over=over, port=port)
     try:
         yield b
     finally:

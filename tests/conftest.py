@@ -8,7 +8,8 @@ at a time: the HIL tests one after another on one worker (`xdist_group("hil")`: 
 processes at once), the broker and browser tests on the other. They wait on events with
 generous ceilings and must pass beside a CPU hog anyway (`stress-ng --cpu 1`, README, Tests).
 The few that measure the real-time loop's own timing are also marked `alone` and run by
-themselves at the end.
+themselves at the end, and so are the HIL tests on the pty: a pty's bytes wait for a nice-0
+kernel worker, which a hog and the other worker can hold off both CPUs (tests/board_helpers.py).
 
 A HIL test that fails while the machine itself stalled — a CPU taken away for half the link's
 deadline or more, seen by the stall witness (tests/stall_witness.py) — is run again, at most

@@ -10,7 +10,8 @@ is measured from it to the fault event's `t_ns`, against its deadline (docs/core
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import time
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from core_rt.config import ChairConfig
@@ -254,3 +255,15 @@ def cruising(rig: Rig, *, heat_c: float = 40.0) -> None:
 INJECT_S = 2.0
 """When the plant faults of the measured checks' tests strike (core time, s)."""
 T_INJECT = round(INJECT_S * S)
+
+
+def wait_cycles(
+    stats: Callable[[], Mapping[str, Any]], n: int = 10, timeout_s: float = 5.0
+) -> None:
+    """Wait until a real-time loop has ticked `n` times by its `stats()` (a `Core`'s
+    `loop_stats`, a `TimerLoop`'s `stats`), or fail after `timeout_s`. Polled: the loop has no
+    event for the test's thread."""
+    end = time.monotonic() + timeout_s
+    while stats()["cycles"] < n:
+        assert time.monotonic() < end, f"the loop did not tick {n} times in {timeout_s} s"
+        time.sleep(0.005)

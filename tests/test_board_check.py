@@ -63,7 +63,7 @@ def board_check(*args: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.fixture(scope="module")
 def sim_board(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Board]:
-    with board(tmp_path_factory.mktemp("board-check"), tcp=0) as b:
+    with board(tmp_path_factory.mktemp("board-check")) as b:
         yield b
 
 
@@ -108,7 +108,7 @@ def test_the_kit_catches_a_board_that_breaks(sim_board: Board, rule: str) -> Non
 
 
 def test_the_break_flag_and_the_failing_exit_status(tmp_path: Path) -> None:
-    with board(tmp_path, "--break", "no-watchdog", tcp=0) as b:
+    with board(tmp_path, "--break", "no-watchdog") as b:
         assert b.state()["breaks"] == ["no-watchdog"]
         proc = board_check(
             "--tcp", f"127.0.0.1:{b.where}", "--only", "handshake", "watchdog-trip", "--json"
@@ -122,8 +122,9 @@ def test_the_break_flag_and_the_failing_exit_status(tmp_path: Path) -> None:
     assert "no watchdog" in out["checks"][1]["reason"]
 
 
+@pytest.mark.alone  # on the pty (tests/board_helpers.py)
 def test_a_serial_board_skips_only_the_disconnect(tmp_path: Path) -> None:
-    with board(tmp_path) as b:  # a pty: a serial line cannot hang up
+    with board(tmp_path, over="pty") as b:  # a serial line cannot hang up
         report = run(b.spec, ChairConfig(), ["handshake", "watchdog-trip", "disconnect"])
     assert [r.verdict for r in report.results] == [PASS, PASS, SKIP], report.results
     assert report.passed  # a SKIP is no failure

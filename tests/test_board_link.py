@@ -255,7 +255,7 @@ def test_tcp_link_reconnects_after_the_board_restarts(tmp_path: Path) -> None:
     """A core on a TCP link: board gone → stale within the link's budget; a board back on the
     same port → the driver reconnects and says HELLO again; the core sees the link back."""
     cfg = ChairConfig()
-    with board(tmp_path, tcp=0) as b:
+    with board(tmp_path) as b:
         port = int(b.where)
         link = open_board_link(f"tcp:127.0.0.1:{port}", cfg)
         core = Core(cfg, link)
@@ -281,7 +281,7 @@ def test_tcp_link_reconnects_after_the_board_restarts(tmp_path: Path) -> None:
             b.stop()
             wait_for(lambda: link.link_counters()["stale_exchanges"] > s0 + 10, "the link stale")
             assert stale_ticks_in(0.2) >= 190  # every tick sees a stale status
-            with board(tmp_path, tcp=port):
+            with board(tmp_path, port=port):
                 deadline = time.monotonic() + 5
                 while link.link_counters()["recoveries"] == up and time.monotonic() < deadline:
                     time.sleep(0.02)

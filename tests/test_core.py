@@ -39,6 +39,7 @@ from tests.core_helpers import (
     into_zone,
     level_mm,
     mid,
+    wait_cycles,
 )
 
 # ---- the latch ---------------------------------------------------------------------------------
@@ -483,15 +484,6 @@ async def test_real_time_loop_runs_at_its_rate_and_wakes_asyncio(hz: int) -> Non
     assert not [e for e in woken if e.kind == "fault"]
 
 
-def wait_cycles(core: Core, n: int = 10, timeout_s: float = 5.0) -> None:
-    """Wait until the real-time loop has ticked `n` times (polled: the loop has no event for the
-    test's thread), or fail after `timeout_s`."""
-    end = time.monotonic() + timeout_s
-    while core.loop_stats()["cycles"] < n:
-        assert time.monotonic() < end, f"the loop did not tick {n} times in {timeout_s} s"
-        time.sleep(0.005)
-
-
 @pytest.mark.realtime
 def test_the_loop_runs_pinned_to_the_configured_cpu_and_says_so() -> None:
     import os
@@ -500,7 +492,7 @@ def test_the_loop_runs_pinned_to_the_configured_cpu_and_says_so() -> None:
     core = Core(CFG, SimPlant(CFG, seed=1))
     outcome = core.start_realtime(CFG.loop.rt_priority, cpus[-1])
     try:
-        wait_cycles(core)
+        wait_cycles(core.loop_stats)
     finally:
         core.stop_realtime()
     assert outcome["cpu"] == cpus[-1]
@@ -512,7 +504,7 @@ def test_an_unavailable_cpu_runs_unpinned_with_a_warning() -> None:
     core = Core(CFG, SimPlant(CFG, seed=1))
     outcome = core.start_realtime(CFG.loop.rt_priority, 1000)
     try:
-        wait_cycles(core)
+        wait_cycles(core.loop_stats)
     finally:
         core.stop_realtime()
     assert outcome["cpu"] is None

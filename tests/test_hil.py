@@ -1,9 +1,10 @@
-"""Hardware in the loop: the real controller against `chair board` over a real pty or TCP link.
+"""Hardware in the loop: the real controller against `chair board` over a real TCP or pty link.
 
-Real processes, a real pseudo-terminal, real TCP on loopback, the real-time core against the wall
-clock: nothing is mocked. Times are CLOCK_MONOTONIC on both sides (one machine), so a detection
-time is measured from the moment the board applied an injected fault (its control channel's
-``t_ns``) to the core's fault event (the tick's time, mapped to the same clock).
+Real processes, real TCP on loopback, a real pseudo-terminal, the real-time core against the wall
+clock: nothing is mocked. The sessions run over TCP, the serial line's own cases on the pty
+(tests/board_helpers.py says why). Times are CLOCK_MONOTONIC on both sides (one machine), so a
+detection time is measured from the moment the board applied an injected fault (its control
+channel's ``t_ns``) to the core's fault event (the tick's time, mapped to the same clock).
 """
 
 from __future__ import annotations
@@ -225,7 +226,7 @@ async def wait_board_safe(b: Board, after_ns: int, timeout_s: float = 3.0) -> di
 
 
 def test_board_over_tcp_answers_hello_and_streams_status_at_1khz(tmp_path: Path) -> None:
-    with board(tmp_path, tcp=0) as b:
+    with board(tmp_path) as b:
         port = int(b.where)
         assert b.state()["link"]["spec"] == f"tcp:127.0.0.1:{port}"
         s = socket.create_connection(("127.0.0.1", port), timeout=2)
@@ -247,7 +248,7 @@ def test_board_over_tcp_answers_hello_and_streams_status_at_1khz(tmp_path: Path)
 
 
 def test_board_pty_prints_the_path_first_and_exits_0_on_sigint_and_quit(tmp_path: Path) -> None:
-    b = Board(tmp_path)
+    b = Board(tmp_path, over="pty")
     assert b.where.startswith("/dev/pts/") and os.path.exists(b.where)
     fd = os.open(b.where, os.O_RDWR | os.O_NOCTTY)
     try:
@@ -255,7 +256,7 @@ def test_board_pty_prints_the_path_first_and_exits_0_on_sigint_and_quit(tmp_path
     finally:
         os.close(fd)
     assert b.stop(signal.SIGINT) == 0
-    b = Board(tmp_path)
+    b = Board(tmp_path, over="pty")
     assert b.cmd("quit")["t_ns"] > 0
     assert b.proc.wait(5) == 0
     b.stop()
@@ -569,7 +570,10 @@ async def test_one_percent_of_bytes_corrupted_motion_continues_and_drops_are_cou
             assert b.state()["counters"]["bytes_corrupted"] > 100
 
 
+@pytest.mark.alone  # on the pty (tests/board_helpers.py)
 def test_controller_killed_mid_motion_the_board_watchdog_stops_everything(tmp_path: Path) -> None:
+    """On a pty, as on a serial line, the board cannot see a killed controller go (over TCP it
+    would trip at the hang-up): its watchdog alone must stop everything."""
     script = tmp_path / "controller.py"
     script.write_text(
         textwrap.dedent("""
@@ -592,7 +596,7 @@ def test_controller_killed_mid_motion_the_board_watchdog_stops_everything(tmp_pa
         asyncio.run(main())
     """)
     )
-    with board(tmp_path) as b:
+    with board(tmp_path, over="pty") as b:
         proc = subprocess.Popen(
             [sys.executable, str(script), b.spec],
             stdout=subprocess.PIPE,

@@ -1,6 +1,6 @@
 """Hardware in the loop: the contour scan and pressing relative to the scanned back over the
 board link (docs/chair.md §10, docs/board-protocol.md version 3: the STATUS carries the depth
-drive's load). The real controller in real time against `chair board` on a real pty, the board
+drive's load). The real controller in real time against `chair board` over loopback TCP, the board
 seating a contoured back; nothing is mocked. A board that does not measure the load is the
 session test of tests/test_hil.py (its scan is the arm switch's)."""
 

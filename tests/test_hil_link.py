@@ -97,7 +97,7 @@ async def test_board_silent_or_deaf_mid_stroke_drives_off_within_100ms(
 async def test_board_hangs_up_mid_stroke_the_link_is_lost_within_100ms(tmp_path: Path) -> None:
     """TCP: the board closes the connection while energised. It trips at once on its side; the
     controller latches link_lost within 100 ms and, reconnected, only ever sends drives off."""
-    with board(tmp_path, tcp=0) as b:
+    with board(tmp_path) as b:
         async with controller(b) as w:
             ctl = w.ctl
             start_motion(ctl)
@@ -149,14 +149,16 @@ def board_after_goodbye(b: Board, t0: int) -> dict[str, Any]:
     return s
 
 
+@pytest.mark.alone  # on the pty (tests/board_helpers.py)
 @pytest.mark.parametrize("how", ["sigterm", "sigint", "fault"])
 def test_chair_run_ends_with_a_goodbye_never_by_the_board_watchdog(
     tmp_path: Path, how: str
 ) -> None:
     """`chair run --hardware`: SIGTERM and SIGINT stop the session (it settles, the summary is
     written, exit 128 + N); a fault ends it (exit 3). Each time the last SETPOINTs say drives and
-    heater off, so the board never has to trip its watchdog."""
-    with board(tmp_path) as b:
+    heater off, so the board never has to trip its watchdog. On a pty, as on a serial line, the
+    board cannot see the controller go: only the goodbye or the watchdog ends its outputs."""
+    with board(tmp_path, over="pty") as b:
         summary = tmp_path / "summary.json"
         proc = subprocess.Popen(
             [

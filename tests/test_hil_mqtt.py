@@ -1,9 +1,10 @@
 """A whole session driven over MQTT, with the simulated chair on a real board link.
 
-Three real processes and a broker: `chair board --pty` (the plant at its own real-time pace, with
-its own watchdog), `chair serve --hardware serial:PTY` (the unmodified controller, real-time
-core), mosquitto; the test is only an MQTT client. The session's telemetry (published at 50 Hz)
-and the summary carried by its `session_finished` event go through the independent checker.
+Three real processes and a broker: `chair board --tcp 0` (the plant at its own real-time pace,
+with its own watchdog), `chair serve --hardware tcp:127.0.0.1:PORT` (the unmodified controller,
+real-time core), mosquitto; the test is only an MQTT client. The session's telemetry (published
+at 50 Hz) and the summary carried by its `session_finished` event go through the independent
+checker.
 
 A session is at least 5 minutes by the reference chair's config; to keep the suite short this
 test's chair config allows 1-minute sessions and a 1-second shoulder window (`--config`, the one

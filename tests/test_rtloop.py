@@ -25,6 +25,7 @@ from hypothesis import strategies as st
 from chair.bench import MissingToolError
 from chair.bench import jitter as bench_jitter
 from core_rt.rtloop import Ring, TimerLoop, hist_percentile, ring_stress
+from tests.core_helpers import wait_cycles
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -237,13 +238,6 @@ def _take_the_cpu(cpu: int, priority: int, ms: int, refused: list[OSError]) -> N
         pass
 
 
-def _wait_for_cycles(t: TimerLoop, n: int) -> None:
-    deadline = time.monotonic() + 10.0
-    while t.stats()["cycles"] < n:
-        assert time.monotonic() < deadline, f"the loop did not reach {n} ticks in 10 s"
-        time.sleep(0.005)
-
-
 @pytest.mark.realtime
 def test_a_tick_after_a_late_wake_up_runs_at_the_latest_passed_deadline() -> None:
     # docs/core.md, The loop: the CPU taken away for 10 periods makes the loop wake up to 10 periods
@@ -255,12 +249,12 @@ def test_a_tick_after_a_late_wake_up_runs_at_the_latest_passed_deadline() -> Non
     t = TimerLoop(hz=1000, cpu=cpu)
     refused: list[OSError] = []
     with t:
-        _wait_for_cycles(t, 20)
+        wait_cycles(t.stats, 20, timeout_s=10.0)
         before = t.stats()["cycles"]
         taker = threading.Thread(target=_take_the_cpu, args=(cpu, t.priority + 10, 10, refused))
         taker.start()
         taker.join()
-        _wait_for_cycles(t, before + 20)
+        wait_cycles(t.stats, before + 20, timeout_s=10.0)
     if refused:
         pytest.skip(f"cannot take a CPU at SCHED_FIFO here: {refused[0]}")
     s = t.stats()
