@@ -233,9 +233,16 @@ def _take_the_cpu(cpu: int, priority: int, ms: int, refused: list[OSError]) -> N
     except OSError as e:
         refused.append(e)
         return
-    end = time.monotonic_ns() + ms * 1_000_000
-    while time.monotonic_ns() < end:
-        pass
+    # the GIL is not handed on while it spins: at the default 5 ms switch interval another
+    # thread's request made it sleep for the GIL, and the loop ran in the gap (traced)
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1.0)
+    try:
+        end = time.monotonic_ns() + ms * 1_000_000
+        while time.monotonic_ns() < end:
+            pass
+    finally:
+        sys.setswitchinterval(interval)
 
 
 @pytest.mark.realtime
